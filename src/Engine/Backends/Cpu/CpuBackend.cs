@@ -1,0 +1,168 @@
+using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
+using WhereToEdit.Engine.Tensors;
+
+namespace WhereToEdit.Engine.Backends.Cpu;
+
+/// <summary>Which GEMM the CPU backend uses.</summary>
+public enum GemmKind
+{
+    /// <summary>OpenBLAS when it loads, else managed. The WTE_GEMM environment variable (openblas|managed) overrides.</summary>
+    Auto,
+    OpenBlas,
+    Managed,
+}
+
+public sealed record CpuBackendOptions
+{
+    /// <summary>Worker threads; 0 = WTE_THREADS or the machine's core count.</summary>
+    public int Threads { get; init; }
+
+    public GemmKind Gemm { get; init; } = GemmKind.Auto;
+}
+
+/// <summary>
+/// The CPU backend: managed SIMD (System.Numerics.Tensors, Vector256/512) on persistent worker threads,
+/// GEMM through OpenBLAS or the packed managed GEMM. Ops run synchronously on the calling thread plus the
+/// pool; one op at a time (like one GPU stream). Forward ops live in this file's siblings, one file per op
+/// family (CpuBackend.LayerNorm.cs, CpuBackend.Attention.cs, ...), each with its backward.
+/// </summary>
+public sealed unsafe partial class CpuBackend : IBackend
+{
+    private readonly WorkerPool _pool;
+
+    public CpuBackend() : this(new CpuBackendOptions()) { }
+
+    public CpuBackend(CpuBackendOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        int threads = options.Threads;
+        if (threads == 0 && int.TryParse(Environment.GetEnvironmentVariable("WTE_THREADS"), out int envThreads) && envThreads > 0)
+            threads = envThreads;
+        if (threads <= 0) threads = Environment.ProcessorCount;
+        Threads = threads;
+        GemmKind = ResolveGemm(options.Gemm);
+        if (GemmKind == GemmKind.OpenBlas) OpenBlas.SetThreads(threads);
+        _pool = new WorkerPool(threads);
+    }
+
+    public string Name => $"cpu ({Threads} threads, {(GemmKind == GemmKind.OpenBlas ? "OpenBLAS" : "managed")} GEMM)";
+
+    public int Threads { get; }
+
+    /// <summary>The GEMM actually in use (never Auto).</summary>
+    public GemmKind GemmKind { get; }
+
+    private static GemmKind ResolveGemm(GemmKind requested)
+    {
+        if (requested == GemmKind.Auto)
+        {
+            string? env = Environment.GetEnvironmentVariable("WTE_GEMM");
+            if (!string.IsNullOrWhiteSpace(env))
+            {
+                requested = env.Trim().ToLowerInvariant() switch
+                {
+                    "openblas" => GemmKind.OpenBlas,
+                    "managed" => GemmKind.Managed,
+                    "auto" => GemmKind.Auto,
+                    _ => throw new ArgumentException($"WTE_GEMM='{env}': expected openblas, managed or auto"),
+                };
+            }
+        }
+        return requested switch
+        {
+            GemmKind.Auto => OpenBlas.IsAvailable ? GemmKind.OpenBlas : GemmKind.Managed,
+            GemmKind.OpenBlas when !OpenBlas.IsAvailable => throw new InvalidOperationException(
+                "GEMM 'openblas' requested but libopenblas.so.0 could not be loaded (Debian package libopenblas0)"),
+            _ => requested,
+        };
+    }
+
+    public void Dispose() => _pool.Dispose();
+
+    internal static CpuTensor Cpu(Tensor t, string role)
+    {
+        ArgumentNullException.ThrowIfNull(t, role);
+        return t as CpuTensor ?? throw new ArgumentException($"tensor '{t.Name}' ({role}) belongs to backend '{t.Backend.Name}', not the CPU backend");
+    }
+
+    private static void Need(Tensor t, long count, string role) => t.ExpectRange(0, count, role);
+
+    // ---- memory ---------------------------------------------------------------------------------
+
+    public Tensor Allocate(string name, params int[] shape) => new CpuTensor(this, name, shape);
+
+    public Tensor FromHost(string name, ReadOnlySpan<float> data, params int[] shape)
+    {
+        var t = new CpuTensor(this, name, shape);
+        if (data.Length != t.Length)
+            throw new ArgumentException($"tensor '{name}': {data.Length} values given for shape {t.ShapeText} ({t.Length} elements)");
+        data.CopyTo(t.Data);
+        return t;
+    }
+
+    public void Fill(Tensor t, float value) => Cpu(t, "fill target").Span.Fill(value);
+
+    public void Copy(Tensor src, long srcOffset, Tensor dst, long dstOffset, long count)
+    {
+        src.ExpectRange(srcOffset, count, "copy source");
+        dst.ExpectRange(dstOffset, count, "copy destination");
+        Cpu(src, "copy source").Data.AsSpan((int)srcOffset, (int)count).CopyTo(Cpu(dst, "copy destination").Data.AsSpan((int)dstOffset));
+    }
+
+    public void CopyRows(Tensor src, long srcOffset, int srcStride, Tensor dst, long dstOffset, int dstStride, int rows, int cols, bool accumulate)
+    {
+        if (rows == 0 || cols == 0) return;
+        src.ExpectRange(srcOffset, (long)(rows - 1) * srcStride + cols, "row-copy source");
+        dst.ExpectRange(dstOffset, (long)(rows - 1) * dstStride + cols, "row-copy destination");
+        float[] s = Cpu(src, "row-copy source").Data, d = Cpu(dst, "row-copy destination").Data;
+        for (int r = 0; r < rows; r++)
+        {
+            var from = s.AsSpan((int)(srcOffset + (long)r * srcStride), cols);
+            var to = d.AsSpan((int)(dstOffset + (long)r * dstStride), cols);
+            if (accumulate) TensorPrimitives.Add(to, from, to);
+            else from.CopyTo(to);
+        }
+    }
+
+    public void Synchronize() { }
+
+    // ---- elementwise --------------------------------------------------------------------------
+
+    private struct BinaryArgs { public float* A, B, Y; public float Alpha; }
+
+    private const int ElementGrain = 1 << 15;
+
+    public void Add(Tensor a, Tensor b, Tensor y, long n)
+    {
+        Need(a, n, "add input a"); Need(b, n, "add input b"); Need(y, n, "add output");
+        fixed (float* pa = Cpu(a, "a").Data, pb = Cpu(b, "b").Data, py = Cpu(y, "y").Data)
+        {
+            var args = new BinaryArgs { A = pa, B = pb, Y = py };
+            _pool.For(checked((int)n), ElementGrain, &args, &AddChunk);
+        }
+    }
+
+    private static void AddChunk(void* p, int start, int end)
+    {
+        ref var a = ref *(BinaryArgs*)p;
+        TensorPrimitives.Add(new ReadOnlySpan<float>(a.A + start, end - start),
+            new ReadOnlySpan<float>(a.B + start, end - start), new Span<float>(a.Y + start, end - start));
+    }
+
+    public void Axpy(float alpha, Tensor x, Tensor y, long n)
+    {
+        Need(x, n, "axpy input"); Need(y, n, "axpy output");
+        fixed (float* px = Cpu(x, "x").Data, py = Cpu(y, "y").Data)
+        {
+            var args = new BinaryArgs { A = px, Y = py, Alpha = alpha };
+            _pool.For(checked((int)n), ElementGrain, &args, &AxpyChunk);
+        }
+    }
+
+    private static void AxpyChunk(void* p, int start, int end)
+    {
+        ref var a = ref *(BinaryArgs*)p;
+        var y = new Span<float>(a.Y + start, end - start);
+        TensorPrimitives.MultiplyAdd(new ReadOnlySpan<float>(a.A + start, end - start), a.Alpha, y, y);
+    }
+}

@@ -1,0 +1,381 @@
+using WhereToEdit.Engine.Tensors;
+
+namespace WhereToEdit.Engine.Models;
+
+/// <summary>What a backward pass computes.</summary>
+public sealed record BackwardOptions
+{
+    /// <summary>Full backward: every parameter's gradient and the input gradient.</summary>
+    public static readonly BackwardOptions Full = new() { InputGradient = true };
+
+    /// <summary>Lowest block the gradient flows into; blocks below it, the embeddings and the input get nothing.</summary>
+    public int StartBlock { get; init; }
+
+    /// <summary>Parameters whose gradients are accumulated; null = all (in the blocks reached).</summary>
+    public IReadOnlySet<string>? Parameters { get; init; }
+
+    /// <summary>Write d loss / d input into <see cref="VitWorkspace.DInput"/> (needs StartBlock 0).</summary>
+    public bool InputGradient { get; init; }
+
+    /// <summary>The edit-shaped backward: start at <paramref name="startBlock"/>, weight gradients for the named parameters only.</summary>
+    public static BackwardOptions Truncated(int startBlock, IEnumerable<string> parameters)
+        => new() { StartBlock = startBlock, Parameters = parameters.ToHashSet() };
+}
+
+/// <summary>
+/// A timm-equivalent Vision Transformer with an explicit forward and backward per layer, running on any
+/// <see cref="IBackend"/>. Reads like the paper: patch embed → [CLS] + position → pre-norm blocks
+/// (x += attn(norm1(x)); x += mlp(norm2(x))) → final norm on [CLS] → head.
+/// Only the [CLS] row goes through the final norm and head: LayerNorm is per token, so this equals timm's
+/// norm-then-pool and skips work on the other tokens.
+/// </summary>
+public sealed class VitModel : IDisposable
+{
+    /// <summary>The weights of one transformer block.</summary>
+    public sealed class Block
+    {
+        internal Block(IBackend be, VitConfig c, int i, Action<Parameter> add)
+        {
+            int d = c.EmbedDim, h = c.MlpHidden;
+            string p = $"blocks.{i}.";
+            Parameter New(string name, params int[] shape) { var prm = new Parameter(be, p + name, shape); add(prm); return prm; }
+            Norm1Weight = New("norm1.weight", d); Norm1Bias = New("norm1.bias", d);
+            QkvWeight = New("attn.qkv.weight", 3 * d, d);
+            QkvBias = c.QkvBias ? New("attn.qkv.bias", 3 * d) : null;
+            ProjWeight = New("attn.proj.weight", d, d); ProjBias = New("attn.proj.bias", d);
+            Norm2Weight = New("norm2.weight", d); Norm2Bias = New("norm2.bias", d);
+            Fc1Weight = New("mlp.fc1.weight", h, d); Fc1Bias = New("mlp.fc1.bias", h);
+            Fc2Weight = New("mlp.fc2.weight", d, h); Fc2Bias = New("mlp.fc2.bias", d);
+        }
+
+        public Parameter Norm1Weight { get; }
+        public Parameter Norm1Bias { get; }
+        public Parameter QkvWeight { get; }
+        public Parameter? QkvBias { get; }
+        public Parameter ProjWeight { get; }
+        public Parameter ProjBias { get; }
+        public Parameter Norm2Weight { get; }
+        public Parameter Norm2Bias { get; }
+        public Parameter Fc1Weight { get; }
+        public Parameter Fc1Bias { get; }
+        public Parameter Fc2Weight { get; }
+        public Parameter Fc2Bias { get; }
+
+        internal IEnumerable<Parameter> AttentionParameters()
+        {
+            yield return Norm1Weight; yield return Norm1Bias; yield return QkvWeight;
+            if (QkvBias is not null) yield return QkvBias;
+            yield return ProjWeight; yield return ProjBias;
+        }
+    }
+
+    private readonly List<Parameter> _parameters = [];
+    private readonly Dictionary<string, Parameter> _byName = [];
+    private readonly Dictionary<Parameter, int> _indexOf = new(ReferenceEqualityComparer.Instance);
+
+    // The resolved form of the last BackwardOptions seen, so steady-state backward passes allocate nothing.
+    private BackwardOptions? _planFor;
+    private bool[] _wanted = [];
+    private bool[] _blockWants = [], _attentionWants = [];
+
+    public VitModel(IBackend backend, VitConfig config)
+    {
+        Backend = backend ?? throw new ArgumentNullException(nameof(backend));
+        Config = (config ?? throw new ArgumentNullException(nameof(config))).Validate();
+        int d = config.EmbedDim;
+        ClsToken = Add(new Parameter(backend, "cls_token", 1, 1, d));
+        PosEmbed = Add(new Parameter(backend, "pos_embed", 1, config.Tokens, d));
+        PatchWeight = Add(new Parameter(backend, "patch_embed.proj.weight", d, config.InChans, config.PatchSize, config.PatchSize));
+        PatchBias = Add(new Parameter(backend, "patch_embed.proj.bias", d));
+        var blocks = new Block[config.Depth];
+        for (int i = 0; i < config.Depth; i++) blocks[i] = new Block(backend, config, i, p => Add(p));
+        Blocks = blocks;
+        NormWeight = Add(new Parameter(backend, "norm.weight", d));
+        NormBias = Add(new Parameter(backend, "norm.bias", d));
+        HeadWeight = Add(new Parameter(backend, "head.weight", config.NumClasses, d));
+        HeadBias = Add(new Parameter(backend, "head.bias", config.NumClasses));
+    }
+
+    private Parameter Add(Parameter p)
+    {
+        _indexOf.Add(p, _parameters.Count);
+        _parameters.Add(p);
+        _byName.Add(p.Name, p);
+        return p;
+    }
+
+    public IBackend Backend { get; }
+    public VitConfig Config { get; }
+    public Parameter ClsToken { get; }
+    public Parameter PosEmbed { get; }
+    public Parameter PatchWeight { get; }
+    public Parameter PatchBias { get; }
+    public IReadOnlyList<Block> Blocks { get; }
+    public Parameter NormWeight { get; }
+    public Parameter NormBias { get; }
+    public Parameter HeadWeight { get; }
+    public Parameter HeadBias { get; }
+
+    /// <summary>All parameters in timm's named_parameters() order.</summary>
+    public IReadOnlyList<Parameter> Parameters => _parameters;
+
+    public Parameter this[string name] => _byName.TryGetValue(name, out var p)
+        ? p : throw new KeyNotFoundException($"the ViT has no parameter '{name}'");
+
+    public bool TryGetParameter(string name, out Parameter parameter) => _byName.TryGetValue(name, out parameter!);
+
+    public VitWorkspace CreateWorkspace(int batchCapacity) => new(Backend, Config, batchCapacity);
+
+    // ---- weights -----------------------------------------------------------------------------------
+
+    /// <summary>timm's initialisation (trunc-normal 0.02 weights, zero biases, unit LayerNorm), seeded.</summary>
+    public void InitializeRandom(ulong seed)
+    {
+        var rng = new Rng(seed);
+        foreach (var p in _parameters)
+        {
+            var values = new float[p.Length];
+            bool isNorm = p.Name.Contains("norm", StringComparison.Ordinal);
+            if (isNorm && p.Name.EndsWith(".weight", StringComparison.Ordinal)) Array.Fill(values, 1f);
+            else if (p.Name.EndsWith(".bias", StringComparison.Ordinal)) { }
+            else if (p.Name == "cls_token") for (int i = 0; i < values.Length; i++) values[i] = (float)(rng.NextNormal() * 1e-6);
+            else for (int i = 0; i < values.Length; i++) values[i] = (float)rng.NextTruncatedNormal(0.02);
+            p.Value.CopyFrom(values);
+        }
+    }
+
+    /// <summary>
+    /// Loads timm-named tensors. Every parameter must be present with its exact shape and finite values; the
+    /// error lists every missing, unexpected and mis-shaped tensor at once.
+    /// </summary>
+    public void LoadWeights(IReadOnlyDictionary<string, (int[] Shape, float[] Data)> tensors, string source)
+    {
+        var missing = _parameters.Where(p => !tensors.ContainsKey(p.Name)).Select(p => p.Name).ToList();
+        var unexpected = tensors.Keys.Where(n => !_byName.ContainsKey(n)).ToList();
+        var misShaped = tensors.Where(kv => _byName.TryGetValue(kv.Key, out var p) && !p.Shape.AsSpan().SequenceEqual(kv.Value.Shape))
+            .Select(kv => $"{kv.Key}: expected {Tensor.ShapeString(_byName[kv.Key].Shape)}, got {Tensor.ShapeString(kv.Value.Shape)}").ToList();
+        if (missing.Count + unexpected.Count + misShaped.Count > 0)
+        {
+            var parts = new List<string>();
+            if (missing.Count > 0) parts.Add($"missing {missing.Count}: {string.Join(", ", missing)}");
+            if (unexpected.Count > 0) parts.Add($"unexpected {unexpected.Count}: {string.Join(", ", unexpected)}");
+            if (misShaped.Count > 0) parts.Add($"mis-shaped {misShaped.Count}: {string.Join("; ", misShaped)}");
+            throw new ArgumentException($"{source}: weights do not match the ViT config — {string.Join(" | ", parts)}");
+        }
+        foreach (var p in _parameters)
+        {
+            var data = tensors[p.Name].Data;
+            if (data.Length != p.Length) throw new ArgumentException($"{source}: tensor '{p.Name}' holds {data.Length} values, expected {p.Length}");
+            for (int i = 0; i < data.Length; i++)
+                if (!float.IsFinite(data[i])) throw new NonFiniteException($"{source}: {p.Name}", i, data[i]);
+        }
+        foreach (var p in _parameters) p.Value.CopyFrom(tensors[p.Name].Data);
+    }
+
+    /// <summary>Zeroes the gradients of the given parameters (all when null).</summary>
+    public void ZeroGrad(IEnumerable<string>? names = null)
+    {
+        foreach (var p in names is null ? _parameters : names.Select(n => this[n])) Backend.Fill(p.Grad, 0f);
+    }
+
+    // ---- forward -----------------------------------------------------------------------------------
+
+    /// <summary>Full forward of images [batch, C, H, W]: fills ws.Logits, ws.ClsFeature and caches every block input.</summary>
+    public void Forward(VitWorkspace ws, Tensor images, int batch)
+    {
+        CheckBatch(ws, batch);
+        var c = Config;
+        if (images.Length < (long)batch * c.InChans * c.ImageSize * c.ImageSize)
+            throw new ShapeMismatchException(images.Name, [batch, c.InChans, c.ImageSize, c.ImageSize], images.Shape);
+        var be = Backend;
+        int d = c.EmbedDim, p = c.Patches;
+        // Patch embedding: conv(k = s = patch) as im2col + GEMM.
+        be.Im2Col(images, ws.Columns, batch, c.InChans, c.ImageSize, c.ImageSize, c.PatchSize);
+        Linear(ws.Columns, PatchWeight, PatchBias, ws.PatchTokens, batch * p, c.PatchInputs, d);
+        be.AssembleTokens(ws.PatchTokens, ClsToken.Value, PosEmbed.Value, ws.BlockInput[0], batch, p, d);
+        ws.CachedBatch = batch;
+        ForwardFrom(ws, 0, batch);
+    }
+
+    /// <summary>
+    /// Forward from block <paramref name="startBlock"/> on, reusing ws.BlockInput[startBlock] from an earlier
+    /// forward on the same images (blocks before it are unchanged by an edit of later blocks).
+    /// </summary>
+    public void ForwardFrom(VitWorkspace ws, int startBlock, int batch)
+    {
+        CheckBatch(ws, batch);
+        if (startBlock < 0 || startBlock > Config.Depth) throw new ArgumentOutOfRangeException(nameof(startBlock), startBlock, $"block index must be in [0, {Config.Depth}]");
+        if (ws.CachedBatch != batch)
+            throw new InvalidOperationException($"ForwardFrom(block {startBlock}, batch {batch}): the workspace caches block inputs for batch {ws.CachedBatch}; run Forward on these images first");
+        for (int i = startBlock; i < Config.Depth; i++) BlockForward(ws, i, batch);
+        Head(ws, batch);
+    }
+
+    private void BlockForward(VitWorkspace ws, int index, int batch)
+    {
+        var be = Backend;
+        var c = Config;
+        var w = Blocks[index];
+        var a = ws.Blocks[index];
+        int d = c.EmbedDim, rows = batch * c.Tokens;
+        var x = ws.BlockInput[index];
+        be.LayerNormForward(x, w.Norm1Weight.Value, w.Norm1Bias.Value, a.Ln1, a.Ln1Mean, a.Ln1Rstd, rows, d, c.LayerNormEps);
+        Linear(a.Ln1, w.QkvWeight, w.QkvBias, a.Qkv, rows, d, 3 * d);
+        be.AttentionForward(a.Qkv, a.AttnOut, a.Probs, batch, c.Tokens, c.NumHeads, c.HeadDim);
+        Linear(a.AttnOut, w.ProjWeight, w.ProjBias, a.Mid, rows, d, d);
+        be.Add(a.Mid, x, a.Mid, (long)rows * d);
+        be.LayerNormForward(a.Mid, w.Norm2Weight.Value, w.Norm2Bias.Value, a.Ln2, a.Ln2Mean, a.Ln2Rstd, rows, d, c.LayerNormEps);
+        Linear(a.Ln2, w.Fc1Weight, w.Fc1Bias, a.Fc1, rows, d, c.MlpHidden);
+        be.GeluForward(a.Fc1, a.Gelu, (long)rows * c.MlpHidden);
+        var output = ws.BlockInput[index + 1];
+        Linear(a.Gelu, w.Fc2Weight, w.Fc2Bias, output, rows, c.MlpHidden, d);
+        be.Add(output, a.Mid, output, (long)rows * d);
+    }
+
+    private void Head(VitWorkspace ws, int batch)
+    {
+        var be = Backend;
+        var c = Config;
+        int d = c.EmbedDim;
+        be.CopyRows(ws.BlockInput[c.Depth], 0, c.Tokens * d, ws.ClsRaw, 0, d, batch, d, accumulate: false);
+        be.LayerNormForward(ws.ClsRaw, NormWeight.Value, NormBias.Value, ws.ClsFeature, ws.NormMean, ws.NormRstd, batch, d, c.LayerNormEps);
+        Linear(ws.ClsFeature, HeadWeight, HeadBias, ws.Logits, batch, d, c.NumClasses);
+    }
+
+    /// <summary>y[rows, out] = x[rows, in]·Wᵀ + b.</summary>
+    private void Linear(Tensor x, Parameter weight, Parameter? bias, Tensor y, int rows, int inFeatures, int outFeatures)
+    {
+        Backend.Gemm(false, true, rows, outFeatures, inFeatures, 1f, x, 0, inFeatures, weight.Value, 0, inFeatures, 0f, y, 0, outFeatures);
+        if (bias is not null) Backend.AddBias(y, bias.Value, rows, outFeatures);
+    }
+
+    // ---- backward ----------------------------------------------------------------------------------
+
+    /// <summary>
+    /// Backward from ws.DLogits (set by a loss) through the head and the blocks down to options.StartBlock,
+    /// ACCUMULATING into the selected parameters' gradients (zero them first with <see cref="ZeroGrad"/>).
+    /// Needs the activations of the latest forward on the same batch.
+    /// </summary>
+    public void Backward(VitWorkspace ws, int batch, BackwardOptions? options = null)
+    {
+        options ??= BackwardOptions.Full;
+        CheckBatch(ws, batch);
+        var c = Config;
+        if (options.StartBlock < 0 || options.StartBlock >= c.Depth)
+            throw new ArgumentOutOfRangeException(nameof(options), options.StartBlock, $"backward start block must be in [0, {c.Depth})");
+        if (options.InputGradient && options.StartBlock != 0)
+            throw new ArgumentException("an input gradient needs the backward to reach block 0");
+        if (!ReferenceEquals(options, _planFor)) Plan(options);
+        var be = Backend;
+        int d = c.EmbedDim;
+
+        // Head: logits = clsFeature·Wᵀ + b, clsFeature = LN(x[:, 0]).
+        LinearBackward(ws.DLogits, ws.ClsFeature, HeadWeight, HeadBias, ws.DClsFeature, batch, d, c.NumClasses);
+        be.LayerNormBackward(ws.DClsFeature, ws.ClsRaw, NormWeight.Value, ws.NormMean, ws.NormRstd, ws.DClsRaw,
+            Wants(NormWeight) ? NormWeight.Grad : null, Wants(NormBias) ? NormBias.Grad : null, batch, d, accumulateDx: false);
+        be.Fill(ws.DResidual, 0f);
+        be.CopyRows(ws.DClsRaw, 0, d, ws.DResidual, 0, c.Tokens * d, batch, d, accumulate: false);
+
+        // Index of the lowest block whose weights (or below which anything) still need gradient.
+        bool embeddingsWanted = options.StartBlock == 0 && (options.InputGradient || Wants(ClsToken) || Wants(PosEmbed) || Wants(PatchWeight) || Wants(PatchBias));
+        for (int i = c.Depth - 1; i >= options.StartBlock; i--)
+        {
+            bool needBelow = embeddingsWanted || AnyBlockWants(options.StartBlock, i);
+            BlockBackward(ws, i, batch, needBelow);
+            if (!needBelow) return;
+        }
+        if (!embeddingsWanted) return;
+
+        int p = c.Patches;
+        be.AssembleTokensBackward(ws.DResidual, ws.DPatchTokens, Wants(ClsToken) ? ClsToken.Grad : null,
+            Wants(PosEmbed) ? PosEmbed.Grad : null, batch, p, d);
+        LinearBackward(ws.DPatchTokens, ws.Columns, PatchWeight, PatchBias, options.InputGradient ? ws.DColumns : null,
+            batch * p, c.PatchInputs, d);
+        if (options.InputGradient)
+            be.Col2Im(ws.DColumns, ws.DInput, batch, c.InChans, c.ImageSize, c.ImageSize, c.PatchSize);
+    }
+
+    private void Plan(BackwardOptions options)
+    {
+        if (options.Parameters is not null)
+            foreach (string name in options.Parameters) _ = this[name];
+        _wanted = _parameters.Select(p => options.Parameters is null || options.Parameters.Contains(p.Name)).ToArray();
+        _blockWants = Blocks.Select(b => BlockParameters(b).Any(Wants)).ToArray();
+        _attentionWants = Blocks.Select(b => b.AttentionParameters().Any(Wants)).ToArray();
+        _planFor = options;
+    }
+
+    private static IEnumerable<Parameter> BlockParameters(Block b)
+        => b.AttentionParameters().Concat([b.Norm2Weight, b.Norm2Bias, b.Fc1Weight, b.Fc1Bias, b.Fc2Weight, b.Fc2Bias]);
+
+    private bool Wants(Parameter? p) => p is not null && _wanted[_indexOf[p]];
+
+    private bool AnyBlockWants(int from, int toExclusive)
+    {
+        for (int i = from; i < toExclusive; i++)
+            if (_blockWants[i]) return true;
+        return false;
+    }
+
+    /// <summary>
+    /// ws.DResidual holds d loss / d (block output); on return it holds d loss / d (block input) when
+    /// <paramref name="needInputGrad"/>. Attention backward is skipped when neither its weights nor
+    /// anything below need it.
+    /// </summary>
+    private void BlockBackward(VitWorkspace ws, int index, int batch, bool needInputGrad)
+    {
+        var be = Backend;
+        var c = Config;
+        var w = Blocks[index];
+        var a = ws.Blocks[index];
+        int d = c.EmbedDim, h = c.MlpHidden, rows = batch * c.Tokens;
+        var dRes = ws.DResidual;
+
+        // MLP branch: out = mid + fc2(gelu(fc1(ln2(mid)))).
+        LinearBackward(dRes, a.Gelu, w.Fc2Weight, w.Fc2Bias, ws.DHidden, rows, h, d);
+        be.GeluBackward(a.Fc1, ws.DHidden, ws.DHidden, (long)rows * h);
+        bool attentionWanted = _attentionWants[index];
+        bool needMid = needInputGrad || attentionWanted || Wants(w.Norm2Weight) || Wants(w.Norm2Bias);
+        LinearBackward(ws.DHidden, a.Ln2, w.Fc1Weight, w.Fc1Bias, needMid ? ws.DTemp : null, rows, d, h);
+        if (!needMid) return;
+        be.LayerNormBackward(ws.DTemp, a.Mid, w.Norm2Weight.Value, a.Ln2Mean, a.Ln2Rstd, dRes,
+            Wants(w.Norm2Weight) ? w.Norm2Weight.Grad : null, Wants(w.Norm2Bias) ? w.Norm2Bias.Grad : null, rows, d, accumulateDx: true);
+        if (!needInputGrad && !attentionWanted) return;
+
+        // Attention branch: mid = x + proj(attn(qkv(ln1(x)))).
+        LinearBackward(dRes, a.AttnOut, w.ProjWeight, w.ProjBias, ws.DTemp, rows, d, d);
+        be.AttentionBackward(ws.DTemp, a.Qkv, a.Probs, ws.DQkv, batch, c.Tokens, c.NumHeads, c.HeadDim);
+        LinearBackward(ws.DQkv, a.Ln1, w.QkvWeight, w.QkvBias, ws.DTemp, rows, d, 3 * d);
+        be.LayerNormBackward(ws.DTemp, ws.BlockInput[index], w.Norm1Weight.Value, a.Ln1Mean, a.Ln1Rstd, dRes,
+            Wants(w.Norm1Weight) ? w.Norm1Weight.Grad : null, Wants(w.Norm1Bias) ? w.Norm1Bias.Grad : null, rows, d, accumulateDx: true);
+    }
+
+    /// <summary>
+    /// For y = x·Wᵀ + b: dW += dyᵀ·x, db += Σ dy (when wanted), dx = dy·W (when dx is given; overwritten).
+    /// </summary>
+    private void LinearBackward(Tensor dy, Tensor x, Parameter weight, Parameter? bias, Tensor? dx,
+                                int rows, int inFeatures, int outFeatures)
+    {
+        var be = Backend;
+        if (Wants(weight))
+            be.Gemm(true, false, outFeatures, inFeatures, rows, 1f, dy, 0, outFeatures, x, 0, inFeatures, 1f, weight.Grad, 0, inFeatures);
+        if (bias is not null && Wants(bias))
+            be.BiasGradient(dy, bias.Grad, rows, outFeatures);
+        if (dx is not null)
+            be.Gemm(false, false, rows, inFeatures, outFeatures, 1f, dy, 0, outFeatures, weight.Value, 0, inFeatures, 0f, dx, 0, inFeatures);
+    }
+
+    private void CheckBatch(VitWorkspace ws, int batch)
+    {
+        ArgumentNullException.ThrowIfNull(ws);
+        if (!ReferenceEquals(ws.Config, Config) && ws.Config != Config)
+            throw new ArgumentException("the workspace was created for a different ViT config");
+        if (batch <= 0 || batch > ws.Capacity)
+            throw new ArgumentOutOfRangeException(nameof(batch), batch, $"batch must be in [1, {ws.Capacity}] (the workspace's capacity)");
+    }
+
+    public void Dispose()
+    {
+        foreach (var p in _parameters) p.Dispose();
+    }
+}

@@ -1,0 +1,115 @@
+using WhereToEdit.Engine.Tensors;
+
+namespace WhereToEdit.Engine.Models;
+
+/// <summary>
+/// Every activation a ViT forward saves for its backward, and the backward's gradient buffers, allocated
+/// once for a batch capacity and reused by every step (no allocation in steady-state loops).
+/// <see cref="BlockInput"/>[k] is the residual stream entering block k: after one full forward it is the
+/// cache that lets repeated steps on the same images restart at block k.
+/// </summary>
+public sealed class VitWorkspace : IDisposable
+{
+    internal sealed class BlockActivations(IBackend be, string p, int rows, int dim, int hidden, int batch, int heads, int tokens)
+    {
+        public readonly Tensor Ln1 = be.Allocate(p + "ln1", rows, dim);
+        public readonly Tensor Ln1Mean = be.Allocate(p + "ln1.mean", rows);
+        public readonly Tensor Ln1Rstd = be.Allocate(p + "ln1.rstd", rows);
+        public readonly Tensor Qkv = be.Allocate(p + "qkv", rows, 3 * dim);
+        public readonly Tensor Probs = be.Allocate(p + "attn.probs", batch, heads, tokens, tokens);
+        public readonly Tensor AttnOut = be.Allocate(p + "attn.out", rows, dim);
+        public readonly Tensor Mid = be.Allocate(p + "mid", rows, dim);
+        public readonly Tensor Ln2 = be.Allocate(p + "ln2", rows, dim);
+        public readonly Tensor Ln2Mean = be.Allocate(p + "ln2.mean", rows);
+        public readonly Tensor Ln2Rstd = be.Allocate(p + "ln2.rstd", rows);
+        public readonly Tensor Fc1 = be.Allocate(p + "fc1", rows, hidden);
+        public readonly Tensor Gelu = be.Allocate(p + "gelu", rows, hidden);
+
+        public IEnumerable<Tensor> All() => [Ln1, Ln1Mean, Ln1Rstd, Qkv, Probs, AttnOut, Mid, Ln2, Ln2Mean, Ln2Rstd, Fc1, Gelu];
+    }
+
+    internal VitWorkspace(IBackend backend, VitConfig config, int capacity)
+    {
+        if (capacity <= 0) throw new ArgumentOutOfRangeException(nameof(capacity), capacity, "workspace batch capacity must be positive");
+        Config = config;
+        Capacity = capacity;
+        int t = config.Tokens, d = config.EmbedDim, rows = capacity * t, p = config.Patches;
+        Columns = backend.Allocate("patch.columns", capacity * p, config.PatchInputs);
+        PatchTokens = backend.Allocate("patch.tokens", capacity * p, d);
+        BlockInput = new Tensor[config.Depth + 1];
+        for (int i = 0; i <= config.Depth; i++) BlockInput[i] = backend.Allocate($"blocks.{i}.input", capacity, t, d);
+        Blocks = new BlockActivations[config.Depth];
+        for (int i = 0; i < config.Depth; i++)
+            Blocks[i] = new BlockActivations(backend, $"blocks.{i}.", rows, d, config.MlpHidden, capacity, config.NumHeads, t);
+        ClsRaw = backend.Allocate("cls.raw", capacity, d);
+        ClsFeature = backend.Allocate("cls_feature", capacity, d);
+        NormMean = backend.Allocate("norm.mean", capacity);
+        NormRstd = backend.Allocate("norm.rstd", capacity);
+        Logits = backend.Allocate("logits", capacity, config.NumClasses);
+        DLogits = backend.Allocate("logits.grad", capacity, config.NumClasses);
+        DClsFeature = backend.Allocate("cls_feature.grad", capacity, d);
+        DClsRaw = backend.Allocate("cls.raw.grad", capacity, d);
+        DResidual = backend.Allocate("residual.grad", rows, d);
+        DTemp = backend.Allocate("temp.grad", rows, d);
+        DHidden = backend.Allocate("hidden.grad", rows, config.MlpHidden);
+        DQkv = backend.Allocate("qkv.grad", rows, 3 * d);
+        DPatchTokens = backend.Allocate("patch.tokens.grad", capacity * p, d);
+        DColumns = backend.Allocate("patch.columns.grad", capacity * p, config.PatchInputs);
+        DInput = backend.Allocate("input.grad", capacity, config.InChans, config.ImageSize, config.ImageSize);
+        Losses = backend.Allocate("losses", capacity);
+    }
+
+    public VitConfig Config { get; }
+    public int Capacity { get; }
+
+    /// <summary>Logits [capacity, classes] of the last forward (first <c>batch</c> rows valid).</summary>
+    public Tensor Logits { get; }
+
+    /// <summary>The final [CLS] feature after the final LayerNorm, [capacity, dim].</summary>
+    public Tensor ClsFeature { get; }
+
+    /// <summary>Set by the caller (e.g. a loss) before <see cref="VitModel.Backward"/>.</summary>
+    public Tensor DLogits { get; }
+
+    /// <summary>Input gradient [capacity, C, H, W], written when the backward asks for it.</summary>
+    public Tensor DInput { get; }
+
+    /// <summary>Per-sample loss values written by loss helpers.</summary>
+    public Tensor Losses { get; }
+
+    /// <summary>Residual stream entering block k ([capacity, tokens, dim]); index depth = the last block's output.</summary>
+    public Tensor[] BlockInput { get; }
+
+    /// <summary>How many images the cached block inputs hold, and the highest block input that is valid.</summary>
+    public int CachedBatch { get; internal set; }
+
+    internal Tensor Columns { get; }
+    internal Tensor PatchTokens { get; }
+    internal BlockActivations[] Blocks { get; }
+    internal Tensor ClsRaw { get; }
+    internal Tensor NormMean { get; }
+    internal Tensor NormRstd { get; }
+    internal Tensor DClsFeature { get; }
+    internal Tensor DClsRaw { get; }
+    internal Tensor DResidual { get; }
+    internal Tensor DTemp { get; }
+    internal Tensor DHidden { get; }
+    internal Tensor DQkv { get; }
+    internal Tensor DPatchTokens { get; }
+    internal Tensor DColumns { get; }
+
+    public long AllocatedFloats =>
+        AllTensors().Sum(t => t.Length);
+
+    private IEnumerable<Tensor> AllTensors()
+    {
+        IEnumerable<Tensor> own = [Columns, PatchTokens, ClsRaw, ClsFeature, NormMean, NormRstd, Logits, DLogits, DClsFeature,
+            DClsRaw, DResidual, DTemp, DHidden, DQkv, DPatchTokens, DColumns, DInput, Losses];
+        return own.Concat(BlockInput).Concat(Blocks.SelectMany(b => b.All()));
+    }
+
+    public void Dispose()
+    {
+        foreach (var t in AllTensors()) t.Dispose();
+    }
+}
