@@ -1,0 +1,81 @@
+using System.Text;
+using System.Text.Json;
+using WhereToEdit.Engine.Backends.Cpu;
+using WhereToEdit.Engine.Tensors;
+using Xunit.Abstractions;
+
+namespace WhereToEdit.Tests;
+
+/// <summary>A PyTorch reference fixture (tests/reference/fixtures/*.safetensors, F32 only).</summary>
+public sealed class ReferenceFixture
+{
+    public required Dictionary<string, (int[] Shape, float[] Data)> Tensors { get; init; }
+    public required Dictionary<string, string> Metadata { get; init; }
+
+    public float[] this[string name] => Tensors.TryGetValue(name, out var t) ? t.Data : throw new KeyNotFoundException($"fixture has no tensor '{name}'");
+
+    public int[] ShapeOf(string name) => Tensors[name].Shape;
+
+    public static string PathOf(string name) => Path.Combine(AppContext.BaseDirectory, "fixtures", name + ".safetensors");
+
+    public static ReferenceFixture Load(string name)
+    {
+        byte[] bytes = File.ReadAllBytes(PathOf(name));
+        long headerLength = BitConverter.ToInt64(bytes, 0);
+        using var doc = JsonDocument.Parse(Encoding.UTF8.GetString(bytes, 8, (int)headerLength));
+        var tensors = new Dictionary<string, (int[], float[])>();
+        var metadata = new Dictionary<string, string>();
+        foreach (var prop in doc.RootElement.EnumerateObject())
+        {
+            if (prop.Name == "__metadata__")
+            {
+                foreach (var m in prop.Value.EnumerateObject()) metadata[m.Name] = m.Value.GetString()!;
+                continue;
+            }
+            if (prop.Value.GetProperty("dtype").GetString() != "F32") throw new InvalidDataException($"{name}: {prop.Name} is not F32");
+            int[] shape = prop.Value.GetProperty("shape").EnumerateArray().Select(e => e.GetInt32()).ToArray();
+            var offsets = prop.Value.GetProperty("data_offsets").EnumerateArray().Select(e => e.GetInt64()).ToArray();
+            var data = new float[(offsets[1] - offsets[0]) / 4];
+            Buffer.BlockCopy(bytes, (int)(8 + headerLength + offsets[0]), data, 0, data.Length * 4);
+            tensors[prop.Name] = (shape, data);
+        }
+        return new ReferenceFixture { Tensors = tensors, Metadata = metadata };
+    }
+}
+
+/// <summary>llm.c-style comparison: prints max abs and relative error per tensor and fails above the tolerance.</summary>
+public static class Compare
+{
+    /// <summary>
+    /// Relative error is normwise: max|a − b| / max|b| over the tensor (elementwise ratios are meaningless for
+    /// entries that are ~0 in the reference). Also printed: the largest elementwise relative error among
+    /// entries with |b| ≥ 1 % of max|b|.
+    /// </summary>
+    public static double Check(ITestOutputHelper? output, string name, ReadOnlySpan<float> actual, ReadOnlySpan<float> expected, double tolerance = 1e-4)
+    {
+        if (actual.Length != expected.Length) throw new Xunit.Sdk.XunitException($"{name}: {actual.Length} values vs {expected.Length} expected");
+        double maxAbs = 0, maxRef = 0, maxElemRel = 0;
+        for (int i = 0; i < expected.Length; i++)
+        {
+            maxAbs = Math.Max(maxAbs, Math.Abs((double)actual[i] - expected[i]));
+            maxRef = Math.Max(maxRef, Math.Abs(expected[i]));
+            if (!float.IsFinite(actual[i])) maxAbs = double.PositiveInfinity;
+        }
+        for (int i = 0; i < expected.Length; i++)
+            if (Math.Abs(expected[i]) >= 0.01 * maxRef && maxRef > 0)
+                maxElemRel = Math.Max(maxElemRel, Math.Abs((double)actual[i] - expected[i]) / Math.Abs(expected[i]));
+        double rel = maxRef > 0 ? maxAbs / maxRef : maxAbs;
+        output?.WriteLine($"{name,-40} max abs {maxAbs:E2}  rel {rel:E2}  elem rel {maxElemRel:E2}  {(rel <= tolerance ? "ok" : "FAIL")}");
+        if (!(rel <= tolerance))
+            throw new Xunit.Sdk.XunitException($"{name}: relative error {rel:E3} (max abs {maxAbs:E3}) exceeds {tolerance:E1}");
+        return rel;
+    }
+}
+
+public static class Backends
+{
+    public static CpuBackend Cpu(GemmKind gemm, int threads = 2) => new(new CpuBackendOptions { Gemm = gemm, Threads = threads });
+
+    /// <summary>Both GEMMs; OpenBLAS must be installed where the tests run (.ci/run installs libopenblas0).</summary>
+    public static IEnumerable<object[]> GemmKinds() => [[GemmKind.OpenBlas], [GemmKind.Managed]];
+}
