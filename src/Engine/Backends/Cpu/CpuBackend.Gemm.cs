@@ -45,7 +45,8 @@ public sealed unsafe partial class CpuBackend
             throw new ArgumentException($"GEMM {role} ('{t.Name}'): leading dimension {ld} < {cols} columns");
         if (rows == 0 || cols == 0) return;
         long extent = (long)(rows - 1) * ld + cols + (long)(batch - 1) * stride;
-        t.ExpectRange(offset, extent, $"GEMM {role} ({rows}×{cols}, ld {ld}, batch {batch})");
+        if (offset < 0 || offset + extent > t.Length)   // format the message only on failure: no allocation per call
+            t.ExpectRange(offset, extent, $"GEMM {role} ({rows}×{cols}, ld {ld}, batch {batch})");
     }
 
     /// <summary>One GEMM on raw pointers with the configured provider (used by ops that slice their own operands).</summary>
