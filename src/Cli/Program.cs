@@ -1,1 +1,3 @@
-return 0;
+using WhereToEdit.Cli;
+
+return WteCommands.Run(args, Console.Out, Console.Error);

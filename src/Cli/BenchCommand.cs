@@ -1,0 +1,55 @@
+using System.CommandLine;
+using System.Text.Json;
+using WhereToEdit.Engine.Backends;
+using WhereToEdit.Engine.Benchmark;
+using WhereToEdit.Engine.Models;
+
+namespace WhereToEdit.Cli;
+
+public static partial class WteCommands
+{
+    private static Command BenchCommand(TextWriter stdout)
+    {
+        var model = new Option<string>("--model") { Description = "model preset (vit_tiny_patch16_224, vit_small_patch16_224, vit_base_patch16_224, ...)", DefaultValueFactory = _ => "vit_tiny_patch16_224" };
+        var batch = new Option<int>("--batch") { Description = "images per forward / forward+backward", DefaultValueFactory = _ => 1 };
+        var seconds = new Option<double>("--seconds") { Description = "minimum time per measurement", DefaultValueFactory = _ => 3.0 };
+        var keep = new Option<double>("--keep") { Description = "fraction of hidden units the edit step's mask keeps", DefaultValueFactory = _ => 0.1 };
+        var json = new Option<bool>("--json") { Description = "print one JSON object" };
+        var profile = new Option<bool>("--profile") { Description = "also print time per op (forward+backward and edit step, ops synchronised one by one)" };
+        var device = DeviceOption();
+        var threads = ThreadsOption();
+        var gemm = GemmOption();
+        var command = new Command("bench", "Time a ViT preset's forward, forward+backward and HPRD edit step (fp32, random weights).")
+        {
+            model, batch, device, threads, gemm, seconds, keep, json, profile,
+        };
+        command.SetAction(parse =>
+        {
+            string name = parse.GetValue(model)!;
+            var config = VitConfig.Preset(name);
+            int b = parse.GetValue(batch);
+            if (b <= 0) throw new ArgumentException($"--batch {b}: must be positive");
+            double k = parse.GetValue(keep);
+            if (!(k > 0 && k <= 1)) throw new ArgumentException($"--keep {k}: must be in (0, 1]");
+            using var backend = BackendFactory.Create(parse.GetValue(device)!, parse.GetValue(threads), ParseGemm(parse.GetValue(gemm)!));
+            var result = VitBenchmark.Run(backend, name, config, b, BackendFactory.DeviceOf(backend), parse.GetValue(seconds), k);
+            if (parse.GetValue(json))
+                stdout.WriteLine(JsonSerializer.Serialize(result));
+            else
+            {
+                stdout.WriteLine($"{result.Model}  batch {result.Batch}  {result.Backend}  fp32");
+                stdout.WriteLine($"  forward            {result.ForwardImagesPerS,9:F2} images/s  ({result.ForwardGflopsPerS:F1} GFLOP/s)");
+                stdout.WriteLine($"  forward+backward   {result.ForwardBackwardImagesPerS,9:F2} images/s  ({result.GflopsPerS:F1} GFLOP/s)");
+                stdout.WriteLine($"  edit step (B=1)    {result.EditStepMs,9:F2} ms        (blocks {string.Join(",", result.EditBlocks)}, keep {result.EditKeep})");
+            }
+            if (parse.GetValue(profile))
+            {
+                using var profiled = new ProfilingBackend(BackendFactory.Create(parse.GetValue(device)!, parse.GetValue(threads), ParseGemm(parse.GetValue(gemm)!)));
+                VitBenchmark.Run(profiled, name, config, b, BackendFactory.DeviceOf(profiled.Inner), Math.Min(1, parse.GetValue(seconds)), k);
+                (parse.GetValue(json) ? Console.Error : stdout).WriteLine(profiled.Report());
+            }
+            return 0;
+        });
+        return command;
+    }
+}

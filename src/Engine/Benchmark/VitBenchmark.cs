@@ -1,0 +1,136 @@
+using System.Diagnostics;
+using System.Text.Json.Serialization;
+using WhereToEdit.Engine.Models;
+using WhereToEdit.Engine.Tensors;
+
+namespace WhereToEdit.Engine.Benchmark;
+
+/// <summary>One `wte bench` measurement (fp32, random weights and inputs).</summary>
+public sealed record BenchResult
+{
+    [JsonPropertyName("model")] public required string Model { get; init; }
+    [JsonPropertyName("batch")] public required int Batch { get; init; }
+    [JsonPropertyName("threads")] public required int Threads { get; init; }
+    [JsonPropertyName("device")] public required string Device { get; init; }
+    [JsonPropertyName("backend")] public required string Backend { get; init; }
+    [JsonPropertyName("dtype")] public string Dtype { get; init; } = "fp32";
+    [JsonPropertyName("forward_images_per_s")] public double ForwardImagesPerS { get; init; }
+    [JsonPropertyName("forward_backward_images_per_s")] public double ForwardBackwardImagesPerS { get; init; }
+    /// <summary>One HPRD-shaped edit step at batch 1: blocks from the first edited one to the last, forward + backward,
+    /// weight gradients for the edited fc1/fc2 matrices only, then the masked RMSprop update (blocks before are cached).</summary>
+    [JsonPropertyName("edit_step_ms")] public double EditStepMs { get; init; }
+    /// <summary>Achieved GFLOP/s of the forward+backward (3 × forward FLOPs).</summary>
+    [JsonPropertyName("gflops_per_s")] public double GflopsPerS { get; init; }
+    [JsonPropertyName("forward_gflops_per_s")] public double ForwardGflopsPerS { get; init; }
+    [JsonPropertyName("forward_gflop_per_image")] public double ForwardGflopPerImage { get; init; }
+    [JsonPropertyName("edit_blocks")] public required int[] EditBlocks { get; init; }
+    [JsonPropertyName("edit_keep")] public double EditKeep { get; init; }
+}
+
+/// <summary>Times forward, forward+backward and the edit step of a ViT on one backend.</summary>
+public static class VitBenchmark
+{
+    /// <summary>The paper's edited blocks (7, 8, 9 of 12), scaled to other depths.</summary>
+    public static int[] DefaultEditBlocks(int depth)
+    {
+        if (depth == 12) return [7, 8, 9];
+        int first = Math.Clamp((int)Math.Round(depth * 7 / 12.0), 0, Math.Max(0, depth - 1));
+        return Enumerable.Range(first, Math.Min(3, depth - first)).ToArray();
+    }
+
+    public static BenchResult Run(IBackend backend, string modelName, VitConfig config, int batch, string device,
+                                  double secondsPerMeasurement = 3, double keep = 0.1, ulong seed = 0)
+    {
+        if (batch <= 0) throw new ArgumentOutOfRangeException(nameof(batch), batch, "--batch must be positive");
+        using var model = new VitModel(backend, config);
+        model.InitializeRandom(seed);
+        using var ws = model.CreateWorkspace(batch);
+        var rng = new Rng(seed + 1);
+        var pixels = new float[batch * config.InChans * config.ImageSize * config.ImageSize];
+        for (int i = 0; i < pixels.Length; i++) pixels[i] = (float)rng.NextNormal();
+        using var images = backend.FromHost("bench.images", pixels, batch, config.InChans, config.ImageSize, config.ImageSize);
+        var labelValues = new float[batch];
+        for (int i = 0; i < batch; i++) labelValues[i] = rng.NextInt(0, config.NumClasses);
+        using var labels = backend.FromHost("bench.labels", labelValues, batch);
+
+        double forward = ImagesPerSecond(batch, secondsPerMeasurement, () =>
+        {
+            model.Forward(ws, images, batch);
+            backend.Synchronize();
+        });
+        double forwardBackward = ImagesPerSecond(batch, secondsPerMeasurement, () =>
+        {
+            model.Forward(ws, images, batch);
+            backend.CrossEntropy(ws.Logits, labels, ws.Losses, ws.DLogits, batch, config.NumClasses, 1f / batch);
+            model.ZeroGrad();
+            model.Backward(ws, batch, BackwardOptions.Full);
+            backend.Synchronize();
+        });
+        int[] editBlocks = DefaultEditBlocks(config.Depth);
+        double editMs = EditStepMilliseconds(backend, model, editBlocks, keep, seed, secondsPerMeasurement);
+
+        double gflopPerImage = 2 * config.ForwardMacs() / 1e9;
+        return new BenchResult
+        {
+            Model = modelName, Batch = batch, Threads = backend.Threads, Device = device, Backend = backend.Name,
+            ForwardImagesPerS = forward, ForwardBackwardImagesPerS = forwardBackward, EditStepMs = editMs,
+            GflopsPerS = 3 * gflopPerImage * forwardBackward, ForwardGflopsPerS = gflopPerImage * forward,
+            ForwardGflopPerImage = gflopPerImage, EditBlocks = editBlocks, EditKeep = keep,
+        };
+    }
+
+    /// <summary>
+    /// The HPRD edit step at batch 1: blocks before the first edited block are computed once and cached; each
+    /// step re-runs the rest forward, backward with weight gradients for the edited matrices only, and a masked
+    /// RMSprop update (row masks on fc1, column masks on fc2, keeping a <paramref name="keep"/> fraction).
+    /// </summary>
+    public static double EditStepMilliseconds(IBackend backend, VitModel model, int[] editBlocks, double keep, ulong seed, double seconds)
+    {
+        var config = model.Config;
+        using var ws = model.CreateWorkspace(1);
+        var rng = new Rng(seed + 2);
+        var pixels = new float[config.InChans * config.ImageSize * config.ImageSize];
+        for (int i = 0; i < pixels.Length; i++) pixels[i] = (float)rng.NextNormal();
+        using var image = backend.FromHost("edit.image", pixels, 1, config.InChans, config.ImageSize, config.ImageSize);
+        using var label = backend.FromHost("edit.label", [rng.NextInt(0, config.NumClasses)], 1);
+        var names = editBlocks.SelectMany(b => new[] { $"blocks.{b}.mlp.fc1.weight", $"blocks.{b}.mlp.fc2.weight" }).ToArray();
+        var options = BackwardOptions.Truncated(editBlocks.Min(), names);
+        var maskValues = new float[config.MlpHidden];
+        for (int i = 0; i < maskValues.Length; i++) maskValues[i] = rng.NextDouble() < keep ? 1 : 0;
+        using var mask = backend.FromHost("edit.mask", maskValues, config.MlpHidden);
+        var squareAvg = names.Select(n => backend.Allocate(n + ".square_avg", model[n].Shape)).ToArray();
+        var masks = names.Select(n => n.Contains("fc1", StringComparison.Ordinal)
+            ? UpdateMask.RowMask(mask, config.MlpHidden, config.EmbedDim)
+            : UpdateMask.ColumnMask(mask, config.EmbedDim, config.MlpHidden)).ToArray();
+        var parameters = names.Select(n => model[n]).ToArray();
+
+        model.Forward(ws, image, 1);   // caches the input of the first edited block
+        void Step()
+        {
+            model.ForwardFrom(ws, editBlocks.Min(), 1);
+            backend.CrossEntropy(ws.Logits, label, ws.Losses, ws.DLogits, 1, config.NumClasses, 1f);
+            foreach (var p in parameters) backend.Fill(p.Grad, 0);
+            model.Backward(ws, 1, options);
+            for (int i = 0; i < parameters.Length; i++)
+                backend.RmsPropStep(parameters[i].Value, parameters[i].Grad, squareAvg[i], 2e-5f, 0.99f, 1e-8f, 0, masks[i]);
+            backend.Synchronize();
+        }
+        double perSecond = ImagesPerSecond(1, seconds, Step);
+        foreach (var t in squareAvg) t.Dispose();
+        return 1000 / perSecond;
+    }
+
+    /// <summary>One warm-up call, then repeats for at least <paramref name="seconds"/> (and 3 calls); returns images/s.</summary>
+    private static double ImagesPerSecond(int batch, double seconds, Action step)
+    {
+        step();
+        var sw = Stopwatch.StartNew();
+        int iterations = 0;
+        do
+        {
+            step();
+            iterations++;
+        } while (sw.Elapsed.TotalSeconds < seconds || iterations < 3);
+        return iterations * batch / sw.Elapsed.TotalSeconds;
+    }
+}
