@@ -31,44 +31,6 @@ public sealed record BackwardOptions
 /// </summary>
 public sealed class VitModel : IDisposable
 {
-    /// <summary>The weights of one transformer block.</summary>
-    public sealed class Block
-    {
-        internal Block(IBackend be, VitConfig c, int i, Action<Parameter> add)
-        {
-            int d = c.EmbedDim, h = c.MlpHidden;
-            string p = $"blocks.{i}.";
-            Parameter New(string name, params int[] shape) { var prm = new Parameter(be, p + name, shape); add(prm); return prm; }
-            Norm1Weight = New("norm1.weight", d); Norm1Bias = New("norm1.bias", d);
-            QkvWeight = New("attn.qkv.weight", 3 * d, d);
-            QkvBias = c.QkvBias ? New("attn.qkv.bias", 3 * d) : null;
-            ProjWeight = New("attn.proj.weight", d, d); ProjBias = New("attn.proj.bias", d);
-            Norm2Weight = New("norm2.weight", d); Norm2Bias = New("norm2.bias", d);
-            Fc1Weight = New("mlp.fc1.weight", h, d); Fc1Bias = New("mlp.fc1.bias", h);
-            Fc2Weight = New("mlp.fc2.weight", d, h); Fc2Bias = New("mlp.fc2.bias", d);
-        }
-
-        public Parameter Norm1Weight { get; }
-        public Parameter Norm1Bias { get; }
-        public Parameter QkvWeight { get; }
-        public Parameter? QkvBias { get; }
-        public Parameter ProjWeight { get; }
-        public Parameter ProjBias { get; }
-        public Parameter Norm2Weight { get; }
-        public Parameter Norm2Bias { get; }
-        public Parameter Fc1Weight { get; }
-        public Parameter Fc1Bias { get; }
-        public Parameter Fc2Weight { get; }
-        public Parameter Fc2Bias { get; }
-
-        internal IEnumerable<Parameter> AttentionParameters()
-        {
-            yield return Norm1Weight; yield return Norm1Bias; yield return QkvWeight;
-            if (QkvBias is not null) yield return QkvBias;
-            yield return ProjWeight; yield return ProjBias;
-        }
-    }
-
     private readonly List<Parameter> _parameters = [];
     private readonly Dictionary<string, Parameter> _byName = [];
     private readonly Dictionary<Parameter, int> _indexOf = new(ReferenceEqualityComparer.Instance);
@@ -76,7 +38,8 @@ public sealed class VitModel : IDisposable
     // The resolved form of the last BackwardOptions seen, so steady-state backward passes allocate nothing.
     private BackwardOptions? _planFor;
     private bool[] _wanted = [];
-    private bool[] _blockWants = [], _attentionWants = [];
+    private bool[] _blockWants = [];
+    private readonly Func<Parameter?, bool> _wants;   // cached delegate: no allocation per backward
 
     public VitModel(IBackend backend, VitConfig config)
     {
@@ -87,9 +50,11 @@ public sealed class VitModel : IDisposable
         PosEmbed = Add(new Parameter(backend, "pos_embed", 1, config.Tokens, d));
         PatchWeight = Add(new Parameter(backend, "patch_embed.proj.weight", d, config.InChans, config.PatchSize, config.PatchSize));
         PatchBias = Add(new Parameter(backend, "patch_embed.proj.bias", d));
-        var blocks = new Block[config.Depth];
-        for (int i = 0; i < config.Depth; i++) blocks[i] = new Block(backend, config, i, p => Add(p));
+        var blocks = new TransformerBlock[config.Depth];
+        for (int i = 0; i < config.Depth; i++)
+            blocks[i] = new TransformerBlock(backend, $"blocks.{i}.", d, config.NumHeads, config.MlpHidden, config.QkvBias, config.LayerNormEps, p => Add(p));
         Blocks = blocks;
+        _wants = Wants;
         NormWeight = Add(new Parameter(backend, "norm.weight", d));
         NormBias = Add(new Parameter(backend, "norm.bias", d));
         HeadWeight = Add(new Parameter(backend, "head.weight", config.NumClasses, d));
@@ -110,7 +75,7 @@ public sealed class VitModel : IDisposable
     public Parameter PosEmbed { get; }
     public Parameter PatchWeight { get; }
     public Parameter PatchBias { get; }
-    public IReadOnlyList<Block> Blocks { get; }
+    public IReadOnlyList<TransformerBlock> Blocks { get; }
     public Parameter NormWeight { get; }
     public Parameter NormBias { get; }
     public Parameter HeadWeight { get; }
@@ -207,29 +172,9 @@ public sealed class VitModel : IDisposable
         if (startBlock < 0 || startBlock > Config.Depth) throw new ArgumentOutOfRangeException(nameof(startBlock), startBlock, $"block index must be in [0, {Config.Depth}]");
         if (ws.CachedBatch != batch)
             throw new InvalidOperationException($"ForwardFrom(block {startBlock}, batch {batch}): the workspace caches block inputs for batch {ws.CachedBatch}; run Forward on these images first");
-        for (int i = startBlock; i < Config.Depth; i++) BlockForward(ws, i, batch);
+        for (int i = startBlock; i < Config.Depth; i++)
+            Blocks[i].Forward(ws.BlockInput[i], ws.BlockInput[i + 1], ws.Blocks[i], batch, Config.Tokens);
         Head(ws, batch);
-    }
-
-    private void BlockForward(VitWorkspace ws, int index, int batch)
-    {
-        var be = Backend;
-        var c = Config;
-        var w = Blocks[index];
-        var a = ws.Blocks[index];
-        int d = c.EmbedDim, rows = batch * c.Tokens;
-        var x = ws.BlockInput[index];
-        be.LayerNormForward(x, w.Norm1Weight.Value, w.Norm1Bias.Value, a.Ln1, a.Ln1Mean, a.Ln1Rstd, rows, d, c.LayerNormEps);
-        Linear(a.Ln1, w.QkvWeight, w.QkvBias, a.Qkv, rows, d, 3 * d);
-        be.AttentionForward(a.Qkv, a.AttnOut, a.Probs, batch, c.Tokens, c.NumHeads, c.HeadDim);
-        Linear(a.AttnOut, w.ProjWeight, w.ProjBias, a.Mid, rows, d, d);
-        be.Add(a.Mid, x, a.Mid, (long)rows * d);
-        be.LayerNormForward(a.Mid, w.Norm2Weight.Value, w.Norm2Bias.Value, a.Ln2, a.Ln2Mean, a.Ln2Rstd, rows, d, c.LayerNormEps);
-        Linear(a.Ln2, w.Fc1Weight, w.Fc1Bias, a.Fc1, rows, d, c.MlpHidden);
-        be.GeluForward(a.Fc1, a.Gelu, (long)rows * c.MlpHidden);
-        var output = ws.BlockInput[index + 1];
-        Linear(a.Gelu, w.Fc2Weight, w.Fc2Bias, output, rows, c.MlpHidden, d);
-        be.Add(output, a.Mid, output, (long)rows * d);
     }
 
     private void Head(VitWorkspace ws, int batch)
@@ -242,12 +187,11 @@ public sealed class VitModel : IDisposable
         Linear(ws.ClsFeature, HeadWeight, HeadBias, ws.Logits, batch, d, c.NumClasses);
     }
 
-    /// <summary>y[rows, out] = x[rows, in]·Wᵀ + b.</summary>
     private void Linear(Tensor x, Parameter weight, Parameter? bias, Tensor y, int rows, int inFeatures, int outFeatures)
-    {
-        Backend.Gemm(false, true, rows, outFeatures, inFeatures, 1f, x, 0, inFeatures, weight.Value, 0, inFeatures, 0f, y, 0, outFeatures);
-        if (bias is not null) Backend.AddBias(y, bias.Value, rows, outFeatures);
-    }
+        => TransformerBlock.Linear(Backend, x, weight, bias, y, rows, inFeatures, outFeatures);
+
+    private void LinearBackward(Tensor dy, Tensor x, Parameter weight, Parameter? bias, Tensor? dx, int rows, int inFeatures, int outFeatures)
+        => TransformerBlock.LinearBackward(Backend, dy, x, weight, bias, dx, rows, inFeatures, outFeatures, _wants);
 
     // ---- backward ----------------------------------------------------------------------------------
 
@@ -281,7 +225,7 @@ public sealed class VitModel : IDisposable
         for (int i = c.Depth - 1; i >= options.StartBlock; i--)
         {
             bool needBelow = embeddingsWanted || AnyBlockWants(options.StartBlock, i);
-            BlockBackward(ws, i, batch, needBelow);
+            Blocks[i].Backward(ws.BlockInput[i], ws.Blocks[i], ws.DResidual, ws.BlockScratch, batch, c.Tokens, _wants, needBelow);
             if (!needBelow) return;
         }
         if (!embeddingsWanted) return;
@@ -300,13 +244,9 @@ public sealed class VitModel : IDisposable
         if (options.Parameters is not null)
             foreach (string name in options.Parameters) _ = this[name];
         _wanted = _parameters.Select(p => options.Parameters is null || options.Parameters.Contains(p.Name)).ToArray();
-        _blockWants = Blocks.Select(b => BlockParameters(b).Any(Wants)).ToArray();
-        _attentionWants = Blocks.Select(b => b.AttentionParameters().Any(Wants)).ToArray();
+        _blockWants = Blocks.Select(b => b.Parameters().Any(Wants)).ToArray();
         _planFor = options;
     }
-
-    private static IEnumerable<Parameter> BlockParameters(Block b)
-        => b.AttentionParameters().Concat([b.Norm2Weight, b.Norm2Bias, b.Fc1Weight, b.Fc1Bias, b.Fc2Weight, b.Fc2Bias]);
 
     private bool Wants(Parameter? p) => p is not null && _wanted[_indexOf[p]];
 
@@ -315,54 +255,6 @@ public sealed class VitModel : IDisposable
         for (int i = from; i < toExclusive; i++)
             if (_blockWants[i]) return true;
         return false;
-    }
-
-    /// <summary>
-    /// ws.DResidual holds d loss / d (block output); on return it holds d loss / d (block input) when
-    /// <paramref name="needInputGrad"/>. Attention backward is skipped when neither its weights nor
-    /// anything below need it.
-    /// </summary>
-    private void BlockBackward(VitWorkspace ws, int index, int batch, bool needInputGrad)
-    {
-        var be = Backend;
-        var c = Config;
-        var w = Blocks[index];
-        var a = ws.Blocks[index];
-        int d = c.EmbedDim, h = c.MlpHidden, rows = batch * c.Tokens;
-        var dRes = ws.DResidual;
-
-        // MLP branch: out = mid + fc2(gelu(fc1(ln2(mid)))).
-        LinearBackward(dRes, a.Gelu, w.Fc2Weight, w.Fc2Bias, ws.DHidden, rows, h, d);
-        be.GeluBackward(a.Fc1, ws.DHidden, ws.DHidden, (long)rows * h);
-        bool attentionWanted = _attentionWants[index];
-        bool needMid = needInputGrad || attentionWanted || Wants(w.Norm2Weight) || Wants(w.Norm2Bias);
-        LinearBackward(ws.DHidden, a.Ln2, w.Fc1Weight, w.Fc1Bias, needMid ? ws.DTemp : null, rows, d, h);
-        if (!needMid) return;
-        be.LayerNormBackward(ws.DTemp, a.Mid, w.Norm2Weight.Value, a.Ln2Mean, a.Ln2Rstd, dRes,
-            Wants(w.Norm2Weight) ? w.Norm2Weight.Grad : null, Wants(w.Norm2Bias) ? w.Norm2Bias.Grad : null, rows, d, accumulateDx: true);
-        if (!needInputGrad && !attentionWanted) return;
-
-        // Attention branch: mid = x + proj(attn(qkv(ln1(x)))).
-        LinearBackward(dRes, a.AttnOut, w.ProjWeight, w.ProjBias, ws.DTemp, rows, d, d);
-        be.AttentionBackward(ws.DTemp, a.Qkv, a.Probs, ws.DQkv, batch, c.Tokens, c.NumHeads, c.HeadDim);
-        LinearBackward(ws.DQkv, a.Ln1, w.QkvWeight, w.QkvBias, ws.DTemp, rows, d, 3 * d);
-        be.LayerNormBackward(ws.DTemp, ws.BlockInput[index], w.Norm1Weight.Value, a.Ln1Mean, a.Ln1Rstd, dRes,
-            Wants(w.Norm1Weight) ? w.Norm1Weight.Grad : null, Wants(w.Norm1Bias) ? w.Norm1Bias.Grad : null, rows, d, accumulateDx: true);
-    }
-
-    /// <summary>
-    /// For y = x·Wᵀ + b: dW += dyᵀ·x, db += Σ dy (when wanted), dx = dy·W (when dx is given; overwritten).
-    /// </summary>
-    private void LinearBackward(Tensor dy, Tensor x, Parameter weight, Parameter? bias, Tensor? dx,
-                                int rows, int inFeatures, int outFeatures)
-    {
-        var be = Backend;
-        if (Wants(weight))
-            be.Gemm(true, false, outFeatures, inFeatures, rows, 1f, dy, 0, outFeatures, x, 0, inFeatures, 1f, weight.Grad, 0, inFeatures);
-        if (bias is not null && Wants(bias))
-            be.BiasGradient(dy, bias.Grad, rows, outFeatures);
-        if (dx is not null)
-            be.Gemm(false, false, rows, inFeatures, outFeatures, 1f, dy, 0, outFeatures, weight.Value, 0, inFeatures, 0f, dx, 0, inFeatures);
     }
 
     private void CheckBatch(VitWorkspace ws, int batch)

@@ -10,24 +10,6 @@ namespace WhereToEdit.Engine.Models;
 /// </summary>
 public sealed class VitWorkspace : IDisposable
 {
-    internal sealed class BlockActivations(IBackend be, string p, int rows, int dim, int hidden, int batch, int heads, int tokens)
-    {
-        public readonly Tensor Ln1 = be.Allocate(p + "ln1", rows, dim);
-        public readonly Tensor Ln1Mean = be.Allocate(p + "ln1.mean", rows);
-        public readonly Tensor Ln1Rstd = be.Allocate(p + "ln1.rstd", rows);
-        public readonly Tensor Qkv = be.Allocate(p + "qkv", rows, 3 * dim);
-        public readonly Tensor Probs = be.Allocate(p + "attn.probs", batch, heads, tokens, tokens);
-        public readonly Tensor AttnOut = be.Allocate(p + "attn.out", rows, dim);
-        public readonly Tensor Mid = be.Allocate(p + "mid", rows, dim);
-        public readonly Tensor Ln2 = be.Allocate(p + "ln2", rows, dim);
-        public readonly Tensor Ln2Mean = be.Allocate(p + "ln2.mean", rows);
-        public readonly Tensor Ln2Rstd = be.Allocate(p + "ln2.rstd", rows);
-        public readonly Tensor Fc1 = be.Allocate(p + "fc1", rows, hidden);
-        public readonly Tensor Gelu = be.Allocate(p + "gelu", rows, hidden);
-
-        public IEnumerable<Tensor> All() => [Ln1, Ln1Mean, Ln1Rstd, Qkv, Probs, AttnOut, Mid, Ln2, Ln2Mean, Ln2Rstd, Fc1, Gelu];
-    }
-
     internal VitWorkspace(IBackend backend, VitConfig config, int capacity)
     {
         if (capacity <= 0) throw new ArgumentOutOfRangeException(nameof(capacity), capacity, "workspace batch capacity must be positive");
@@ -38,9 +20,10 @@ public sealed class VitWorkspace : IDisposable
         PatchTokens = backend.Allocate("patch.tokens", capacity * p, d);
         BlockInput = new Tensor[config.Depth + 1];
         for (int i = 0; i <= config.Depth; i++) BlockInput[i] = backend.Allocate($"blocks.{i}.input", capacity, t, d);
-        Blocks = new BlockActivations[config.Depth];
+        Blocks = new TransformerBlock.Activations[config.Depth];
         for (int i = 0; i < config.Depth; i++)
-            Blocks[i] = new BlockActivations(backend, $"blocks.{i}.", rows, d, config.MlpHidden, capacity, config.NumHeads, t);
+            Blocks[i] = new TransformerBlock.Activations(backend, $"blocks.{i}.", capacity, t, d, config.NumHeads, config.MlpHidden);
+        BlockScratch = new TransformerBlock.Scratch(backend, "blocks.", rows, d, config.MlpHidden);
         ClsRaw = backend.Allocate("cls.raw", capacity, d);
         ClsFeature = backend.Allocate("cls_feature", capacity, d);
         NormMean = backend.Allocate("norm.mean", capacity);
@@ -50,9 +33,6 @@ public sealed class VitWorkspace : IDisposable
         DClsFeature = backend.Allocate("cls_feature.grad", capacity, d);
         DClsRaw = backend.Allocate("cls.raw.grad", capacity, d);
         DResidual = backend.Allocate("residual.grad", rows, d);
-        DTemp = backend.Allocate("temp.grad", rows, d);
-        DHidden = backend.Allocate("hidden.grad", rows, config.MlpHidden);
-        DQkv = backend.Allocate("qkv.grad", rows, 3 * d);
         DPatchTokens = backend.Allocate("patch.tokens.grad", capacity * p, d);
         DColumns = backend.Allocate("patch.columns.grad", capacity * p, config.PatchInputs);
         DInput = backend.Allocate("input.grad", capacity, config.InChans, config.ImageSize, config.ImageSize);
@@ -85,16 +65,14 @@ public sealed class VitWorkspace : IDisposable
 
     internal Tensor Columns { get; }
     internal Tensor PatchTokens { get; }
-    internal BlockActivations[] Blocks { get; }
+    internal TransformerBlock.Activations[] Blocks { get; }
+    internal TransformerBlock.Scratch BlockScratch { get; }
     internal Tensor ClsRaw { get; }
     internal Tensor NormMean { get; }
     internal Tensor NormRstd { get; }
     internal Tensor DClsFeature { get; }
     internal Tensor DClsRaw { get; }
     internal Tensor DResidual { get; }
-    internal Tensor DTemp { get; }
-    internal Tensor DHidden { get; }
-    internal Tensor DQkv { get; }
     internal Tensor DPatchTokens { get; }
     internal Tensor DColumns { get; }
 
@@ -104,8 +82,8 @@ public sealed class VitWorkspace : IDisposable
     private IEnumerable<Tensor> AllTensors()
     {
         IEnumerable<Tensor> own = [Columns, PatchTokens, ClsRaw, ClsFeature, NormMean, NormRstd, Logits, DLogits, DClsFeature,
-            DClsRaw, DResidual, DTemp, DHidden, DQkv, DPatchTokens, DColumns, DInput, Losses];
-        return own.Concat(BlockInput).Concat(Blocks.SelectMany(b => b.All()));
+            DClsRaw, DResidual, DPatchTokens, DColumns, DInput, Losses];
+        return own.Concat(BlockInput).Concat(Blocks.SelectMany(b => b.All())).Concat(BlockScratch.All());
     }
 
     public void Dispose()

@@ -1,0 +1,158 @@
+using WhereToEdit.Engine.Tensors;
+
+namespace WhereToEdit.Engine.Models;
+
+/// <summary>
+/// A pre-norm Transformer block — x += attn(norm1(x)); x += mlp(norm2(x)) — with timm's parameter names
+/// (norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2) under a prefix. Shared by the ViT and the
+/// hypernetwork; explicit forward and backward over preallocated <see cref="Activations"/>.
+/// </summary>
+public sealed class TransformerBlock
+{
+    /// <summary>What a block's forward saves for its backward, for a batch capacity and token count.</summary>
+    public sealed class Activations(IBackend be, string p, int batch, int tokens, int dim, int heads, int hidden)
+    {
+        public readonly Tensor Ln1 = be.Allocate(p + "ln1", batch * tokens, dim);
+        public readonly Tensor Ln1Mean = be.Allocate(p + "ln1.mean", batch * tokens);
+        public readonly Tensor Ln1Rstd = be.Allocate(p + "ln1.rstd", batch * tokens);
+        public readonly Tensor Qkv = be.Allocate(p + "qkv", batch * tokens, 3 * dim);
+        public readonly Tensor Probs = be.Allocate(p + "attn.probs", batch, heads, tokens, tokens);
+        public readonly Tensor AttnOut = be.Allocate(p + "attn.out", batch * tokens, dim);
+        public readonly Tensor Mid = be.Allocate(p + "mid", batch * tokens, dim);
+        public readonly Tensor Ln2 = be.Allocate(p + "ln2", batch * tokens, dim);
+        public readonly Tensor Ln2Mean = be.Allocate(p + "ln2.mean", batch * tokens);
+        public readonly Tensor Ln2Rstd = be.Allocate(p + "ln2.rstd", batch * tokens);
+        public readonly Tensor Fc1 = be.Allocate(p + "fc1", batch * tokens, hidden);
+        public readonly Tensor Gelu = be.Allocate(p + "gelu", batch * tokens, hidden);
+
+        public IEnumerable<Tensor> All() => [Ln1, Ln1Mean, Ln1Rstd, Qkv, Probs, AttnOut, Mid, Ln2, Ln2Mean, Ln2Rstd, Fc1, Gelu];
+    }
+
+    /// <summary>Backward scratch shared by all blocks of one model: [rows, dim], [rows, hidden], [rows, 3·dim].</summary>
+    public sealed class Scratch(IBackend be, string p, int rows, int dim, int hidden)
+    {
+        public readonly Tensor DTemp = be.Allocate(p + "temp.grad", rows, dim);
+        public readonly Tensor DHidden = be.Allocate(p + "hidden.grad", rows, hidden);
+        public readonly Tensor DQkv = be.Allocate(p + "qkv.grad", rows, 3 * dim);
+
+        public IEnumerable<Tensor> All() => [DTemp, DHidden, DQkv];
+    }
+
+    public TransformerBlock(IBackend backend, string prefix, int dim, int heads, int hidden, bool qkvBias, float eps, Action<Parameter> register)
+    {
+        if (dim % heads != 0) throw new ArgumentException($"{prefix}: width {dim} is not divisible by {heads} heads");
+        Backend = backend;
+        Dim = dim; Heads = heads; Hidden = hidden; Eps = eps;
+        Parameter New(string name, params int[] shape)
+        {
+            var p = new Parameter(backend, prefix + name, shape);
+            register(p);
+            return p;
+        }
+        Norm1Weight = New("norm1.weight", dim); Norm1Bias = New("norm1.bias", dim);
+        QkvWeight = New("attn.qkv.weight", 3 * dim, dim);
+        QkvBias = qkvBias ? New("attn.qkv.bias", 3 * dim) : null;
+        ProjWeight = New("attn.proj.weight", dim, dim); ProjBias = New("attn.proj.bias", dim);
+        Norm2Weight = New("norm2.weight", dim); Norm2Bias = New("norm2.bias", dim);
+        Fc1Weight = New("mlp.fc1.weight", hidden, dim); Fc1Bias = New("mlp.fc1.bias", hidden);
+        Fc2Weight = New("mlp.fc2.weight", dim, hidden); Fc2Bias = New("mlp.fc2.bias", dim);
+    }
+
+    public IBackend Backend { get; }
+    public int Dim { get; }
+    public int Heads { get; }
+    public int Hidden { get; }
+    public float Eps { get; }
+    public int HeadDim => Dim / Heads;
+
+    public Parameter Norm1Weight { get; }
+    public Parameter Norm1Bias { get; }
+    public Parameter QkvWeight { get; }
+    public Parameter? QkvBias { get; }
+    public Parameter ProjWeight { get; }
+    public Parameter ProjBias { get; }
+    public Parameter Norm2Weight { get; }
+    public Parameter Norm2Bias { get; }
+    public Parameter Fc1Weight { get; }
+    public Parameter Fc1Bias { get; }
+    public Parameter Fc2Weight { get; }
+    public Parameter Fc2Bias { get; }
+
+    public IEnumerable<Parameter> AttentionParameters()
+    {
+        yield return Norm1Weight; yield return Norm1Bias; yield return QkvWeight;
+        if (QkvBias is not null) yield return QkvBias;
+        yield return ProjWeight; yield return ProjBias;
+    }
+
+    public IEnumerable<Parameter> Parameters() =>
+        AttentionParameters().Concat([Norm2Weight, Norm2Bias, Fc1Weight, Fc1Bias, Fc2Weight, Fc2Bias]);
+
+    public Activations CreateActivations(string prefix, int batch, int tokens) => new(Backend, prefix, batch, tokens, Dim, Heads, Hidden);
+
+    /// <summary>output = block(x) for x, output: [batch, tokens, dim]; saves activations in <paramref name="a"/>.</summary>
+    public void Forward(Tensor x, Tensor output, Activations a, int batch, int tokens)
+    {
+        var be = Backend;
+        int d = Dim, rows = batch * tokens;
+        be.LayerNormForward(x, Norm1Weight.Value, Norm1Bias.Value, a.Ln1, a.Ln1Mean, a.Ln1Rstd, rows, d, Eps);
+        Linear(be, a.Ln1, QkvWeight, QkvBias, a.Qkv, rows, d, 3 * d);
+        be.AttentionForward(a.Qkv, a.AttnOut, a.Probs, batch, tokens, Heads, HeadDim);
+        Linear(be, a.AttnOut, ProjWeight, ProjBias, a.Mid, rows, d, d);
+        be.Add(a.Mid, x, a.Mid, (long)rows * d);
+        be.LayerNormForward(a.Mid, Norm2Weight.Value, Norm2Bias.Value, a.Ln2, a.Ln2Mean, a.Ln2Rstd, rows, d, Eps);
+        Linear(be, a.Ln2, Fc1Weight, Fc1Bias, a.Fc1, rows, d, Hidden);
+        be.GeluForward(a.Fc1, a.Gelu, (long)rows * Hidden);
+        Linear(be, a.Gelu, Fc2Weight, Fc2Bias, output, rows, Hidden, d);
+        be.Add(output, a.Mid, output, (long)rows * d);
+    }
+
+    /// <summary>
+    /// dResidual holds d loss / d output on entry and d loss / d x on return when <paramref name="needInputGrad"/>.
+    /// Weight gradients are accumulated for the parameters <paramref name="wants"/> selects. The attention branch
+    /// is skipped when neither its parameters nor anything below need it.
+    /// </summary>
+    public void Backward(Tensor x, Activations a, Tensor dResidual, Scratch s, int batch, int tokens,
+                         Func<Parameter?, bool> wants, bool needInputGrad)
+    {
+        var be = Backend;
+        int d = Dim, h = Hidden, rows = batch * tokens;
+
+        // MLP branch: out = mid + fc2(gelu(fc1(ln2(mid)))).
+        LinearBackward(be, dResidual, a.Gelu, Fc2Weight, Fc2Bias, s.DHidden, rows, h, d, wants);
+        be.GeluBackward(a.Fc1, s.DHidden, s.DHidden, (long)rows * h);
+        bool attentionWanted = wants(Norm1Weight) || wants(Norm1Bias) || wants(QkvWeight) || wants(QkvBias) || wants(ProjWeight) || wants(ProjBias);
+        bool needMid = needInputGrad || attentionWanted || wants(Norm2Weight) || wants(Norm2Bias);
+        LinearBackward(be, s.DHidden, a.Ln2, Fc1Weight, Fc1Bias, needMid ? s.DTemp : null, rows, d, h, wants);
+        if (!needMid) return;
+        be.LayerNormBackward(s.DTemp, a.Mid, Norm2Weight.Value, a.Ln2Mean, a.Ln2Rstd, dResidual,
+            wants(Norm2Weight) ? Norm2Weight.Grad : null, wants(Norm2Bias) ? Norm2Bias.Grad : null, rows, d, accumulateDx: true);
+        if (!needInputGrad && !attentionWanted) return;
+
+        // Attention branch: mid = x + proj(attn(qkv(ln1(x)))).
+        LinearBackward(be, dResidual, a.AttnOut, ProjWeight, ProjBias, s.DTemp, rows, d, d, wants);
+        be.AttentionBackward(s.DTemp, a.Qkv, a.Probs, s.DQkv, batch, tokens, Heads, HeadDim);
+        LinearBackward(be, s.DQkv, a.Ln1, QkvWeight, QkvBias, s.DTemp, rows, d, 3 * d, wants);
+        be.LayerNormBackward(s.DTemp, x, Norm1Weight.Value, a.Ln1Mean, a.Ln1Rstd, dResidual,
+            wants(Norm1Weight) ? Norm1Weight.Grad : null, wants(Norm1Bias) ? Norm1Bias.Grad : null, rows, d, accumulateDx: true);
+    }
+
+    /// <summary>y[rows, out] = x[rows, in]·Wᵀ + b.</summary>
+    public static void Linear(IBackend be, Tensor x, Parameter weight, Parameter? bias, Tensor y, int rows, int inFeatures, int outFeatures)
+    {
+        be.Gemm(false, true, rows, outFeatures, inFeatures, 1f, x, 0, inFeatures, weight.Value, 0, inFeatures, 0f, y, 0, outFeatures);
+        if (bias is not null) be.AddBias(y, bias.Value, rows, outFeatures);
+    }
+
+    /// <summary>For y = x·Wᵀ + b: dW += dyᵀ·x, db += Σ dy (when wanted), dx = dy·W (when dx is given; overwritten).</summary>
+    public static void LinearBackward(IBackend be, Tensor dy, Tensor x, Parameter weight, Parameter? bias, Tensor? dx,
+                                      int rows, int inFeatures, int outFeatures, Func<Parameter?, bool> wants)
+    {
+        if (wants(weight))
+            be.Gemm(true, false, outFeatures, inFeatures, rows, 1f, dy, 0, outFeatures, x, 0, inFeatures, 1f, weight.Grad, 0, inFeatures);
+        if (bias is not null && wants(bias))
+            be.BiasGradient(dy, bias.Grad, rows, outFeatures);
+        if (dx is not null)
+            be.Gemm(false, false, rows, inFeatures, outFeatures, 1f, dy, 0, outFeatures, weight.Value, 0, inFeatures, 0f, dx, 0, inFeatures);
+    }
+}
