@@ -58,6 +58,8 @@ public sealed class ProfilingBackend(IBackend inner) : IBackend
     public void Add(Tensor a, Tensor b, Tensor y, long n) => Time("residual_add", () => Inner.Add(a, b, y, n));
     public void Axpy(float alpha, Tensor x, Tensor y, long n) => Time("axpy", () => Inner.Axpy(alpha, x, y, n));
     public void GeluForward(Tensor x, Tensor y, long n) => Time("gelu_fwd", () => Inner.GeluForward(x, y, n));
+    public void SigmoidForward(Tensor x, Tensor y, long n, float scale, float lo, float hi) => Time("sigmoid_fwd", () => Inner.SigmoidForward(x, y, n, scale, lo, hi));
+    public void SigmoidBackward(Tensor y, Tensor dy, Tensor dx, long n, float scale, float lo, float hi) => Time("sigmoid_bwd", () => Inner.SigmoidBackward(y, dy, dx, n, scale, lo, hi));
     public void GeluBackward(Tensor x, Tensor dy, Tensor dx, long n) => Time("gelu_bwd", () => Inner.GeluBackward(x, dy, dx, n));
 
     public void LayerNormForward(Tensor x, Tensor gamma, Tensor beta, Tensor y, Tensor mean, Tensor rstd, int rows, int cols, float eps)

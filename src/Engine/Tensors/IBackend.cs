@@ -52,6 +52,8 @@ public interface IBackend : IDisposable
     /// <summary>
     /// Copies (or adds, when <paramref name="accumulate"/>) <paramref name="rows"/> rows of <paramref name="cols"/> elements:
     /// dst[dstOffset + r·dstStride + c] (+)= src[srcOffset + r·srcStride + c]. Gathers the [CLS] rows and scatters their gradient.
+    /// A stride may be 0: srcStride 0 broadcasts one row (bias add on strided rows); dstStride 0 with accumulate sums the
+    /// rows into one (bias gradient of strided rows) — so implementations parallelise over columns and add rows in order.
     /// </summary>
     void CopyRows(Tensor src, long srcOffset, int srcStride, Tensor dst, long dstOffset, int dstStride, int rows, int cols, bool accumulate);
 
@@ -89,6 +91,12 @@ public interface IBackend : IDisposable
 
     /// <summary>dx = dy·GELU'(x) (overwrites dx).</summary>
     void GeluBackward(Tensor x, Tensor dy, Tensor dx, long n);
+
+    /// <summary>y = clamp(σ(scale·x), lo, hi) with σ the logistic sigmoid (the hypernetwork's mask head).</summary>
+    void SigmoidForward(Tensor x, Tensor y, long n, float scale, float lo, float hi);
+
+    /// <summary>dx = dy·scale·y·(1 − y) where lo &lt; y &lt; hi, else 0 (the clamp was active); y is the forward's output.</summary>
+    void SigmoidBackward(Tensor y, Tensor dy, Tensor dx, long n, float scale, float lo, float hi);
 
     // ---- normalisation -------------------------------------------------------------------------
 

@@ -211,4 +211,46 @@ public sealed class GradientCheckTests(ITestOutputHelper output) : IDisposable
         _be.KlDivergence(T("t", teacher), p, l0, null, rows, classes, temperature, 1f);
         Assert.All(l0.ToArray(), v => Assert.InRange(v, -1e-5f, 1e-5f));
     }
+
+    [Fact]
+    public void Scaled_clamped_sigmoid_gradient()
+    {
+        float[] x = Random(200, 2), w = Random(200);
+        x[0] = 9f; x[1] = -9f;   // saturated beyond the clamp: no gradient
+        const float lo = 1e-5f, hi = 1 - 1e-5f;
+        float[] Forward(float[] xv) { var y = _be.Allocate("y", xv.Length); _be.SigmoidForward(T("x", xv), y, xv.Length, 3f, lo, hi); return y.ToArray(); }
+        var y0 = Forward(x);
+        Assert.Equal(hi, y0[0]); Assert.Equal(lo, y0[1]);
+        var dx = _be.Allocate("dx", x.Length);
+        _be.SigmoidBackward(T("y", y0), T("w", w), dx, x.Length, 3f, lo, hi);
+        Check("sigmoid(3x) clamped dx", dx.ToArray(), Numerical(x, w, Forward, 1e-3f));
+        Assert.Equal(0f, dx.ToArray()[0]); Assert.Equal(0f, dx.ToArray()[1]);
+    }
+
+    [Fact]
+    public void Hypernetwork_parameter_gradients()
+    {
+        var vit = WhereToEdit.Engine.Models.VitConfig.Preset("test_gray");
+        var config = WhereToEdit.Engine.Models.HypernetConfig.For(vit, units: 2, depth: 2, heads: 2);
+        using var net = new WhereToEdit.Engine.Models.Hypernetwork(_be, config);
+        var rng = new Rng(11);
+        foreach (var p in net.Parameters)
+            p.Value.CopyFrom(Enumerable.Range(0, (int)p.Length).Select(_ => (float)(rng.NextNormal() * 0.3)).ToArray());
+        using var ws = net.CreateWorkspace(2);
+        var cls = T("cls", Random(2 * config.EmbedDim));
+        var w = Random(2 * config.Units * config.UnitSize);
+        float[] Scores() { net.Forward(ws, cls, 2); return ws.Scores.ToArray(); }
+        net.ZeroGrad();
+        Scores();
+        ws.DScores.CopyFrom(w);
+        net.Backward(ws, 2);
+        foreach (string name in new[] { "query_tokens", "blocks.0.attn.qkv.weight", "blocks.1.mlp.fc1.bias", "blocks.0.norm1.weight", "heads.1.weight", "heads.0.bias" })
+        {
+            var p = net[name];
+            var values = p.Value.ToArray();
+            var numerical = Numerical(values, w, v => { p.Value.CopyFrom(v); return Scores(); }, 1e-2f);
+            p.Value.CopyFrom(values);
+            Check("hypernet " + name, p.Grad.ToArray(), numerical);
+        }
+    }
 }

@@ -147,3 +147,51 @@ internal static class Gelu
     public static Vector256<float> Density(Vector256<float> x)
         => Vector256.Create(InvSqrt2Pi) * Vector256.Exp(Vector256.Create(-0.5f) * x * x);
 }
+
+// Scaled, clamped sigmoid (the hypernetwork's mask head) forward/backward.
+public sealed unsafe partial class CpuBackend
+{
+    private struct SigmoidArgs { public float* X, Dy, Y; public float Scale, Lo, Hi; }
+
+    public void SigmoidForward(Tensor x, Tensor y, long n, float scale, float lo, float hi)
+    {
+        Need(x, n, "sigmoid input"); Need(y, n, "sigmoid output");
+        fixed (float* px = Cpu(x, "x").Data, py = Cpu(y, "y").Data)
+        {
+            var args = new SigmoidArgs { X = px, Y = py, Scale = scale, Lo = lo, Hi = hi };
+            _pool.For(checked((int)n), ElementGrain, &args, &SigmoidForwardChunk);
+        }
+    }
+
+    private static void SigmoidForwardChunk(void* p, int start, int end)
+    {
+        ref var a = ref *(SigmoidArgs*)p;
+        for (int i = start; i < end; i++)
+        {
+            float s = 1f / (1f + MathF.Exp(-a.Scale * a.X[i]));
+            a.Y[i] = Math.Clamp(s, a.Lo, a.Hi);
+        }
+    }
+
+    public void SigmoidBackward(Tensor y, Tensor dy, Tensor dx, long n, float scale, float lo, float hi)
+    {
+        Need(y, n, "sigmoid output"); Need(dy, n, "sigmoid output gradient"); Need(dx, n, "sigmoid input gradient");
+        fixed (float* py = Cpu(y, "y").Data, pdy = Cpu(dy, "dy").Data, pdx = Cpu(dx, "dx").Data)
+        {
+            var args = new SigmoidArgs { X = py, Dy = pdy, Y = pdx, Scale = scale, Lo = lo, Hi = hi };
+            _pool.For(checked((int)n), ElementGrain, &args, &SigmoidBackwardChunk);
+        }
+    }
+
+    private static void SigmoidBackwardChunk(void* p, int start, int end)
+    {
+        ref var a = ref *(SigmoidArgs*)p;
+        for (int i = start; i < end; i++)
+        {
+            float s = a.X[i];
+            // torch.clamp passes the gradient only where the sigmoid was inside the bounds; an output sitting on a
+            // bound was clamped (equality before clamping has measure zero), so it gets none.
+a.Y[i] = s > a.Lo && s < a.Hi ? a.Dy[i] * a.Scale * s * (1f - s) : 0f;
+        }
+    }
+}
