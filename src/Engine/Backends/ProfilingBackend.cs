@@ -57,6 +57,7 @@ public sealed class ProfilingBackend(IBackend inner) : IBackend
     public void BiasGradient(Tensor dy, Tensor dbias, int rows, int cols) => Time("bias_grad", () => Inner.BiasGradient(dy, dbias, rows, cols));
     public void Add(Tensor a, Tensor b, Tensor y, long n) => Time("residual_add", () => Inner.Add(a, b, y, n));
     public void Axpy(float alpha, Tensor x, Tensor y, long n) => Time("axpy", () => Inner.Axpy(alpha, x, y, n));
+    public void L1PenaltyGradient(Tensor grad, Tensor w, Tensor w0, float c, long n) => Time("l1_penalty_grad", () => Inner.L1PenaltyGradient(grad, w, w0, c, n));
     public void GeluForward(Tensor x, Tensor y, long n) => Time("gelu_fwd", () => Inner.GeluForward(x, y, n));
     public void SigmoidForward(Tensor x, Tensor y, long n, float scale, float lo, float hi) => Time("sigmoid_fwd", () => Inner.SigmoidForward(x, y, n, scale, lo, hi));
     public void SigmoidBackward(Tensor y, Tensor dy, Tensor dx, long n, float scale, float lo, float hi) => Time("sigmoid_bwd", () => Inner.SigmoidBackward(y, dy, dx, n, scale, lo, hi));

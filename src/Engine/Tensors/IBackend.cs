@@ -86,6 +86,9 @@ public interface IBackend : IDisposable
     /// <summary>y += alpha·x over the first n elements.</summary>
     void Axpy(float alpha, Tensor x, Tensor y, long n);
 
+    /// <summary>grad += c·sign(w − w0) over the first n elements, sign(0) = 0 (the subgradient of c·‖w − w0‖₁ torch uses).</summary>
+    void L1PenaltyGradient(Tensor grad, Tensor w, Tensor w0, float c, long n);
+
     /// <summary>y = 0.5·x·(1 + erf(x/√2)) (exact GELU).</summary>
     void GeluForward(Tensor x, Tensor y, long n);
 

@@ -174,4 +174,26 @@ public sealed unsafe partial class CpuBackend : IBackend
         var y = new Span<float>(a.Y + start, end - start);
         TensorPrimitives.MultiplyAdd(new ReadOnlySpan<float>(a.A + start, end - start), a.Alpha, y, y);
     }
+
+    private struct PenaltyArgs { public float* G, W, W0; public float C; }
+
+    public void L1PenaltyGradient(Tensor grad, Tensor w, Tensor w0, float c, long n)
+    {
+        Need(grad, n, "L1 penalty gradient"); Need(w, n, "L1 penalty weights"); Need(w0, n, "L1 penalty original weights");
+        fixed (float* pg = Cpu(grad, "grad").Data, pw = Cpu(w, "w").Data, p0 = Cpu(w0, "w0").Data)
+        {
+            var args = new PenaltyArgs { G = pg, W = pw, W0 = p0, C = c };
+            _pool.For(checked((int)n), ElementGrain, &args, &L1PenaltyChunk);
+        }
+    }
+
+    private static void L1PenaltyChunk(void* p, int start, int end)
+    {
+        ref var a = ref *(PenaltyArgs*)p;
+        for (int i = start; i < end; i++)
+        {
+            float d = a.W[i] - a.W0[i];
+            if (d != 0) a.G[i] += d > 0 ? a.C : -a.C;
+        }
+    }
 }

@@ -1,0 +1,291 @@
+using System.Diagnostics;
+using System.Security.Cryptography;
+using System.Text.Json.Serialization;
+using WhereToEdit.Engine.Models;
+using WhereToEdit.Engine.Tensors;
+
+namespace WhereToEdit.Engine.Editing;
+
+public enum EditMethod
+{
+    /// <summary>The paper's method: hypernetwork mask, masked RMSprop.</summary>
+    Hprd,
+    /// <summary>Fine-tune the edited matrices with CE + c·Σ‖W − W0‖₁.</summary>
+    FtL1,
+    /// <summary>Fine-tune the edited matrices with CE + c·Σ ½‖W − W0‖₂².</summary>
+    FtL2,
+    /// <summary>Masked RMSprop with a random mask of the same keep fraction (ablation).</summary>
+    Random,
+}
+
+public static class EditMethods
+{
+    public static EditMethod Parse(string text) => text.Trim().ToLowerInvariant() switch
+    {
+        "hprd" => EditMethod.Hprd,
+        "ft-l1" or "ftl1" => EditMethod.FtL1,
+        "ft-l2" or "ftl2" => EditMethod.FtL2,
+        "random" => EditMethod.Random,
+        _ => throw new ArgumentException($"--method '{text}': expected hprd, ft-l1, ft-l2 or random"),
+    };
+
+    public static string Name(this EditMethod m) => m switch
+    {
+        EditMethod.Hprd => "hprd", EditMethod.FtL1 => "ft-l1", EditMethod.FtL2 => "ft-l2", _ => "random",
+    };
+
+    public static bool IsFineTuning(this EditMethod m) => m is EditMethod.FtL1 or EditMethod.FtL2;
+}
+
+public sealed record EditOptions
+{
+    public EditMethod Method { get; init; } = EditMethod.Hprd;
+    /// <summary>RMSprop learning rate (the paper: 2e-5).</summary>
+    public float LearningRate { get; init; } = 2e-5f;
+    public int MaxSteps { get; init; } = 100;
+    /// <summary>FT-L1/L2 penalty coefficient c.</summary>
+    public float Coefficient { get; init; }
+    /// <summary>Stop once every image is classified as its label and the mean CE is at most this.</summary>
+    public float StopLoss { get; init; } = 0.01f;
+
+    public void Validate()
+    {
+        if (!(LearningRate > 0) || !float.IsFinite(LearningRate)) throw new ArgumentOutOfRangeException(nameof(LearningRate), LearningRate, "--lr must be positive");
+        if (MaxSteps < 0) throw new ArgumentOutOfRangeException(nameof(MaxSteps), MaxSteps, "--max-steps must be ≥ 0");
+        if (!(Coefficient >= 0) || !float.IsFinite(Coefficient)) throw new ArgumentOutOfRangeException(nameof(Coefficient), Coefficient, "the FT coefficient must be ≥ 0");
+    }
+}
+
+/// <summary>Everything about one edit, so that an edit that silently did nothing cannot be missed.</summary>
+public sealed record EditResult
+{
+    [JsonPropertyName("method")] public required string Method { get; init; }
+    [JsonPropertyName("success")] public required bool Success { get; init; }
+    [JsonPropertyName("steps")] public required int Steps { get; init; }
+    [JsonPropertyName("initial_loss")] public required float InitialLoss { get; init; }
+    [JsonPropertyName("final_loss")] public required float FinalLoss { get; init; }
+    [JsonPropertyName("labels")] public required int[] Labels { get; init; }
+    [JsonPropertyName("predictions_before")] public required int[] PredictionsBefore { get; init; }
+    [JsonPropertyName("predictions_after")] public required int[] PredictionsAfter { get; init; }
+    [JsonPropertyName("target_prob_before")] public required float[] TargetProbBefore { get; init; }
+    [JsonPropertyName("target_prob_after")] public required float[] TargetProbAfter { get; init; }
+    [JsonPropertyName("kept_gates")] public required int KeptGates { get; init; }
+    [JsonPropertyName("total_gates")] public required int TotalGates { get; init; }
+    [JsonPropertyName("weights_changed")] public required long WeightsChanged { get; init; }
+    [JsonPropertyName("weights_editable")] public required long WeightsEditable { get; init; }
+    [JsonPropertyName("wall_ms")] public required double WallMs { get; init; }
+    [JsonPropertyName("peak_memory_bytes")] public required long PeakMemoryBytes { get; init; }
+    [JsonPropertyName("hashes_before")] public required Dictionary<string, string> HashesBefore { get; init; }
+    [JsonPropertyName("hashes_after")] public required Dictionary<string, string> HashesAfter { get; init; }
+    [JsonPropertyName("learning_rate")] public float LearningRate { get; init; }
+    [JsonPropertyName("coefficient")] public float Coefficient { get; init; }
+}
+
+/// <summary>
+/// Edits a ViT in place on its backend (HPRD / FT-L1 / FT-L2 / random mask, method.md §5–6): the blocks before
+/// the first edited block run once and are cached; each step runs the rest forward and backward with weight
+/// gradients for the edited matrices only. <see cref="Revert"/> restores the weights the editor started from.
+/// </summary>
+public sealed class ModelEditor : IDisposable
+{
+    private readonly VitModel _model;
+    private readonly IBackend _be;
+    private readonly Parameter[] _params;
+    private readonly Tensor[] _original, _state, _gates;
+    private readonly BackwardOptions _backward;
+    private VitWorkspace? _ws;
+    private Tensor? _images, _labels;
+
+    public ModelEditor(VitModel model, EditTarget target)
+    {
+        _model = model ?? throw new ArgumentNullException(nameof(model));
+        Target = target ?? throw new ArgumentNullException(nameof(target));
+        if (target.Model != model.Config) throw new ArgumentException("the edit target was made for a different ViT config");
+        _be = model.Backend;
+        _params = target.Units.Select(u => model[u.Parameter]).ToArray();
+        _original = _params.Select(p => _be.Allocate(p.Name + ".original", p.Shape)).ToArray();
+        _state = _params.Select(p => _be.Allocate(p.Name + ".square_avg", p.Shape)).ToArray();
+        _gates = target.Units.Select(u => _be.Allocate($"mask.{u.Index}", target.UnitSize)).ToArray();
+        _backward = BackwardOptions.Truncated(target.FirstBlock, target.ParameterNames);
+        SnapshotOriginal();
+    }
+
+    public EditTarget Target { get; }
+
+    /// <summary>Takes the model's current edited matrices as the weights <see cref="Revert"/> returns to (and FT's W0).</summary>
+    public void SnapshotOriginal()
+    {
+        for (int i = 0; i < _params.Length; i++) _be.Copy(_params[i].Value, 0, _original[i], 0, _params[i].Length);
+    }
+
+    /// <summary>Restores the edited matrices to the snapshot, bit for bit.</summary>
+    public void Revert()
+    {
+        for (int i = 0; i < _params.Length; i++) _be.Copy(_original[i], 0, _params[i].Value, 0, _params[i].Length);
+    }
+
+    /// <summary>The snapshot values of edited matrix i (unit order), on the host.</summary>
+    public float[] OriginalValues(int unit) => _original[unit].ToArray();
+
+    /// <summary>
+    /// Edits the model so that <paramref name="images"/> ([n, C, H, W] on the host) are classified as
+    /// <paramref name="labels"/>. The mask is used by HPRD and random; FT methods update whole matrices.
+    /// </summary>
+    public EditResult Edit(float[] images, int[] labels, EditMask mask, EditOptions options)
+    {
+        options.Validate();
+        var c = _model.Config;
+        int n = labels.Length;
+        if (n == 0) throw new ArgumentException("an edit needs at least one image");
+        long pixels = (long)c.InChans * c.ImageSize * c.ImageSize;
+        if (images.Length != n * pixels)
+            throw new ArgumentException($"edit images: {images.Length} values for {n} images of {c.InChans}×{c.ImageSize}×{c.ImageSize}");
+        foreach (int y in labels)
+            if (y < 0 || y >= c.NumClasses) throw new ArgumentOutOfRangeException(nameof(labels), y, $"--label {y} is outside the model's {c.NumClasses} classes");
+        TensorChecks.EnsureFinite(images, "edit images");
+        if (mask.Target.TotalGates != Target.TotalGates) throw new ArgumentException("the mask was made for a different edit target");
+
+        var clock = Stopwatch.StartNew();
+        EnsureBuffers(n);
+        _images!.CopyFrom(images);
+        _labels!.CopyFrom(labels.Select(l => (float)l).ToArray());
+        var ws = _ws!;
+        var hashesBefore = Hashes(out var before);
+        for (int i = 0; i < _state.Length; i++) _be.Fill(_state[i], 0f);
+        bool useMask = !options.Method.IsFineTuning();
+        for (int r = 0; r < _gates.Length; r++) _gates[r].CopyFrom(useMask ? mask.UnitAsFloats(r) : Enumerable.Repeat(1f, Target.UnitSize).ToArray());
+        var updateMasks = Target.Units.Select(u => useMask ? Target.UpdateMaskFor(u, _gates[u.Index]) : UpdateMask.None(_params[u.Index].Length)).ToArray();
+
+        _model.Forward(ws, _images, n);   // caches the input of the first edited block
+        var (lossBefore, predBefore, probBefore) = Evaluate(n);
+        float loss = lossBefore;
+        int steps = 0;
+        for (; steps < options.MaxSteps; steps++)
+        {
+            if (steps > 0)
+            {
+                _model.ForwardFrom(ws, Target.FirstBlock, n);
+                loss = Evaluate(n, out bool done);
+                if (done && loss <= options.StopLoss) break;
+            }
+            else if (Done(predBefore, labels) && loss <= options.StopLoss) break;
+            TensorChecks.EnsureFinite(loss, "edit loss");
+            foreach (var p in _params) _be.Fill(p.Grad, 0f);
+            _model.Backward(ws, n, _backward);
+            for (int i = 0; i < _params.Length; i++)
+            {
+                var p = _params[i];
+                if (options.Method == EditMethod.FtL1)
+                    _be.L1PenaltyGradient(p.Grad, p.Value, _original[i], options.Coefficient, p.Length);
+                else if (options.Method == EditMethod.FtL2 && options.Coefficient != 0)
+                {
+                    _be.Axpy(options.Coefficient, p.Value, p.Grad, p.Length);
+                    _be.Axpy(-options.Coefficient, _original[i], p.Grad, p.Length);
+                }
+                // The reference takes FT's first step with SGD, then RMSprop (whose state starts at the second step).
+                if (options.Method.IsFineTuning() && steps == 0)
+                    _be.SgdStep(p.Value, p.Grad, options.LearningRate, 0f, updateMasks[i]);
+                else
+                    _be.RmsPropStep(p.Value, p.Grad, _state[i], options.LearningRate, 0.99f, 1e-8f, 0f, updateMasks[i]);
+            }
+        }
+        _model.ForwardFrom(ws, Target.FirstBlock, n);
+        var (lossAfter, predAfter, probAfter) = Evaluate(n);
+        _be.Synchronize();
+        var hashesAfter = Hashes(out var after);
+        long changed = 0;
+        for (int i = 0; i < before.Length; i++)
+            for (int j = 0; j < before[i].Length; j++)
+                if (BitConverter.SingleToInt32Bits(before[i][j]) != BitConverter.SingleToInt32Bits(after[i][j])) changed++;
+        return new EditResult
+        {
+            Method = options.Method.Name(), Success = Done(predAfter, labels), Steps = steps,
+            InitialLoss = lossBefore, FinalLoss = lossAfter, Labels = labels.ToArray(),
+            PredictionsBefore = predBefore, PredictionsAfter = predAfter, TargetProbBefore = probBefore, TargetProbAfter = probAfter,
+            KeptGates = useMask ? mask.Kept : Target.TotalGates, TotalGates = Target.TotalGates,
+            WeightsChanged = changed, WeightsEditable = _params.Sum(p => p.Length),
+            WallMs = clock.Elapsed.TotalMilliseconds, PeakMemoryBytes = Environment.WorkingSet > 0 ? Process.GetCurrentProcess().PeakWorkingSet64 : 0,
+            HashesBefore = hashesBefore, HashesAfter = hashesAfter, LearningRate = options.LearningRate, Coefficient = options.Coefficient,
+        };
+    }
+
+    private static bool Done(int[] predictions, int[] labels) => predictions.AsSpan().SequenceEqual(labels);
+
+    private float[] _logitsHost = [], _lossHost = [];
+    private int[] _predHost = [], _labelHost = [];
+
+    /// <summary>Mean CE (and the logit gradient for the backward) of the last forward; done = all predictions right.</summary>
+    private float Evaluate(int n, out bool done)
+    {
+        var c = _model.Config;
+        _be.CrossEntropy(_ws!.Logits, _labels!, _ws.Losses, _ws.DLogits, n, c.NumClasses, 1f / n);
+        _ws.Losses.CopyTo(_lossHost.AsSpan(0, n));
+        _ws.Logits.CopyTo(_logitsHost.AsSpan(0, n * c.NumClasses));
+        done = true;
+        float sum = 0;
+        for (int i = 0; i < n; i++)
+        {
+            sum += _lossHost[i];
+            var row = _logitsHost.AsSpan(i * c.NumClasses, c.NumClasses);
+            int arg = 0;
+            for (int k = 1; k < row.Length; k++) if (row[k] > row[arg]) arg = k;
+            _predHost[i] = arg;
+            if (arg != _labelHost[i]) done = false;
+        }
+        return sum / n;
+    }
+
+    private (float Loss, int[] Predictions, float[] TargetProb) Evaluate(int n)
+    {
+        float loss = Evaluate(n, out _);
+        var c = _model.Config;
+        var probs = new float[n];
+        for (int i = 0; i < n; i++)
+        {
+            var row = _logitsHost.AsSpan(i * c.NumClasses, c.NumClasses);
+            float max = float.NegativeInfinity;
+            foreach (float v in row) max = Math.Max(max, v);
+            double sum = 0;
+            foreach (float v in row) sum += Math.Exp(v - max);
+            probs[i] = (float)(Math.Exp(row[_labelHost[i]] - max) / sum);
+        }
+        return (loss, _predHost.AsSpan(0, n).ToArray(), probs);
+    }
+
+    private void EnsureBuffers(int n)
+    {
+        var c = _model.Config;
+        if (_ws is null || _ws.Capacity < n)
+        {
+            _ws?.Dispose(); _images?.Dispose(); _labels?.Dispose();
+            _ws = _model.CreateWorkspace(n);
+            _images = _be.Allocate("edit.images", n, c.InChans, c.ImageSize, c.ImageSize);
+            _labels = _be.Allocate("edit.labels", n);
+            _logitsHost = new float[n * c.NumClasses];
+            _lossHost = new float[n];
+            _predHost = new int[n];
+        }
+        if (_images!.Shape[0] != n)
+        {
+            _images.Dispose(); _labels!.Dispose();
+            _images = _be.Allocate("edit.images", n, c.InChans, c.ImageSize, c.ImageSize);
+            _labels = _be.Allocate("edit.labels", n);
+        }
+        _labelHost = new int[n];
+    }
+
+    private Dictionary<string, string> Hashes(out float[][] values)
+    {
+        values = _params.Select(p => p.Value.ToArray()).ToArray();
+        var result = new Dictionary<string, string>();
+        for (int i = 0; i < _params.Length; i++)
+            result[_params[i].Name] = Convert.ToHexString(SHA256.HashData(System.Runtime.InteropServices.MemoryMarshal.AsBytes(values[i].AsSpan())))[..16].ToLowerInvariant();
+        return result;
+    }
+
+    public void Dispose()
+    {
+        foreach (var t in _original.Concat(_state).Concat(_gates)) t.Dispose();
+        _ws?.Dispose(); _images?.Dispose(); _labels?.Dispose();
+    }
+}
