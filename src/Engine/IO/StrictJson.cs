@@ -26,6 +26,8 @@ internal static class StrictJson
     /// <summary>Parses UTF-8 JSON; throws <see cref="CheckpointFormatException"/> naming <paramref name="path"/> and <paramref name="what"/>.</summary>
     public static JsonDocument Parse(ReadOnlyMemory<byte> utf8, string path, string what)
     {
+        if (!System.Text.Unicode.Utf8.IsValid(utf8.Span))
+            throw new CheckpointFormatException(path, $"{what} is not valid UTF-8");
         try
         {
             CheckNoDuplicateKeys(utf8.Span);
@@ -39,7 +41,7 @@ internal static class StrictJson
         {
             throw new CheckpointFormatException(path, $"{what} is not valid JSON ({Short(e)})", e);
         }
-        catch (ArgumentException e) // invalid UTF-8 surfaces as ArgumentException in some paths
+        catch (Exception e) when (e is ArgumentException or InvalidOperationException) // invalid UTF-8 in strings
         {
             throw new CheckpointFormatException(path, $"{what} is not valid UTF-8 JSON ({e.Message})", e);
         }
@@ -98,6 +100,10 @@ internal static class StrictJson
                     lastKey = key;
                     break;
                 }
+                case JsonTokenType.String:
+                    _ = reader.GetString(); // rejects escapes that are not valid UTF-16 (lone surrogates)
+                    lastKey = null;
+                    break;
                 default:
                     lastKey = null;
                     break;
