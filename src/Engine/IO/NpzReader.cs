@@ -39,7 +39,16 @@ public static class NpzReader
                 throw new CheckpointFormatException(path, $"not a valid .npz (ZIP) archive or truncated: {e.Message}", e);
             }
             using (zip)
-                return ReadArchive(zip, path);
+            {
+                try
+                {
+                    return ReadArchive(zip, path);
+                }
+                catch (InvalidDataException e)
+                {
+                    throw new CheckpointFormatException(path, $"corrupt .npz (ZIP) archive: {e.Message}", e);
+                }
+            }
         }
     }
 
