@@ -54,14 +54,14 @@ public sealed class ImageLoader
 
     public ImageLoaderOptions Options { get; }
 
-    /// <summary>Width, height and format name from the header only.</summary>
+    /// <summary>Width, height and format name from the header only (no pixel limit is applied here).</summary>
     public (int Width, int Height, string Format) Identify(string path)
     {
-        var (w, h, f) = Identify(ReadFile(path), path);
+        var (w, h, f) = Identify(ReadFile(path), path, checkLimits: false);
         return (w, h, f.Name);
     }
 
-    private (int Width, int Height, IImageFormat Format) Identify(byte[] data, string name)
+    private (int Width, int Height, IImageFormat Format) Identify(byte[] data, string name, bool checkLimits)
     {
         if (data.Length == 0) throw new ImageLoadException(name, "file is empty (0 bytes)");
         IImageFormat? format;
@@ -83,12 +83,13 @@ public sealed class ImageLoader
         }
         catch (Exception e) when (IsDecodeError(e))
         {
-            throw new ImageLoadException(name, $"corrupt or truncated {format.Name} header: {e.Message}", e);
+            throw new ImageLoadException(name, $"corrupt or truncated {format.Name} header: {Describe(e)}", e);
         }
         if (info is null) throw new ImageLoadException(name, $"cannot read the {format.Name} header");
         if (info.Width <= 0 || info.Height <= 0)
             throw new ImageLoadException(name, $"{format.Name} header gives an empty size {info.Width}×{info.Height}");
         long pixels = (long)info.Width * info.Height;
+        if (!checkLimits) return (info.Width, info.Height, format);
         if (pixels > Options.MaxPixels)
             throw new ImageLoadException(name, $"{format.Name} is {info.Width}×{info.Height} = {pixels:N0} pixels, above the limit of {Options.MaxPixels:N0} (refused before decoding)");
         if (format == WebpFormat.Instance)
@@ -109,7 +110,7 @@ public sealed class ImageLoader
     {
         ArgumentNullException.ThrowIfNull(data);
         if (channels is not (1 or 3)) throw new ArgumentException("channels must be 1 or 3");
-        var (_, _, format) = Identify(data, name);
+        var (_, _, format) = Identify(data, name, checkLimits: true);
         string formatName = format.Name;
         CheckComplete(data, format, name);
         Image<Rgba32> image;
@@ -119,7 +120,7 @@ public sealed class ImageLoader
         }
         catch (Exception e) when (IsDecodeError(e))
         {
-            throw new ImageLoadException(name, $"cannot decode {formatName}: {e.Message}", e);
+            throw new ImageLoadException(name, $"cannot decode {formatName} (corrupt or truncated): {Describe(e)}", e);
         }
         using (image)
         {
@@ -251,9 +252,14 @@ public sealed class ImageLoader
         }
     }
 
-    private static bool IsDecodeError(Exception e) =>
-        e is ImageFormatException or NotSupportedException or InvalidDataException or InvalidOperationException
-            or ArgumentException or IndexOutOfRangeException or EndOfStreamException or InvalidMemoryOperationException or OverflowException;
+    /// <summary>
+    /// ImageSharp reports corrupt input with many exception types (ImageFormatException, but on fuzzed files also
+    /// NullReferenceException, DivideByZeroException, IndexOutOfRangeException …): all of them mean "bad file".
+    /// Only out-of-memory is let through.
+    /// </summary>
+    private static string Describe(Exception e) => e is ImageFormatException ? e.Message : $"{e.GetType().Name}: {e.Message}";
+
+    private static bool IsDecodeError(Exception e) => e is not (OutOfMemoryException or ImageLoadException);
 
     /// <summary>Refuses files cut short where the format has an end marker (PIL refuses truncated images too).</summary>
     private static void CheckComplete(byte[] data, IImageFormat format, string name)
