@@ -227,3 +227,27 @@ public class CheckpointNamingTests
         Assert.Throws<CheckpointFormatException>(() => CheckpointArchitecture.FromJson(a.ToJson().Replace("{", "{\"depth\":3,"), "cfg")); // duplicate key
     }
 }
+
+public class NumpyFixtureTests
+{
+    private static string Fixture(string name) => Path.Combine(AppContext.BaseDirectory, "fixtures", name);
+
+    [Fact]
+    public void NumpySavezCompressedAugRegMapsLikeNumpyTransposes()
+    {
+        // Written by tests/reference/make_npz_fixture.py with np.savez_compressed; the expected timm tensors were
+        // converted there with NumPy reshapes/transposes.
+        var raw = NpzReader.Read(Fixture("augreg_tiny.npz"));
+        var expected = SafeTensors.Read(Fixture("augreg_tiny_timm.safetensors"));
+        var c = CheckpointNaming.ToTimm(raw);
+        Assert.Equal(NamingConvention.AugReg, c.SourceConvention);
+        Assert.Equal(expected.Names.Order(StringComparer.Ordinal), c.Tensors.Names.Order(StringComparer.Ordinal));
+        foreach (var t in expected.Tensors)
+        {
+            Assert.Equal(t.Shape, c.Tensors[t.Name].Shape);
+            Assert.Equal(t.Data, c.Tensors[t.Name].Data);
+        }
+        var m = ModelFolder.Load(Fixture("augreg_tiny.npz"));
+        Assert.Equal(new CheckpointArchitecture(8, 4, 3, 8, 2, 2, 16, 5, 1e-6, true, m.Architecture.HeadsSource), m.Architecture);
+    }
+}
