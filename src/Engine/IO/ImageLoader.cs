@@ -174,7 +174,21 @@ public sealed class ImageLoader
     public void Load(string path, Preprocessing preprocessing, Span<float> destination)
     {
         var img = Decode(path, preprocessing.Channels, preprocessing.Alpha, preprocessing.ApplyExifOrientation);
+        CheckResizable(img, preprocessing, path);
         Preprocess(img, preprocessing, destination);
+    }
+
+    /// <summary>Longest side a resize may produce (an extreme aspect ratio would otherwise ask for a gigantic image).</summary>
+    public const int MaxResizedSide = 1 << 16;
+
+    private static (int Width, int Height) ResizedSize(DecodedImage image, Preprocessing p) =>
+        p.ResizeMode == ResizeMode.ShorterSide ? PilResize.ShorterSideSize(image.Width, image.Height, p.ResizeSize) : (p.ResizeSize, p.ResizeSize);
+
+    private static void CheckResizable(DecodedImage image, Preprocessing p, string name)
+    {
+        long shorter = Math.Min(image.Width, image.Height), longer = Math.Max(image.Width, image.Height);
+        if (p.ResizeMode == ResizeMode.ShorterSide && (long)p.ResizeSize * longer / shorter > MaxResizedSide)
+            throw new ImageLoadException(name, $"aspect ratio of {image.Width}×{image.Height} is too extreme: its shorter side resized to {p.ResizeSize} gives a longer side above {MaxResizedSide}");
     }
 
     public float[] Load(string path, Preprocessing preprocessing)
@@ -188,6 +202,7 @@ public sealed class ImageLoader
     public void Load(byte[] data, string name, Preprocessing preprocessing, Span<float> destination)
     {
         var img = Decode(data, name, preprocessing.Channels, preprocessing.Alpha, preprocessing.ApplyExifOrientation);
+        CheckResizable(img, preprocessing, name);
         Preprocess(img, preprocessing, destination);
     }
 
@@ -207,9 +222,10 @@ public sealed class ImageLoader
         if (destination.Length != p.OutputLength)
             throw new ArgumentException($"destination holds {destination.Length} floats; {c}×{crop}×{crop} = {p.OutputLength} needed");
 
-        var (rw, rh) = p.ResizeMode == ResizeMode.ShorterSide
-            ? PilResize.ShorterSideSize(image.Width, image.Height, p.ResizeSize)
-            : (p.ResizeSize, p.ResizeSize);
+        if (p.ResizeMode == ResizeMode.ShorterSide
+            && (long)p.ResizeSize * Math.Max(image.Width, image.Height) / Math.Min(image.Width, image.Height) > MaxResizedSide)
+            throw new ArgumentException($"a {image.Width}×{image.Height} image resized to shorter side {p.ResizeSize} exceeds {MaxResizedSide} px");
+        var (rw, rh) = ResizedSize(image, p);
         int left = PilResize.CenterCropOffset(rw, crop), top = PilResize.CenterCropOffset(rh, crop);
         // Part of the crop window inside the resized image.
         int x0 = Math.Max(left, 0), y0 = Math.Max(top, 0);

@@ -288,3 +288,20 @@ public class ImageLoaderTests
         Assert.Equal(buffer.AsSpan(pre.OutputLength).ToArray(), fromBytes);
     }
 }
+
+public class ImageLoaderEdgeTests
+{
+    [Fact]
+    public void ExtremeAspectRatioIsRefused()
+    {
+        using var dir = new TempDir();
+        string p = dir.File("strip.png");
+        using (var img = new SixLabors.ImageSharp.Image<SixLabors.ImageSharp.PixelFormats.L8>(4000, 1))
+            SixLabors.ImageSharp.ImageExtensions.SaveAsPng(img, p);
+        var ex = Assert.Throws<ImageLoadException>(() => new ImageLoader().Load(p, Preprocessing.ReferenceCode));
+        Assert.Contains("aspect ratio of 4000×1 is too extreme", ex.Message);
+        // Direct resize has no such problem.
+        var v = new ImageLoader().Load(p, Preprocessing.HuggingFace);
+        Assert.Equal(3 * 224 * 224, v.Length);
+    }
+}
