@@ -139,9 +139,6 @@ public static partial class CheckpointNaming
             return t;
         }
 
-        /// <summary>Present-or-absent pair (e.g. optional biases): null when absent, recorded when mis-shaped.</summary>
-        public NamedTensor? TakeOptional(string name, params int[] shape) => Source.Contains(name) ? Take(name, shape) : null;
-
         /// <summary>An anchor tensor used to infer dimensions: must exist with the given rank.</summary>
         public NamedTensor? Anchor(string name, int rank, string layout)
         {
