@@ -1,0 +1,284 @@
+using System.Text.Json;
+
+namespace WhereToEdit.Engine.IO;
+
+/// <summary>Our own metadata keys in a timm-named safetensors file written by <see cref="ModelFolder.Save"/>.</summary>
+public static class WteMetadata
+{
+    /// <summary>JSON of <see cref="CheckpointArchitecture"/> (<see cref="CheckpointArchitecture.ToJson"/>).</summary>
+    public const string ConfigKey = "wte.config";
+
+    /// <summary>JSON of <see cref="Preprocessing"/> (<see cref="Preprocessing.ToJson"/>).</summary>
+    public const string PreprocessingKey = "wte.preprocessing";
+
+    /// <summary>JSON array of class names, one per head output.</summary>
+    public const string LabelsKey = "wte.labels";
+
+    public static Dictionary<string, string> Build(CheckpointArchitecture architecture, Preprocessing? preprocessing, IReadOnlyList<string>? labels)
+    {
+        var m = new Dictionary<string, string>(StringComparer.Ordinal)
+        {
+            ["format"] = "pt",
+            [ConfigKey] = architecture.ToJson(),
+        };
+        if (preprocessing is not null) m[PreprocessingKey] = preprocessing.ToJson();
+        if (labels is not null) m[LabelsKey] = JsonSerializer.Serialize(labels.ToArray(), WteJsonContext.Default.StringArray);
+        return m;
+    }
+
+    public static CheckpointArchitecture? ReadArchitecture(IReadOnlyDictionary<string, string> metadata, string path) =>
+        metadata.TryGetValue(ConfigKey, out var s) ? CheckpointArchitecture.FromJson(s, path) : null;
+
+    public static Preprocessing? ReadPreprocessing(IReadOnlyDictionary<string, string> metadata, string path) =>
+        metadata.TryGetValue(PreprocessingKey, out var s) ? Preprocessing.FromJson(s, path) : null;
+
+    public static IReadOnlyList<string>? ReadLabels(IReadOnlyDictionary<string, string> metadata, string path)
+    {
+        if (!metadata.TryGetValue(LabelsKey, out var s)) return null;
+        using var doc = StrictJson.Parse(s, path, LabelsKey);
+        if (doc.RootElement.ValueKind != JsonValueKind.Array)
+            throw new CheckpointFormatException(path, $"{LabelsKey} must be a JSON array of strings");
+        return [.. doc.RootElement.EnumerateArray().Select(e => StrictJson.GetString(e, LabelsKey, path, LabelsKey))];
+    }
+}
+
+[System.Text.Json.Serialization.JsonSerializable(typeof(string[]))]
+internal sealed partial class WteJsonContext : System.Text.Json.Serialization.JsonSerializerContext;
+
+/// <summary>Where a model's files are.</summary>
+public sealed record ResolvedModelPaths(string CheckpointPath, CheckpointFormat Format, string? ConfigPath, string? PreprocessorConfigPath);
+
+/// <summary>Caller overrides for <see cref="ModelFolder.Load"/>.</summary>
+public sealed record ModelLoadOptions
+{
+    /// <summary>Attention heads, when known better than the checkpoint's configs (wins over everything).</summary>
+    public int? NumHeads { get; init; }
+
+    /// <summary>LayerNorm epsilon override.</summary>
+    public double? LnEps { get; init; }
+
+    /// <summary>Preprocessing override (wins over stored and default settings).</summary>
+    public Preprocessing? Preprocessing { get; init; }
+}
+
+/// <summary>A checkpoint loaded with timm names, its architecture, preprocessing and labels, and where each came from.</summary>
+public sealed record LoadedModel(
+    TensorFile Weights,
+    CheckpointArchitecture Architecture,
+    VitArchitectureGuess Guess,
+    Preprocessing Preprocessing,
+    string PreprocessingSource,
+    IReadOnlyList<string>? Labels,
+    NamingConvention SourceConvention,
+    ResolvedModelPaths Paths,
+    IReadOnlyList<string> Notes);
+
+/// <summary>
+/// Resolves what a user points at — a .safetensors or .npz file, or a hub-style folder (model.safetensors +
+/// config.json [+ preprocessor_config.json]) — and loads it as a timm-named ViT with architecture, preprocessing
+/// and labels. Also saves our own self-describing safetensors (timm names + wte.* metadata).
+/// </summary>
+public static class ModelFolder
+{
+    public static ResolvedModelPaths Resolve(string path)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        if (Directory.Exists(path))
+        {
+            string? Sibling(string name) => File.Exists(Path.Combine(path, name)) ? Path.Combine(path, name) : null;
+            string? config = Sibling("config.json"), pre = Sibling("preprocessor_config.json");
+            if (Sibling("model.safetensors") is string main) return new(main, CheckpointFormat.SafeTensors, config, pre);
+            if (Sibling("model.safetensors.index.json") is not null)
+                throw new CheckpointFormatException(path, "sharded safetensors (model.safetensors.index.json) are not supported; merge the shards into one model.safetensors");
+            var st = Directory.GetFiles(path, "*.safetensors");
+            var npz = Directory.GetFiles(path, "*.npz");
+            if (st.Length + npz.Length == 1)
+                return st.Length == 1 ? new(st[0], CheckpointFormat.SafeTensors, config, pre) : new(npz[0], CheckpointFormat.Npz, config, pre);
+            if (st.Length + npz.Length > 1)
+                throw new CheckpointFormatException(path, "folder holds several checkpoints (" +
+                    string.Join(", ", st.Concat(npz).Select(Path.GetFileName)) + "); point at one file");
+            var pickles = Directory.GetFiles(path).Where(f => f.EndsWith(".bin", StringComparison.OrdinalIgnoreCase) || f.EndsWith(".pth", StringComparison.OrdinalIgnoreCase) || f.EndsWith(".pt", StringComparison.OrdinalIgnoreCase)).ToList();
+            if (pickles.Count > 0)
+                throw new CheckpointFormatException(path, $"only PyTorch pickle checkpoints here ({string.Join(", ", pickles.Select(Path.GetFileName))}); " +
+                    "they are not read (unsafe format): download or convert to model.safetensors");
+            throw new CheckpointFormatException(path, "folder has no model.safetensors, *.safetensors or *.npz checkpoint");
+        }
+        if (!File.Exists(path))
+            throw new CheckpointFormatException(path, "no such file or folder");
+        var format = DetectFormat(path);
+        // A file inside a hub folder brings that folder's configs along.
+        string? cfg = null, prep = null;
+        if (string.Equals(Path.GetFileName(path), "model.safetensors", StringComparison.Ordinal))
+        {
+            string dir = Path.GetDirectoryName(Path.GetFullPath(path)) ?? ".";
+            cfg = File.Exists(Path.Combine(dir, "config.json")) ? Path.Combine(dir, "config.json") : null;
+            prep = File.Exists(Path.Combine(dir, "preprocessor_config.json")) ? Path.Combine(dir, "preprocessor_config.json") : null;
+        }
+        return new(path, format, cfg, prep);
+    }
+
+    private static CheckpointFormat DetectFormat(string path)
+    {
+        if (path.EndsWith(".npz", StringComparison.OrdinalIgnoreCase)) return CheckpointFormat.Npz;
+        if (path.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase)) return CheckpointFormat.SafeTensors;
+        Span<byte> head = stackalloc byte[4];
+        int n;
+        using (var fs = File.OpenRead(path)) n = fs.Read(head);
+        if (n == 4 && head[0] == 'P' && head[1] == 'K' && head[2] == 3 && head[3] == 4) return CheckpointFormat.Npz;
+        return CheckpointFormat.SafeTensors;
+    }
+
+    /// <summary>Reads the checkpoint container as it is (source names).</summary>
+    public static TensorFile ReadTensors(ResolvedModelPaths paths) =>
+        paths.Format == CheckpointFormat.Npz ? NpzReader.Read(paths.CheckpointPath) : SafeTensors.Read(paths.CheckpointPath);
+
+    /// <summary>
+    /// Loads a model. Architecture: wte.config metadata, else config.json (HF: every field; timm: heads from
+    /// model_args / architecture name), else the shapes with heads from the AugReg kernels, the timm preset of the
+    /// same width or dim/64 (flagged). Every config value is checked against the tensor shapes.
+    /// Preprocessing: options, wte.preprocessing, timm pretrained_cfg, HF preprocessor_config.json, else the default of
+    /// the source (HF → direct 224 bilinear; AugReg .npz → the reference code's 256/224 bilinear; timm → augreg 248/224 bicubic).
+    /// </summary>
+    public static LoadedModel Load(string path, ModelLoadOptions? options = null)
+    {
+        options ??= new ModelLoadOptions();
+        var paths = Resolve(path);
+        var raw = ReadTensors(paths);
+        var converted = CheckpointNaming.ToTimm(raw);
+        var shapes = converted.Shapes;
+        string ckpt = paths.CheckpointPath;
+        var notes = new List<string>();
+        if (raw.Metadata.TryGetValue("npz.skipped_members", out var skipped)) notes.Add(skipped);
+
+        var config = paths.ConfigPath is not null ? ModelConfigFile.Load(paths.ConfigPath) : null;
+        var wteArch = WteMetadata.ReadArchitecture(raw.Metadata, ckpt);
+
+        // ---- architecture
+        VitArchitectureGuess guess;
+        if (wteArch is not null)
+        {
+            var a = wteArch;
+            if (options.NumHeads is int h) a = a with { NumHeads = h, HeadsSource = "caller" };
+            if (options.LnEps is double e) a = a with { LnEps = e };
+            a.EnsureValid(ckpt);
+            a.EnsureMatches(converted.Tensors, ckpt);
+            guess = new VitArchitectureGuess(a, HeadsOrigin.Config, null);
+        }
+        else
+        {
+            int? heads = options.NumHeads;
+            string? headsSource = heads is null ? null : "caller";
+            double eps = converted.SourceConvention == NamingConvention.HuggingFace ? HfVitConfig.DefaultLayerNormEps : 1e-6;
+            if (config?.HuggingFace is { } hf)
+            {
+                CheckAgainst(ckpt, paths.ConfigPath!, shapes, hf);
+                if (hf.HiddenAct != "gelu")
+                    throw new CheckpointFormatException(paths.ConfigPath!, $"hidden_act \"{hf.HiddenAct}\" is not supported (the engine implements exact erf GELU, HF \"gelu\")");
+                heads ??= hf.NumAttentionHeads;
+                headsSource ??= "Hugging Face config.json num_attention_heads";
+                eps = hf.LayerNormEps;
+            }
+            else if (config?.Timm is { } timm)
+            {
+                if (timm.GlobalPool is { Length: > 0 } pool && pool != "token")
+                    throw new CheckpointFormatException(paths.ConfigPath!, $"global_pool \"{pool}\" is not supported (class-token ViTs only)");
+                if (timm.NumClasses is int nc && nc != shapes.NumClasses)
+                    throw new CheckpointFormatException(paths.ConfigPath!, $"num_classes {nc} but the checkpoint head has {shapes.NumClasses} outputs");
+                if (TimmVitPresets.ParseName(timm.Architecture) is { } parsed && parsed.Preset.Dim != shapes.EmbedDim)
+                    throw new CheckpointFormatException(paths.ConfigPath!, $"architecture {timm.Architecture} has width {parsed.Preset.Dim} but the checkpoint has {shapes.EmbedDim}");
+                if (heads is null && timm.Heads is int th)
+                {
+                    heads = th;
+                    headsSource = timm.ModelArgsNumHeads is not null ? "timm config.json model_args.num_heads" : $"timm config.json architecture {timm.Architecture}";
+                }
+            }
+            if (options.LnEps is double oe) eps = oe;
+            guess = VitArchitectureGuess.Infer(shapes, eps, ckpt, heads, headsSource);
+            if (guess.HeadsAreGuessed) notes.Add(guess.Architecture.HeadsSource);
+        }
+        var arch = guess.Architecture;
+
+        // ---- preprocessing
+        Preprocessing pre;
+        string preSource;
+        bool isDefault = false;
+        if (options.Preprocessing is not null) (pre, preSource) = (options.Preprocessing, "caller");
+        else if (WteMetadata.ReadPreprocessing(raw.Metadata, ckpt) is { } wp) (pre, preSource) = (wp, WteMetadata.PreprocessingKey);
+        else if (config?.Timm?.PretrainedCfg is { } pc) (pre, preSource) = (pc.ToPreprocessing(paths.ConfigPath!), "timm config.json pretrained_cfg");
+        else if (paths.PreprocessorConfigPath is not null)
+            (pre, preSource) = (HfPreprocessorConfig.Load(paths.PreprocessorConfigPath).ToPreprocessing(paths.PreprocessorConfigPath), "preprocessor_config.json");
+        else
+        {
+            isDefault = true;
+            (pre, preSource) = converted.SourceConvention switch
+            {
+                NamingConvention.HuggingFace => (Preprocessing.HuggingFace, "default for Hugging Face ViT (direct 224, bilinear, 0.5)"),
+                NamingConvention.AugReg => (Preprocessing.ReferenceCode, "default for AugReg .npz (reference code: 256 → 224, bilinear, 0.5)"),
+                _ => (Preprocessing.TimmAugReg, "default for timm augreg (248 → 224, bicubic, 0.5)"),
+            };
+            if (pre.CropSize != arch.ImageSize)
+            {
+                // Scale the default to the model's input size the way timm does (crop_pct kept).
+                double pct = (double)pre.CropSize / pre.ResizeSize;
+                pre = pre with { CropSize = arch.ImageSize, ResizeSize = pre.ResizeMode == ResizeMode.Direct ? arch.ImageSize : (int)Math.Floor(arch.ImageSize / pct) };
+            }
+            notes.Add($"no stored preprocessing: using the {preSource}");
+        }
+        if (pre.Channels != arch.InChans)
+        {
+            if (!isDefault && options.Preprocessing is not null)
+                throw new CheckpointFormatException(ckpt, $"preprocessing has {pre.Channels} channels but the model takes {arch.InChans}");
+            pre = pre.ForChannels(arch.InChans, ckpt);
+        }
+        if (pre.CropSize != arch.ImageSize)
+            throw new CheckpointFormatException(ckpt, $"preprocessing crops {pre.CropSize} px but the model takes {arch.ImageSize} px ({preSource})");
+
+        // ---- labels
+        IReadOnlyList<string>? labels = WteMetadata.ReadLabels(raw.Metadata, ckpt);
+        string? labelSource = labels is null ? null : WteMetadata.LabelsKey;
+        if (labels is null && config?.Timm?.LabelNames is { } tl) (labels, labelSource) = (tl, "timm label_names");
+        if (labels is null && config?.HuggingFace?.Id2Label is { } hl) (labels, labelSource) = (hl, "Hugging Face id2label");
+        if (labels is not null && labels.Count != arch.NumClasses)
+        {
+            if (labelSource == WteMetadata.LabelsKey)
+                throw new CheckpointFormatException(ckpt, $"{WteMetadata.LabelsKey} has {labels.Count} names but the head has {arch.NumClasses} outputs");
+            notes.Add($"{labelSource} has {labels.Count} names but the head has {arch.NumClasses} outputs; labels ignored");
+            labels = null;
+        }
+
+        return new LoadedModel(converted.Tensors, arch, guess, pre, preSource, labels, converted.SourceConvention, paths, notes);
+    }
+
+    private static void CheckAgainst(string ckpt, string configPath, CheckpointShapes s, HfVitConfig c)
+    {
+        var bad = new List<string>();
+        void Cmp(string key, int cfg, int actual) { if (cfg != actual) bad.Add($"{key} {cfg} vs {actual}"); }
+        Cmp("hidden_size", c.HiddenSize, s.EmbedDim);
+        Cmp("num_hidden_layers", c.NumHiddenLayers, s.Depth);
+        Cmp("intermediate_size", c.IntermediateSize, s.MlpHidden);
+        Cmp("patch_size", c.PatchSize, s.PatchSize);
+        Cmp("num_channels", c.NumChannels, s.InChans);
+        Cmp("image_size", c.ImageSize, s.ImageSize);
+        if (c.QkvBias != s.QkvBias) bad.Add($"qkv_bias {c.QkvBias} vs {s.QkvBias}");
+        if (bad.Count > 0)
+            throw new CheckpointFormatException(configPath, $"config.json disagrees with the tensor shapes of {ckpt} (config vs checkpoint): {string.Join(", ", bad)}");
+    }
+
+    /// <summary>
+    /// Writes a self-describing checkpoint: timm names in timm order, <c>__metadata__</c> with wte.config,
+    /// wte.preprocessing and wte.labels. The tensors must match <paramref name="architecture"/> exactly.
+    /// </summary>
+    public static void Save(string path, TensorFile timmWeights, CheckpointArchitecture architecture, Preprocessing preprocessing,
+                            IReadOnlyList<string>? labels = null, TensorDType dtype = TensorDType.F32)
+    {
+        architecture.EnsureValid(path);
+        preprocessing.EnsureValid(path);
+        architecture.EnsureMatches(timmWeights, path);
+        if (preprocessing.Channels != architecture.InChans)
+            throw new CheckpointFormatException(path, $"preprocessing has {preprocessing.Channels} channels but the model takes {architecture.InChans}");
+        if (labels is not null && labels.Count != architecture.NumClasses)
+            throw new CheckpointFormatException(path, $"{labels.Count} labels for a head of {architecture.NumClasses} outputs");
+        var ordered = architecture.TimmTensorShapes().Select(t => timmWeights[t.Name]);
+        SafeTensors.Write(path, ordered, WteMetadata.Build(architecture, preprocessing, labels), dtype);
+    }
+}
