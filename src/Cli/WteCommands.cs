@@ -9,6 +9,8 @@ public static partial class WteCommands
     public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
     {
         var root = new RootCommand("WhereToEdit: learn where to edit a Vision Transformer, then fix its mistakes with a few weights.");
+        root.Subcommands.Add(InfoCommand(stdout));
+        root.Subcommands.Add(PredictCommand(stdout));
         root.Subcommands.Add(BenchCommand(stdout));
         var config = new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false };
         try
