@@ -64,6 +64,8 @@ public sealed record EditResult
     [JsonPropertyName("steps")] public required int Steps { get; init; }
     [JsonPropertyName("initial_loss")] public required float InitialLoss { get; init; }
     [JsonPropertyName("final_loss")] public required float FinalLoss { get; init; }
+    /// <summary>Mean CE before each update step (the penalty of FT methods not included).</summary>
+    [JsonPropertyName("loss_history")] public required float[] LossHistory { get; init; }
     [JsonPropertyName("labels")] public required int[] Labels { get; init; }
     [JsonPropertyName("predictions_before")] public required int[] PredictionsBefore { get; init; }
     [JsonPropertyName("predictions_after")] public required int[] PredictionsAfter { get; init; }
@@ -159,6 +161,7 @@ public sealed class ModelEditor : IDisposable
         _model.Forward(ws, _images, n);   // caches the input of the first edited block
         var (lossBefore, predBefore, probBefore) = Evaluate(n);
         float loss = lossBefore;
+        var history = new List<float>();
         int steps = 0;
         for (; steps < options.MaxSteps; steps++)
         {
@@ -170,6 +173,7 @@ public sealed class ModelEditor : IDisposable
             }
             else if (Done(predBefore, labels) && loss <= options.StopLoss) break;
             TensorChecks.EnsureFinite(loss, "edit loss");
+            history.Add(loss);
             foreach (var p in _params) _be.Fill(p.Grad, 0f);
             _model.Backward(ws, n, _backward);
             for (int i = 0; i < _params.Length; i++)
@@ -200,7 +204,7 @@ public sealed class ModelEditor : IDisposable
         return new EditResult
         {
             Method = options.Method.Name(), Success = Done(predAfter, labels), Steps = steps,
-            InitialLoss = lossBefore, FinalLoss = lossAfter, Labels = labels.ToArray(),
+            InitialLoss = lossBefore, FinalLoss = lossAfter, LossHistory = history.ToArray(), Labels = labels.ToArray(),
             PredictionsBefore = predBefore, PredictionsAfter = predAfter, TargetProbBefore = probBefore, TargetProbAfter = probAfter,
             KeptGates = useMask ? mask.Kept : Target.TotalGates, TotalGates = Target.TotalGates,
             WeightsChanged = changed, WeightsEditable = _params.Sum(p => p.Length),
