@@ -151,6 +151,7 @@ public sealed class ModelEditor : IDisposable
         EnsureBuffers(n);
         _images!.CopyFrom(images);
         _labels!.CopyFrom(labels.Select(l => (float)l).ToArray());
+        labels.CopyTo(_labelHost, 0);
         var ws = _ws!;
         var hashesBefore = Hashes(out var before);
         for (int i = 0; i < _state.Length; i++) _be.Fill(_state[i], 0f);
@@ -275,7 +276,7 @@ public sealed class ModelEditor : IDisposable
             _images = _be.Allocate("edit.images", n, c.InChans, c.ImageSize, c.ImageSize);
             _labels = _be.Allocate("edit.labels", n);
         }
-        _labelHost = new int[n];
+        if (_labelHost.Length != n) _labelHost = new int[n];
     }
 
     private Dictionary<string, string> Hashes(out float[][] values)
