@@ -1,4 +1,5 @@
-using WhereToEdit.Engine.Backends.Cpu;
+using ILGPU;
+using ILGPU.Runtime.CPU;
 using WhereToEdit.Engine.Backends.Gpu;
 using WhereToEdit.Engine.Tensors;
 using Xunit;
@@ -71,5 +72,21 @@ public sealed class GpuLaunchShapeTests(GpuEmulatorFixture f, ITestOutputHelper 
         cpu.AttentionBackward(o.C, qkv.C, probs.C, dqkv.C, 1, 3, 1, 4);
         gpu.AttentionBackward(o.G, qkv.G, probs.G, dqkv.G, 1, 3, 1, 4);
         Same("attention dqkv", dqkv.G, dqkv.C);
+    }
+
+    [Fact]
+    public void A_caller_owned_cpu_accelerator_runs_the_backend_and_too_small_groups_are_rejected()
+    {
+        using var context = Context.Create(builder => builder.CPU(new CPUDevice(4, 64, 1)).CPU(CPUDeviceKind.Default));
+        using (var accelerator = context.CreateCPUAccelerator(0))
+        {
+            using var gpu = new GpuBackend(accelerator);
+            using var a = gpu.FromHost("a", [1f, 2f, 3f], 3);
+            gpu.Axpy(2f, a, a, 3);
+            Assert.Equal(new[] { 3f, 6f, 9f }, a.ToArray());
+        }
+        using var small = context.CreateCPUAccelerator(1);   // groups of 16
+        Assert.Throws<NotSupportedException>(() => new GpuBackend(small));
+        output.WriteLine($"accelerator 0: {context.GetCPUDevice(0)}; accelerator 1: {context.GetCPUDevice(1)}");
     }
 }
