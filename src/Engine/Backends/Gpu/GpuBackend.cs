@@ -35,7 +35,7 @@ internal sealed class GpuKernelAttribute : Attribute;
 /// </summary>
 public sealed partial class GpuBackend : IBackend
 {
-    /// <summary>Threads per group of the 1-D kernels (elementwise, row reductions); a multiple of every warp size used.</summary>
+    /// <summary>Threads per group of the elementwise and column kernels, and of the row kernels on CUDA; a multiple of every warp size used.</summary>
     private const int BlockThreads = 256;
 
     /// <summary>Most warps a group can have (shared scratch of the group reductions).</summary>
