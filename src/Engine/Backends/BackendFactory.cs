@@ -33,8 +33,8 @@ public static class BackendFactory
 
     private static bool TryCreateCuda(out IBackend? backend, out string reason)
     {
-        backend = null;
-        reason = "no CUDA device: this build has no GPU backend";
-        return false;
+        bool ok = Gpu.GpuBackend.TryCreateCuda(out var gpu, out reason);
+        backend = gpu;
+        return ok;
     }
 }
