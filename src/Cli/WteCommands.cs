@@ -13,6 +13,7 @@ public static partial class WteCommands
         root.Subcommands.Add(PredictCommand(stdout));
         root.Subcommands.Add(EditCommand(stdout));
         root.Subcommands.Add(PatchCommand(stdout));
+        root.Subcommands.Add(PretrainCommand(stdout, stderr));
         root.Subcommands.Add(BenchCommand(stdout));
         var config = new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false };
         try

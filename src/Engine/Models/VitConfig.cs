@@ -69,7 +69,9 @@ public sealed record VitConfig
         ["vit_small_patch16_224"] = Timm(384, 6),
         ["vit_base_patch16_224"] = Timm(768, 12),
         ["vit_large_patch16_224"] = Timm(1024, 16, depth: 24),
-        // Small configs for tests and the embedded Fashion-MNIST model.
+        // The embedded default: a 12-block ViT for 28×28 grayscale Fashion-MNIST (blocks 7–9 keep their meaning).
+        ["vit_fashion_mnist"] = new() { ImageSize = 28, PatchSize = 4, InChans = 1, EmbedDim = 64, Depth = 12, NumHeads = 4, MlpHidden = 256, NumClasses = 10 },
+        // Small configs for tests.
         ["test_tiny"] = new() { ImageSize = 32, PatchSize = 8, InChans = 3, EmbedDim = 32, Depth = 4, NumHeads = 4, MlpHidden = 64, NumClasses = 10 },
         ["test_gray"] = new() { ImageSize = 28, PatchSize = 7, InChans = 1, EmbedDim = 24, Depth = 3, NumHeads = 3, MlpHidden = 40, NumClasses = 7, QkvBias = false },
     };
