@@ -1,0 +1,131 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+
+namespace WhereToEdit.Engine.Benchmark;
+
+/// <summary>Mean SR / GR / LR of a set of edit records.</summary>
+public sealed record MetricRow(string Subset, string Group, string Method, string Setting, double Keep, float Coefficient, int Edits, double Sr, double Gr, double Lr, double MeanSteps);
+
+/// <summary>Mean pairwise IoU of HPRD masks within the same group and across groups of one subset.</summary>
+public sealed record MaskOverlap(string Subset, string Setting, double WithinGroups, int WithinPairs, double AcrossGroups, int AcrossPairs);
+
+/// <summary>Tables, mask-overlap analysis, JSON lines and Pareto plots of an evaluation.</summary>
+public static class EvalReport
+{
+    private static readonly CultureInfo Inv = CultureInfo.InvariantCulture;
+
+    private static double Mean(IEnumerable<double> values)
+    {
+        var list = values.Where(v => !double.IsNaN(v)).ToList();
+        return list.Count == 0 ? double.NaN : list.Average();
+    }
+
+    /// <summary>Per (subset, setting) means; with <paramref name="perGroup"/> also per group.</summary>
+    public static List<MetricRow> Summarise(IEnumerable<EditRecord> records, bool perGroup = false) =>
+        records.GroupBy(r => (r.Subset, Group: perGroup ? r.Group : "all", r.Method, r.Setting))
+            .Select(g => new MetricRow(g.Key.Subset, g.Key.Group, g.Key.Method, g.Key.Setting, g.First().Keep, g.First().Coefficient, g.Count(),
+                Mean(g.Select(r => r.Sr)), Mean(g.Select(r => r.Gr)), Mean(g.Select(r => r.Lr)), g.Average(r => (double)r.Steps)))
+            .OrderBy(r => r.Subset, StringComparer.Ordinal).ThenBy(r => r.Group, StringComparer.Ordinal)
+            .ThenBy(r => MethodOrder(r.Method)).ThenByDescending(r => r.Keep).ThenByDescending(r => r.Coefficient).ToList();
+
+    private static int MethodOrder(string m) => m switch { "hprd" => 0, "random" => 1, "ft-l1" => 2, "ft-l2" => 3, _ => 4 };
+
+    public static List<MaskOverlap> Overlaps(IEnumerable<EditRecord> records)
+    {
+        var result = new List<MaskOverlap>();
+        foreach (var bySetting in records.Where(r => r.MaskGates is not null).GroupBy(r => (r.Subset, r.Setting)))
+        {
+            var list = bySetting.ToList();
+            double within = 0, across = 0;
+            int nw = 0, na = 0;
+            for (int i = 0; i < list.Count; i++)
+                for (int j = i + 1; j < list.Count; j++)
+                {
+                    double iou = IoU(list[i].MaskGates!, list[j].MaskGates!);
+                    if (list[i].Group == list[j].Group) { within += iou; nw++; }
+                    else { across += iou; na++; }
+                }
+            result.Add(new MaskOverlap(bySetting.Key.Subset, bySetting.Key.Setting, nw > 0 ? within / nw : double.NaN, nw, na > 0 ? across / na : double.NaN, na));
+        }
+        return result.OrderBy(o => o.Subset, StringComparer.Ordinal).ThenBy(o => o.Setting, StringComparer.Ordinal).ToList();
+    }
+
+    private static double IoU(int[] a, int[] b)
+    {
+        var set = new HashSet<int>(a);
+        int inter = b.Count(set.Contains);
+        int union = a.Length + b.Length - inter;
+        return union == 0 ? 1 : (double)inter / union;
+    }
+
+    private static string F(double v) => double.IsNaN(v) ? "–" : v.ToString("F3", Inv);
+
+    public static string MarkdownTable(IEnumerable<MetricRow> rows, bool withGroup = false)
+    {
+        var sb = new StringBuilder();
+        sb.AppendLine(withGroup ? "| subset | group | setting | edits | SR | GR | LR | steps |" : "| subset | setting | edits | SR | GR | LR | steps |");
+        sb.AppendLine(withGroup ? "|---|---|---|---|---|---|---|---|" : "|---|---|---|---|---|---|---|");
+        foreach (var r in rows)
+            sb.AppendLine(withGroup
+                ? $"| {r.Subset} | {r.Group} | {r.Setting} | {r.Edits} | {F(r.Sr)} | {F(r.Gr)} | {F(r.Lr)} | {r.MeanSteps.ToString("F1", Inv)} |"
+                : $"| {r.Subset} | {r.Setting} | {r.Edits} | {F(r.Sr)} | {F(r.Gr)} | {F(r.Lr)} | {r.MeanSteps.ToString("F1", Inv)} |");
+        return sb.ToString();
+    }
+
+    public static string OverlapTable(IEnumerable<MaskOverlap> overlaps)
+    {
+        var sb = new StringBuilder();
+        sb.AppendLine("| subset | setting | IoU within groups (pairs) | IoU across groups (pairs) |");
+        sb.AppendLine("|---|---|---|---|");
+        foreach (var o in overlaps)
+            sb.AppendLine($"| {o.Subset} | {o.Setting} | {F(o.WithinGroups)} ({o.WithinPairs}) | {F(o.AcrossGroups)} ({o.AcrossPairs}) |");
+        return sb.ToString();
+    }
+
+    /// <summary>A fixed-width console table.</summary>
+    public static string ConsoleTable(IEnumerable<MetricRow> rows)
+    {
+        var sb = new StringBuilder();
+        sb.AppendLine($"{"subset",-14} {"setting",-20} {"edits",6} {"SR",7} {"GR",7} {"LR",7} {"steps",7}");
+        foreach (var r in rows)
+            sb.AppendLine($"{r.Subset,-14} {r.Setting,-20} {r.Edits,6} {F(r.Sr),7} {F(r.Gr),7} {F(r.Lr),7} {r.MeanSteps.ToString("F1", Inv),7}");
+        return sb.ToString();
+    }
+
+    public static string JsonLine(EditRecord r) => JsonSerializer.Serialize(r, new JsonSerializerOptions { NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals });
+
+    /// <summary>
+    /// GR (y) against LR (x) per subset, one line per method through its sweep points; writes PNG and SVG.
+    /// Returns the files written.
+    /// </summary>
+    public static List<string> ParetoPlots(IEnumerable<MetricRow> summary, string folder, string title)
+    {
+        Directory.CreateDirectory(folder);
+        var files = new List<string>();
+        foreach (var subset in summary.GroupBy(r => r.Subset))
+        {
+            var plot = new ScottPlot.Plot();
+            foreach (var method in subset.GroupBy(r => r.Method).OrderBy(g => MethodOrder(g.Key)))
+            {
+                var points = method.Where(r => !double.IsNaN(r.Gr) && !double.IsNaN(r.Lr)).OrderBy(r => r.Lr).ToList();
+                if (points.Count == 0) continue;
+                var scatter = plot.Add.Scatter(points.Select(p => p.Lr).ToArray(), points.Select(p => p.Gr).ToArray());
+                scatter.LegendText = method.Key.ToUpperInvariant();
+                scatter.MarkerSize = 7;
+            }
+            plot.Title($"{title}: {subset.Key}");
+            plot.XLabel("locality LR (share of sensitive images unchanged)");
+            plot.YLabel("generalisation GR");
+            plot.ShowLegend(ScottPlot.Alignment.LowerLeft);
+            string stem = Path.Combine(folder, $"pareto_{Sanitise(subset.Key)}");
+            plot.SavePng(stem + ".png", 720, 480);
+            plot.SaveSvg(stem + ".svg", 720, 480);
+            files.Add(stem + ".png");
+            files.Add(stem + ".svg");
+        }
+        return files;
+    }
+
+    private static string Sanitise(string s) => new(s.Select(ch => char.IsLetterOrDigit(ch) ? ch : '_').ToArray());
+}
