@@ -160,13 +160,7 @@ public sealed class EditEvaluator : IDisposable
     {
         int k = _model.Config.NumClasses;
         _ws.Logits.CopyTo(_logits.AsSpan(0, n * k));
-        for (int i = 0; i < n; i++)
-        {
-            var row = _logits.AsSpan(i * k, k);
-            int arg = 0;
-            for (int j = 1; j < k; j++) if (row[j] > row[arg]) arg = j;
-            into[offset + i] = arg;
-        }
+        for (int i = 0; i < n; i++) into[offset + i] = HostMath.ArgMax(_logits.AsSpan(i * k, k));
     }
 
     /// <summary>Share of the locality set whose prediction under the current weights equals the original's.</summary>

@@ -231,9 +231,7 @@ public sealed class ModelEditor : IDisposable
         for (int i = 0; i < n; i++)
         {
             sum += _lossHost[i];
-            var row = _logitsHost.AsSpan(i * c.NumClasses, c.NumClasses);
-            int arg = 0;
-            for (int k = 1; k < row.Length; k++) if (row[k] > row[arg]) arg = k;
+            int arg = HostMath.ArgMax(_logitsHost.AsSpan(i * c.NumClasses, c.NumClasses));
             _predHost[i] = arg;
             if (arg != _labelHost[i]) done = false;
         }

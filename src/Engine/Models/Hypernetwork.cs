@@ -157,20 +157,7 @@ public sealed class Hypernetwork : IDisposable
 
     /// <summary>Loads named tensors; every parameter must be present with its shape and finite values.</summary>
     public void LoadWeights(IReadOnlyDictionary<string, (int[] Shape, float[] Data)> tensors, string source)
-    {
-        var missing = _parameters.Where(p => !tensors.ContainsKey(p.Name)).Select(p => p.Name).ToList();
-        var unexpected = tensors.Keys.Where(n => !_byName.ContainsKey(n)).ToList();
-        var misShaped = tensors.Where(kv => _byName.TryGetValue(kv.Key, out var p) && !p.Shape.AsSpan().SequenceEqual(kv.Value.Shape))
-            .Select(kv => $"{kv.Key}: expected {Tensor.ShapeString(_byName[kv.Key].Shape)}, got {Tensor.ShapeString(kv.Value.Shape)}").ToList();
-        if (missing.Count + unexpected.Count + misShaped.Count > 0)
-            throw new ArgumentException($"{source}: hypernetwork weights do not match its config — missing [{string.Join(", ", missing)}], unexpected [{string.Join(", ", unexpected)}], mis-shaped [{string.Join("; ", misShaped)}]");
-        foreach (var p in _parameters)
-        {
-            var data = tensors[p.Name].Data;
-            TensorChecks.EnsureFinite(data, $"{source}: {p.Name}");
-            p.Value.CopyFrom(data);
-        }
-    }
+        => ParameterLoading.Load(_parameters, tensors, source, "hypernetwork config");
 
     public void ZeroGrad()
     {

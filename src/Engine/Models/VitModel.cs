@@ -114,28 +114,7 @@ public sealed class VitModel : IDisposable
     /// error lists every missing, unexpected and mis-shaped tensor at once.
     /// </summary>
     public void LoadWeights(IReadOnlyDictionary<string, (int[] Shape, float[] Data)> tensors, string source)
-    {
-        var missing = _parameters.Where(p => !tensors.ContainsKey(p.Name)).Select(p => p.Name).ToList();
-        var unexpected = tensors.Keys.Where(n => !_byName.ContainsKey(n)).ToList();
-        var misShaped = tensors.Where(kv => _byName.TryGetValue(kv.Key, out var p) && !p.Shape.AsSpan().SequenceEqual(kv.Value.Shape))
-            .Select(kv => $"{kv.Key}: expected {Tensor.ShapeString(_byName[kv.Key].Shape)}, got {Tensor.ShapeString(kv.Value.Shape)}").ToList();
-        if (missing.Count + unexpected.Count + misShaped.Count > 0)
-        {
-            var parts = new List<string>();
-            if (missing.Count > 0) parts.Add($"missing {missing.Count}: {string.Join(", ", missing)}");
-            if (unexpected.Count > 0) parts.Add($"unexpected {unexpected.Count}: {string.Join(", ", unexpected)}");
-            if (misShaped.Count > 0) parts.Add($"mis-shaped {misShaped.Count}: {string.Join("; ", misShaped)}");
-            throw new ArgumentException($"{source}: weights do not match the ViT config — {string.Join(" | ", parts)}");
-        }
-        foreach (var p in _parameters)
-        {
-            var data = tensors[p.Name].Data;
-            if (data.Length != p.Length) throw new ArgumentException($"{source}: tensor '{p.Name}' holds {data.Length} values, expected {p.Length}");
-            for (int i = 0; i < data.Length; i++)
-                if (!float.IsFinite(data[i])) throw new NonFiniteException($"{source}: {p.Name}", i, data[i]);
-        }
-        foreach (var p in _parameters) p.Value.CopyFrom(tensors[p.Name].Data);
-    }
+        => ParameterLoading.Load(_parameters, tensors, source, "ViT config");
 
     /// <summary>Zeroes the gradients of the given parameters (all when null).</summary>
     public void ZeroGrad(IEnumerable<string>? names = null)

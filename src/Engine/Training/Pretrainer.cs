@@ -208,13 +208,7 @@ public sealed class Pretrainer : IDisposable
             model.Forward(ws, x, n);
             ws.Logits.CopyTo(logits.AsSpan(start * c.NumClasses, n * c.NumClasses));
         }
-        for (int i = 0; i < data.Count; i++)
-        {
-            var row = logits.AsSpan(i * c.NumClasses, c.NumClasses);
-            int arg = 0;
-            for (int k = 1; k < row.Length; k++) if (row[k] > row[arg]) arg = k;
-            predictions[i] = arg;
-        }
+        for (int i = 0; i < data.Count; i++) predictions[i] = HostMath.ArgMax(logits.AsSpan(i * c.NumClasses, c.NumClasses));
         return predictions;
     }
 
