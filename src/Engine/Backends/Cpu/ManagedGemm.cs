@@ -585,7 +585,7 @@ public static unsafe class ManagedGemm
     /// one Job, releases workers 1..parts-1, runs part 0 itself and waits: no allocation after the first
     /// call that needs that many workers.
     /// </summary>
-    private static class WorkerPool
+    internal static class WorkerPool
     {
         public const int MaxThreads = 256;
         private static readonly object s_callLock = new();
@@ -594,6 +594,10 @@ public static unsafe class ManagedGemm
         private static Job s_job;
         private static int s_remaining;
         private static Exception? s_error;
+        private static long s_workerAllocatedBytes;
+
+        /// <summary>Bytes the worker threads allocated while running GEMM parts (a zero-allocation test reads it).</summary>
+        public static long WorkerAllocatedBytes => Interlocked.Read(ref s_workerAllocatedBytes);
 
         private sealed class Worker
         {
@@ -645,8 +649,10 @@ public static unsafe class ManagedGemm
             while (true)
             {
                 w.Go.Wait();
+                long before = GC.GetAllocatedBytesForCurrentThread();
                 try { RunPart(ref s_job, w.Part); }
                 catch (Exception e) { Interlocked.CompareExchange(ref s_error, e, null); }
+                Interlocked.Add(ref s_workerAllocatedBytes, GC.GetAllocatedBytesForCurrentThread() - before);
                 if (Interlocked.Decrement(ref s_remaining) == 0) s_done.Release();
             }
         }
