@@ -14,6 +14,7 @@ public static partial class WteCommands
         root.Subcommands.Add(EditCommand(stdout));
         root.Subcommands.Add(PatchCommand(stdout));
         root.Subcommands.Add(BenchCommand(stdout));
+        root.Subcommands.Add(GpuCheckCommand(stdout, stderr));
         var config = new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false };
         try
         {
