@@ -1,6 +1,4 @@
 using System.CommandLine;
-using System.Text.Json;
-using System.Text.Json.Serialization;
 using WhereToEdit.Engine.Backends;
 using WhereToEdit.Engine.Backends.Gpu;
 using WhereToEdit.Engine.Benchmark;
@@ -46,7 +44,7 @@ public static partial class WteCommands
             };
             var result = GpuCheck.Run(gpu!, options, stderr);
             string markdown = GpuCheck.Markdown(result);
-            string report = JsonSerializer.Serialize(result, new JsonSerializerOptions { WriteIndented = true, NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals });
+            string report = GpuCheck.ToJson(result);
             if (parse.GetValue(outDir) is { Length: > 0 } dir)
             {
                 Directory.CreateDirectory(dir);

@@ -340,6 +340,12 @@ public static class GpuCheck
 
     // ---- report ---------------------------------------------------------------------------------------------------
 
+    /// <summary>The JSON report (indented; a failed check's infinite error is written as "Infinity").</summary>
+    public static string ToJson(GpuCheckResult result) => System.Text.Json.JsonSerializer.Serialize(result, new System.Text.Json.JsonSerializerOptions
+    {
+        WriteIndented = true, NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
+    });
+
     public const string BeginMarker = "<!-- gpu-check:begin -->", EndMarker = "<!-- gpu-check:end -->";
 
     public static string Markdown(GpuCheckResult r)

@@ -78,6 +78,16 @@ public sealed class GpuCheckTests(GpuEmulatorFixture f, ITestOutputHelper output
         Assert.Contains(result.Notes, n => n.StartsWith("cuBLAS SGEMM: not measured: not on CUDA", StringComparison.Ordinal));
         Assert.False(f.Gpu.NativeMaskedOptimizers);
 
+        var failed = result with { Parity = [new ParityCheck { Name = "bad", RelativeError = double.PositiveInfinity, Tolerance = 1e-4, Detail = "boom" }] };
+        using (var json = System.Text.Json.JsonDocument.Parse(GpuCheck.ToJson(failed)))
+        {
+            var root = json.RootElement;
+            Assert.Equal(result.Device.Name, root.GetProperty("device").GetProperty("name").GetString());
+            Assert.Equal("Infinity", root.GetProperty("parity")[0].GetProperty("rel_err").GetString());
+            Assert.False(root.GetProperty("parity_passed").GetBoolean());
+            Assert.Equal(result.Timings.Count, root.GetProperty("timings").GetArrayLength());
+        }
+
         string md = GpuCheck.Markdown(result with
         {
             Parity = [new ParityCheck { Name = "gemm NN", RelativeError = 2e-7, Tolerance = 1e-4 }, new ParityCheck { Name = "bad | op", RelativeError = double.PositiveInfinity, Tolerance = 1e-4, Detail = "boom" }],
