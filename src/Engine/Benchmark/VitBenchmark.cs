@@ -44,28 +44,8 @@ public static class VitBenchmark
         if (batch <= 0) throw new ArgumentOutOfRangeException(nameof(batch), batch, "--batch must be positive");
         using var model = new VitModel(backend, config);
         model.InitializeRandom(seed);
-        using var ws = model.CreateWorkspace(batch);
-        var rng = new Rng(seed + 1);
-        var pixels = new float[batch * config.InChans * config.ImageSize * config.ImageSize];
-        for (int i = 0; i < pixels.Length; i++) pixels[i] = (float)rng.NextNormal();
-        using var images = backend.FromHost("bench.images", pixels, batch, config.InChans, config.ImageSize, config.ImageSize);
-        var labelValues = new float[batch];
-        for (int i = 0; i < batch; i++) labelValues[i] = rng.NextInt(0, config.NumClasses);
-        using var labels = backend.FromHost("bench.labels", labelValues, batch);
-
-        double forward = ImagesPerSecond(batch, secondsPerMeasurement, () =>
-        {
-            model.Forward(ws, images, batch);
-            backend.Synchronize();
-        });
-        double forwardBackward = ImagesPerSecond(batch, secondsPerMeasurement, () =>
-        {
-            model.Forward(ws, images, batch);
-            backend.CrossEntropy(ws.Logits, labels, ws.Losses, ws.DLogits, batch, config.NumClasses, 1f / batch);
-            model.ZeroGrad();
-            model.Backward(ws, batch, BackwardOptions.Full);
-            backend.Synchronize();
-        });
+        double forward = ForwardImagesPerSecond(model, batch, secondsPerMeasurement, seed);
+        double forwardBackward = ForwardBackwardImagesPerSecond(model, batch, secondsPerMeasurement, seed);
         int[] editBlocks = DefaultEditBlocks(config.Depth);
         double editMs = EditStepMilliseconds(backend, model, editBlocks, keep, seed, secondsPerMeasurement);
 
@@ -77,6 +57,49 @@ public static class VitBenchmark
             GflopsPerS = 3 * gflopPerImage * forwardBackward, ForwardGflopsPerS = gflopPerImage * forward,
             ForwardGflopPerImage = gflopPerImage, EditBlocks = editBlocks, EditKeep = keep,
         };
+    }
+
+    /// <summary>Forward throughput (images/s) of <paramref name="model"/> at <paramref name="batch"/>, random images.</summary>
+    public static double ForwardImagesPerSecond(VitModel model, int batch, double seconds, ulong seed = 0)
+    {
+        var backend = model.Backend;
+        using var ws = model.CreateWorkspace(batch);
+        using var images = RandomImages(model, batch, seed);
+        return ImagesPerSecond(batch, seconds, () =>
+        {
+            model.Forward(ws, images, batch);
+            backend.Synchronize();
+        });
+    }
+
+    /// <summary>Forward + cross-entropy + full backward throughput (images/s) at <paramref name="batch"/>.</summary>
+    public static double ForwardBackwardImagesPerSecond(VitModel model, int batch, double seconds, ulong seed = 0)
+    {
+        var backend = model.Backend;
+        var config = model.Config;
+        using var ws = model.CreateWorkspace(batch);
+        using var images = RandomImages(model, batch, seed);
+        var rng = new Rng(seed + 3);
+        var labelValues = new float[batch];
+        for (int i = 0; i < batch; i++) labelValues[i] = rng.NextInt(0, config.NumClasses);
+        using var labels = backend.FromHost("bench.labels", labelValues, batch);
+        return ImagesPerSecond(batch, seconds, () =>
+        {
+            model.Forward(ws, images, batch);
+            backend.CrossEntropy(ws.Logits, labels, ws.Losses, ws.DLogits, batch, config.NumClasses, 1f / batch);
+            model.ZeroGrad();
+            model.Backward(ws, batch, BackwardOptions.Full);
+            backend.Synchronize();
+        });
+    }
+
+    private static Tensor RandomImages(VitModel model, int batch, ulong seed)
+    {
+        var config = model.Config;
+        var rng = new Rng(seed + 1);
+        var pixels = new float[(long)batch * config.InChans * config.ImageSize * config.ImageSize];
+        for (long i = 0; i < pixels.Length; i++) pixels[i] = (float)rng.NextNormal();
+        return model.Backend.FromHost("bench.images", pixels, batch, config.InChans, config.ImageSize, config.ImageSize);
     }
 
     /// <summary>

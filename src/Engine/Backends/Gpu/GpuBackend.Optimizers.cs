@@ -8,6 +8,8 @@ namespace WhereToEdit.Engine.Backends.Gpu;
 // SGD, RMSprop and Adam/AdamW steps with torch.optim semantics, optionally restricted to a row or column mask
 // (a device tensor). One thread per element (grid-strided); a thread whose row/column is masked out returns
 // before reading or writing anything, so those parameters and their optimizer state stay bit-identical.
+// On CUDA, masked SGD and RMSprop steps run the fused native kernels instead (GpuBackend.Native.cs): one thread per
+// selected element, from the mask's cached index list.
 public sealed partial class GpuBackend
 {
     internal struct StepArgs
@@ -33,6 +35,11 @@ public sealed partial class GpuBackend
     public void SgdStep(Tensor param, Tensor grad, float lr, float weightDecay, UpdateMask mask)
     {
         var (p, g, m, args) = Prepare(param, grad, null, null, mask);
+        if (args.Count > 0 && UseNative(args, p, g, null))
+        {
+            NativeMaskedSgd(p, g, mask, lr, weightDecay);
+            return;
+        }
         args.Lr = lr;
         args.WeightDecay = weightDecay;
         if (args.Count > 0) _sgd(Stream, Linear(args.Count), p.View, g.View, m.View, args);
@@ -41,6 +48,11 @@ public sealed partial class GpuBackend
     public void RmsPropStep(Tensor param, Tensor grad, Tensor squareAvg, float lr, float alpha, float eps, float weightDecay, UpdateMask mask)
     {
         var (p, g, m, args) = Prepare(param, grad, squareAvg, null, mask);
+        if (args.Count > 0 && UseNative(args, p, g, (GpuTensor)squareAvg))
+        {
+            NativeMaskedRmsProp(p, g, (GpuTensor)squareAvg, mask, lr, alpha, eps, weightDecay);
+            return;
+        }
         args.Lr = lr;
         args.Alpha = alpha;
         args.Eps = eps;
@@ -64,6 +76,14 @@ public sealed partial class GpuBackend
         if (args.Count > 0)
             _adam(Stream, Linear(args.Count), p.View, g.View, Own(m, "optimizer state").View, Own(v, "optimizer state").View, maskView.View, args);
     }
+
+    /// <summary>
+    /// A row/column-masked step goes to the fused native kernel when <see cref="NativeMaskedOptimizers"/> is on (CUDA by
+    /// default) and parameter, gradient and state are distinct tensors (the native pointers are __restrict__).
+    /// </summary>
+    private bool UseNative(StepArgs args, GpuTensor p, GpuTensor g, GpuTensor? state)
+        => args.Axis != 0 && _nativeMaskedOptimizers
+           && !ReferenceEquals(p, g) && !ReferenceEquals(p, state) && !ReferenceEquals(g, state);
 
     /// <summary>Validates like the CPU backend; the mask view is a never-read stand-in when there is no mask.</summary>
     private (GpuTensor Param, GpuTensor Grad, GpuTensor Mask, StepArgs Args) Prepare(Tensor param, Tensor grad, Tensor? state1, Tensor? state2, UpdateMask mask)
@@ -92,7 +112,7 @@ public sealed partial class GpuBackend
                 if (mask.Mask is null) throw new ArgumentException($"mask for '{param.Name}': {mask.Axis} mask without a mask tensor");
                 if (mask.Mask.Length != length)
                     throw new ArgumentException($"mask '{mask.Mask.Name}' for '{param.Name}' {param.ShapeText}: expected {length} {mask.Axis.ToString().ToLowerInvariant()} entries, got {mask.Mask.Length}");
-                maskTensor = Own(mask.Mask, "mask");
+                maskTensor = OwnReadOnly(mask.Mask, "mask");   // read only: its cached index list stays valid
                 args.Axis = mask.Axis == MaskAxis.Rows ? 1 : 2;
                 args.Cols = Math.Max(1, mask.Cols);
                 break;

@@ -18,6 +18,12 @@ public sealed record GpuBackendOptions
 
     /// <summary>Compile Debug.Assert and out-of-range checks into device kernels (slow; for debugging).</summary>
     public bool DeviceAssertions { get; init; }
+
+    /// <summary>
+    /// Use the native PTX kernels (native/) for row/column-masked SGD and RMSprop on CUDA devices at least as new as the
+    /// PTX target (sm_90). Off: every op runs ILGPU kernels.
+    /// </summary>
+    public bool NativeKernels { get; init; } = true;
 }
 
 /// <summary>Marks a static method as an ILGPU kernel of <see cref="GpuBackend"/> (all explicitly grouped).</summary>
@@ -72,7 +78,7 @@ public sealed partial class GpuBackend : IBackend
     public GpuBackend(CPUAccelerator accelerator)
         : this(accelerator ?? throw new ArgumentNullException(nameof(accelerator)), null, ownsAccelerator: false, LaunchShape.For(accelerator)) { }
 
-    private GpuBackend(Accelerator accelerator, Context? ownedContext, bool ownsAccelerator, LaunchShape shape)
+    private GpuBackend(Accelerator accelerator, Context? ownedContext, bool ownsAccelerator, LaunchShape shape, bool nativeKernels = true)
     {
         Accelerator = accelerator;
         _ownedContext = ownedContext;
@@ -96,6 +102,7 @@ public sealed partial class GpuBackend : IBackend
         LoadPatchKernels();
         LoadLossKernels();
         LoadOptimizerKernels();
+        InitNative(nativeKernels);
     }
 
     // ---- construction -----------------------------------------------------------------------------
@@ -139,7 +146,7 @@ public sealed partial class GpuBackend : IBackend
                 return false;
             }
             accelerator = devices[options.DeviceIndex].CreateCudaAccelerator(context);
-            backend = new GpuBackend(accelerator, context, ownsAccelerator: true, LaunchShape.For(accelerator));
+            backend = new GpuBackend(accelerator, context, ownsAccelerator: true, LaunchShape.For(accelerator), options.NativeKernels);
             reason = $"CUDA device {options.DeviceIndex}: {accelerator.Name}";
             return true;
         }
@@ -209,6 +216,7 @@ public sealed partial class GpuBackend : IBackend
     public void Dispose()
     {
         if (_disposed) return;
+        DisposeNative();   // unloads the PTX module while the context is alive
         _disposed = true;
         _attentionScratch?.Dispose();
         Stream.Dispose();
@@ -224,7 +232,16 @@ public sealed partial class GpuBackend : IBackend
         return t as GpuTensor ?? throw new ArgumentException($"tensor '{t.Name}' ({role}) belongs to backend '{t.Backend.Name}', not a GPU backend");
     }
 
+    /// <summary>A tensor of this backend given to an op; counts as written (its <see cref="GpuTensor.Version"/> moves).</summary>
     private GpuTensor Own(Tensor t, string role)
+    {
+        var g = OwnReadOnly(t, role);
+        g.MarkWritten();
+        return g;
+    }
+
+    /// <summary>A tensor of this backend that the op only reads and whose version must not move (an optimizer step's mask).</summary>
+    private GpuTensor OwnReadOnly(Tensor t, string role)
     {
         var g = Gpu(t, role);
         if (!ReferenceEquals(g.Backend, this))

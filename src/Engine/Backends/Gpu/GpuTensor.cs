@@ -25,14 +25,32 @@ public sealed class GpuTensor : Tensor
     public override IBackend Backend => _backend;
 
     /// <summary>The ILGPU buffer behind this tensor (at least one element, even for an empty tensor).</summary>
+    /// <remarks>
+    /// Handing out the buffer counts as a write (<see cref="Version"/> moves): whoever holds it may change the data
+    /// behind the backend's back.
+    /// </remarks>
     public MemoryBuffer1D<float, Stride1D.Dense> Buffer
     {
         get
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
+            MarkWritten();
             return _buffer;
         }
     }
+
+    /// <summary>
+    /// Moves whenever the contents may have changed: a host copy into the tensor, any backend op that takes it (the
+    /// backend calls <see cref="MarkWritten"/> for every tensor it is given, except a mask an optimizer step only reads),
+    /// and every hand-out of <see cref="Buffer"/> or <see cref="DevicePointer"/>. Caches derived from the contents (the
+    /// mask's index list of the native optimizer kernels) are valid while it stays the same.
+    /// </summary>
+    internal long Version { get; private set; }
+
+    internal void MarkWritten() => Version++;
+
+    /// <summary>The index list of the selected entries when this tensor was last used as a mask (see <see cref="GpuBackend.MaskIndexList"/>).</summary>
+    internal NativeIndexList? MaskIndexCache { get; set; }
 
     /// <summary>The tensor's <see cref="Tensor.Length"/> elements as a kernel argument.</summary>
     internal ArrayView<float> View { get; }
@@ -43,6 +61,7 @@ public sealed class GpuTensor : Tensor
     public override unsafe void CopyFrom(ReadOnlySpan<float> source, long offset = 0)
     {
         ExpectRange(offset, source.Length, "copy destination");
+        MarkWritten();
         if (source.IsEmpty) return;
         fixed (float* p = source)
             View.SubView(offset, source.Length).CopyFromCPU(_backend.Stream, ref *p, source.Length);
@@ -61,6 +80,8 @@ public sealed class GpuTensor : Tensor
         if (!_disposed)
         {
             _disposed = true;
+            MaskIndexCache?.Dispose();
+            MaskIndexCache = null;
             _buffer.Dispose();
         }
         base.Dispose();
