@@ -15,6 +15,7 @@ public static partial class WteCommands
         root.Subcommands.Add(PatchCommand(stdout));
         root.Subcommands.Add(PretrainCommand(stdout, stderr));
         root.Subcommands.Add(BenchCommand(stdout));
+        root.Subcommands.Add(BenchmarkCommand(stdout, stderr));
         var config = new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false };
         try
         {
