@@ -169,7 +169,7 @@ public static class BenchmarkBuilder
         }
         double accuracy = (double)correct / n;
         notes.Add(string.Create(CultureInfo.InvariantCulture,
-            $"base model: {correct} of {n} test images right ({accuracy:P2}) on {test.Source}; image files are named by test-set index"));
+            $"base model: {correct} of {n} test images right ({accuracy:P2}) on {Path.GetFileName(test.Source)}; image files are named by test-set index"));
 
         string Write(string relative, byte[] pixels, int prediction)
         {
