@@ -14,8 +14,11 @@ public static partial class WteCommands
         root.Subcommands.Add(EditCommand(stdout));
         root.Subcommands.Add(PatchCommand(stdout));
         root.Subcommands.Add(PretrainCommand(stdout, stderr));
+        root.Subcommands.Add(EvalCommand(stdout, stderr));
+        root.Subcommands.Add(DemoCommand(stdout, stderr));
         root.Subcommands.Add(BenchCommand(stdout));
         root.Subcommands.Add(GpuCheckCommand(stdout, stderr));
+        root.Subcommands.Add(BenchmarkCommand(stdout, stderr));
         var config = new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false };
         try
         {

@@ -1,0 +1,95 @@
+using System.CommandLine;
+using System.Globalization;
+using WhereToEdit.Engine.Backends;
+using WhereToEdit.Engine.Benchmark;
+using WhereToEdit.Engine.IO;
+using WhereToEdit.Engine.Models;
+using WhereToEdit.Engine.Training;
+
+namespace WhereToEdit.Cli;
+
+public static partial class WteCommands
+{
+    private static Command BenchmarkCommand(TextWriter stdout, TextWriter stderr)
+    {
+        var command = new Command("benchmark", "Build or inspect an editing benchmark (natural failures, style shifts, sensitive locality set).");
+        command.Subcommands.Add(BenchmarkBuildCommand(stdout, stderr));
+        command.Subcommands.Add(BenchmarkInfoCommand(stdout));
+        return command;
+    }
+
+    private static Command BenchmarkBuildCommand(TextWriter stdout, TextWriter stderr)
+    {
+        var model = new Option<string>("--model") { Description = "the base model (.safetensors / .npz / hub folder; 1 channel)", Required = true };
+        var data = new Option<string>("--data") { Description = "folder with the Fashion-MNIST IDX files (the t10k test split is used)", DefaultValueFactory = _ => LabeledImagesIdx.DebianFashionMnist };
+        var output = new Option<string>("--out") { Description = "output folder (new or empty): manifest.json + image folders", Required = true };
+        var seed = new Option<ulong>("--seed") { Description = "seeds the per-group samples and the spotlights", DefaultValueFactory = _ => 0UL };
+        var margin = new Option<double>("--margin") { Description = "locality set: correct images with top-1 − top-2 probability below this", DefaultValueFactory = _ => 0.05 };
+        var maxPerGroup = new Option<int>("--max-per-group") { Description = "images kept per group (seeded sample)", DefaultValueFactory = _ => 12 };
+        var maxGroups = new Option<int>("--max-groups") { Description = "groups kept per subset (the largest)", DefaultValueFactory = _ => 20 };
+        var minPerGroup = new Option<int>("--min-per-group") { Description = "failures a group needs", DefaultValueFactory = _ => 5 };
+        var maxLocality = new Option<int>("--max-locality") { Description = "locality images kept (seeded sample); 0 keeps all", DefaultValueFactory = _ => 0 };
+        var name = new Option<string>("--name") { Description = "the benchmark's name in the manifest", DefaultValueFactory = _ => "fashion-mnist" };
+        var batch = new Option<int>("--batch") { Description = "images per forward pass", DefaultValueFactory = _ => 256 };
+        var device = DeviceOption();
+        var threads = ThreadsOption();
+        var command = new Command("build", "Build the benchmark from a base model's failures on the Fashion-MNIST test set (deterministic for a seed).")
+        {
+            model, data, output, seed, margin, maxPerGroup, maxGroups, minPerGroup, maxLocality, name, batch, device, threads,
+        };
+        command.SetAction(parse =>
+        {
+            string modelPath = parse.GetValue(model)!;
+            string outPath = parse.GetValue(output)!;
+            var options = new BenchmarkBuildOptions
+            {
+                Seed = parse.GetValue(seed), Margin = parse.GetValue(margin), MaxPerGroup = parse.GetValue(maxPerGroup),
+                MaxGroups = parse.GetValue(maxGroups), MinPerGroup = parse.GetValue(minPerGroup), MaxLocality = parse.GetValue(maxLocality),
+                Name = parse.GetValue(name)!, Batch = parse.GetValue(batch),
+            }.Validate();
+            var loaded = ModelFolder.Load(modelPath);
+            var test = LabeledImagesIdx.FashionMnist(parse.GetValue(data)!, train: false);
+            using var backend = BackendFactory.Create(parse.GetValue(device)!, parse.GetValue(threads));
+            using var vit = VitCheckpoint.Load(backend, loaded);
+            var result = BenchmarkBuilder.Build(vit, loaded.Preprocessing, loaded.Labels, test, outPath, options, m => stderr.WriteLine($"benchmark: {m}"));
+            PrintBenchmark(stdout, result.Manifest, result.Subsets);
+            stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"base accuracy {result.BaseAccuracy:P2}; locality: {result.LocalityCandidates} candidates below margin {options.Margin}"));
+            foreach (string note in result.Manifest.Notes.Where(n => n.StartsWith("WARNING", StringComparison.Ordinal))) stdout.WriteLine(note);
+            stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"wrote {result.ManifestPath} ({result.Predictions.Count} images, {result.TotalBytes / 1024.0:F1} KiB)"));
+            return 0;
+        });
+        return command;
+    }
+
+    private static Command BenchmarkInfoCommand(TextWriter stdout)
+    {
+        var path = new Argument<string>("MANIFEST") { Description = "a manifest.json or the folder holding it" };
+        var command = new Command("info", "Check a benchmark manifest (strictly) and print its subsets, groups and notes.") { path };
+        command.SetAction(parse =>
+        {
+            var manifest = BenchmarkManifest.Read(parse.GetValue(path)!);
+            stdout.WriteLine($"{manifest.Name}  (base model {manifest.BaseModelFingerprint ?? "unknown"})");
+            PrintBenchmark(stdout, manifest, null);
+            foreach (string note in manifest.Notes) stdout.WriteLine($"  note: {note}");
+            return 0;
+        });
+        return command;
+    }
+
+    private static void PrintBenchmark(TextWriter stdout, BenchmarkManifest manifest, IReadOnlyList<BenchmarkSubsetStats>? stats)
+    {
+        stdout.WriteLine(stats is null ? $"{"subset",-16} {"kind",-8} {"groups",6} {"images",7}"
+                                       : $"{"subset",-16} {"kind",-8} {"groups",6} {"images",7} {"failures",9} {"eligible",9}");
+        var rows = stats?.Select(s => (s.Name, s.Kind, s.Groups, s.Images, (int?)s.Failures, (int?)s.EligibleGroups))
+                   ?? manifest.Subsets.Select(s => (s.Name, s.Kind, s.Groups.Count, s.Groups.Sum(g => g.Images.Count), (int?)null, (int?)null));
+        foreach (var (n, kind, groups, images, failures, eligible) in rows)
+        {
+            string k = kind == BenchmarkSubsetKind.Natural ? "natural" : "style";
+            stdout.WriteLine(failures is null ? $"{n,-16} {k,-8} {groups,6} {images,7}" : $"{n,-16} {k,-8} {groups,6} {images,7} {failures,9} {eligible,9}");
+        }
+        stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"{"locality",-16} {manifest.Locality.Name,-8} {"",6} {manifest.Locality.Images.Count,7}   margin < {manifest.Locality.Margin}"));
+    }
+}
