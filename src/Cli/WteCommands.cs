@@ -12,6 +12,7 @@ public static partial class WteCommands
         root.Subcommands.Add(InfoCommand(stdout));
         root.Subcommands.Add(PredictCommand(stdout));
         root.Subcommands.Add(BenchCommand(stdout));
+        root.Subcommands.Add(MetaTrainCommand(stdout, stderr));
         var config = new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false };
         try
         {

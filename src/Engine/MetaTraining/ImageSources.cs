@@ -86,3 +86,25 @@ public sealed class FolderImageSource : IImageSource
     public DecodedImage Load(int index, int channels) =>
         _loader.Decode(_files[index], channels, AlphaHandling.Drop, applyExifOrientation: false);
 }
+
+/// <summary>
+/// Random-noise images (uniform 8-bit values) of a fixed size, a function of (seed, index): for benchmarks and tests,
+/// where the timing or the arithmetic does not depend on what the pictures show.
+/// </summary>
+public sealed class SyntheticImageSource(int count, int width, int height, ulong seed = 0) : IImageSource
+{
+    public int Count { get; } = count > 0 ? count : throw new ArgumentOutOfRangeException(nameof(count), count, "need at least one image");
+
+    public string Description => $"synthetic noise ({Count} images {width}×{height}, seed {seed})";
+
+    public string NameOf(int index) => $"noise[{index}]";
+
+    public DecodedImage Load(int index, int channels)
+    {
+        if ((uint)index >= (uint)Count) throw new ArgumentOutOfRangeException(nameof(index), index, $"{Count} synthetic images");
+        var rng = new Tensors.Rng(unchecked(seed * 0x9E37_79B9_7F4A_7C15UL + (ulong)index));
+        var pixels = new byte[width * height * channels];
+        for (int i = 0; i < pixels.Length; i++) pixels[i] = (byte)rng.NextInt(0, 256);
+        return new DecodedImage(width, height, channels, pixels);
+    }
+}
