@@ -131,6 +131,7 @@ public static partial class WteCommands
             bool inPlace = ReferenceEquals(stderr, Console.Error) && !Console.IsErrorRedirected;
             int startIteration = trainer.Iteration;
             var clock = Stopwatch.StartNew();
+            var cpuBefore = Process.GetCurrentProcess().TotalProcessorTime;
             var all = new List<IterationStats>();
             if (showProgress)
                 stderr.WriteLine($"meta-train: {source.Description}; blocks [{string.Join(",", trainer.Target.Blocks)}], B {o.Batch}, " +
@@ -142,6 +143,7 @@ public static partial class WteCommands
                 csv?.Flush();
                 if (showProgress) Progress(stderr, inPlace, stats, o.Iterations, startIteration, clock.Elapsed.TotalSeconds);
             });
+            double cpuSeconds = (Process.GetCurrentProcess().TotalProcessorTime - cpuBefore).TotalSeconds;
             if (showProgress && inPlace && all.Count > 0) stderr.WriteLine();
             if (outPath is not null) trainer.SaveHypernet(outPath);
 
@@ -155,6 +157,7 @@ public static partial class WteCommands
                     batched_passes_per_iteration = passes, single_image_passes_per_iteration = passes * o.Batch, iterations = all.Count,
                     seconds_per_iteration = all.Count == 0 ? 0 : all.Average(s => s.Seconds),
                     first_iteration_s = all.Count == 0 ? 0 : all[0].Seconds,
+                    cpu_seconds_per_iteration = all.Count == 0 ? 0 : cpuSeconds / all.Count,   // process CPU time (all threads; includes spin-waits)
                     data_s = all.Count == 0 ? 0 : all.Average(s => s.DataSeconds),
                     stage_a_s = all.Count == 0 ? 0 : all.Average(s => s.StageASeconds),
                     stage_b_s = all.Count == 0 ? 0 : all.Average(s => s.StageBSeconds),

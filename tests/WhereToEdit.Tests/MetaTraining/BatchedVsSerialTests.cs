@@ -57,6 +57,33 @@ public sealed class BatchedVsSerialTests(ITestOutputHelper output)
         Assert.True(serial.KlGrad0.Max(Math.Abs) > 0.1 * options.SparsityWeight / step.GateCount, "the test must exercise the KL path of the z gradient");
     }
 
+    [Fact]
+    public void Stage_A_and_B_allocate_only_their_small_result_arrays()
+    {
+        using var be = Backends.Cpu(GemmKind.Managed);
+        var config = VitConfig.Preset("test_tiny");
+        using var model = new VitModel(be, config);
+        model.InitializeRandom(3);
+        var target = EditTarget.Default(config);
+        var options = new MetaTrainOptions { Batch = 2, OuterSteps = 3, InnerSteps = 2 };
+        using var hyper = new Hypernetwork(be, HypernetConfig.For(config, target.Units.Count, 1));
+        using var step = new MetaTrainingStep(model, target, hyper, options);
+        int pixels = config.InChans * config.ImageSize * config.ImageSize;
+        var images = Enumerable.Range(0, 2 * pixels).Select(i => (float)Math.Sin(i)).ToArray();
+        var z0 = Enumerable.Range(0, step.GateCount).Select(i => (float)Math.Cos(i)).ToArray();
+        step.SetBatch(images, images);
+        for (int i = 0; i < 2; i++) { step.RunStageA(z0); step.RunStageB(1e-4); }   // warm-up: JIT, GEMM packing buffers
+        long min = long.MaxValue;
+        for (int attempt = 0; attempt < 5 && min > 256; attempt++)
+        {
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            step.RunStageA(z0);
+            step.RunStageB(1e-4);
+            min = Math.Min(min, GC.GetAllocatedBytesForCurrentThread() - before);
+        }
+        Assert.True(min <= 256, $"stage A ({options.OuterSteps * (options.InnerSteps + 1)} batched passes) + stage B allocated {min} bytes");
+    }
+
     private sealed record SerialResult(float[] OuterKl, float[] MaskMean, float[][] Delta, float[] Z, float[] KlGrad0);
 
     private static SerialResult Serial(VitModel model, EditTarget target, MetaTrainOptions o, float[] clean, float[] mixed, float[] z0)

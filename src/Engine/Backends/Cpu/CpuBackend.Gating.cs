@@ -28,7 +28,9 @@ public sealed unsafe partial class CpuBackend
     private static void CheckGates(Tensor gates, long offset, long stride, int batch, int length, string role)
     {
         if (offset < 0 || stride < 0) throw new ArgumentException($"{role} ('{gates.Name}'): offset {offset} and stride {stride} must be non-negative");
-        gates.ExpectRange(offset, (batch - 1) * stride + length, $"{role} ({batch} samples of {length}, stride {stride})");
+        long extent = (batch - 1) * stride + length;
+        if (offset + extent > gates.Length)   // format the message only on failure: no allocation per call
+            gates.ExpectRange(offset, extent, $"{role} ({batch} samples of {length}, stride {stride})");
     }
 
     public void GatedCombine(Tensor weight, Tensor gates, long gatesOffset, long gatesStride, Tensor delta, Tensor output,
