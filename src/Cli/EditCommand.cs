@@ -58,12 +58,9 @@ public static partial class WteCommands
                 using var original = parse.GetValue(baseModel) is { } b ? VitCheckpoint.Load(backend, ModelFolder.Load(b)) : null;
                 var reference = original ?? vit;
                 if (reference.Config != vit.Config) throw new ArgumentException($"--base {parse.GetValue(baseModel)}: its architecture differs from {modelPath}");
-                var (net, blocks) = HypernetFile.Load(parse.GetValue(hypernet)!, backend, reference, original is null ? fingerprint : null);
-                using (net)
-                {
-                    target = new EditTarget(vit.Config, blocks);
-                    mask = new MaskPredictor(reference, net, target).Predict(pixels, files.Count, k);
-                }
+                using var net = HypernetFile.Load(backend, parse.GetValue(hypernet)!, reference, original is null ? fingerprint : null);
+                target = new EditTarget(vit.Config, net.EditBlocks);
+                mask = new MaskPredictor(reference, net.Network, target).Predict(pixels, files.Count, k);
             }
             else
             {

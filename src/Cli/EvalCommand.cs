@@ -119,16 +119,9 @@ public static partial class WteCommands
         using var model = VitCheckpoint.Load(backend, loaded);
         if (manifest.BaseModelFingerprint is { } fp && !string.Equals(fp, VitCheckpoint.Fingerprint(model), StringComparison.OrdinalIgnoreCase))
             stderr.WriteLine($"note: the benchmark was built for model {fp}; evaluating {request.ModelPath} (its failures are re-checked: only images this model gets wrong are edited)");
-        Hypernetwork? net = null;
-        EditTarget target;
-        if (request.HypernetPath is { } hp)
-        {
-            var (h, blocks) = HypernetFile.Load(hp, backend, model);
-            net = h;
-            target = new EditTarget(model.Config, blocks);
-        }
-        else target = EditTarget.Default(model.Config);
-        try
+        using var loadedNet = request.HypernetPath is { } hp ? HypernetFile.Load(backend, hp, model) : null;
+        var net = loadedNet?.Network;
+        var target = loadedNet is not null ? new EditTarget(model.Config, loadedNet.EditBlocks) : EditTarget.Default(model.Config);
         {
             using var evaluator = new EditEvaluator(model, net, target, locality);
             int edits = evaluator.CountEdits(groups, request.Options);
@@ -180,10 +173,6 @@ public static partial class WteCommands
             }
             stdout.WriteLine($"wrote {jsonl}, {Path.Combine(request.OutDir, "summary.md")} and {plots.Count} plot files in {Path.Combine(request.OutDir, "plots")}");
             return summary;
-        }
-        finally
-        {
-            net?.Dispose();
         }
     }
 }

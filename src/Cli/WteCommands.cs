@@ -19,6 +19,7 @@ public static partial class WteCommands
         root.Subcommands.Add(BenchCommand(stdout));
         root.Subcommands.Add(GpuCheckCommand(stdout, stderr));
         root.Subcommands.Add(BenchmarkCommand(stdout, stderr));
+        root.Subcommands.Add(MetaTrainCommand(stdout, stderr));
         var config = new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false };
         try
         {

@@ -63,6 +63,11 @@ public sealed class ProfilingBackend(IBackend inner) : IBackend
     public void SigmoidBackward(Tensor y, Tensor dy, Tensor dx, long n, float scale, float lo, float hi) => Time("sigmoid_bwd", () => Inner.SigmoidBackward(y, dy, dx, n, scale, lo, hi));
     public void GeluBackward(Tensor x, Tensor dy, Tensor dx, long n) => Time("gelu_bwd", () => Inner.GeluBackward(x, dy, dx, n));
 
+    public void GatedCombine(Tensor weight, Tensor gates, long gatesOffset, long gatesStride, Tensor delta, Tensor output, int batch, int rows, int cols, MaskAxis axis)
+        => Time("gated_combine", () => Inner.GatedCombine(weight, gates, gatesOffset, gatesStride, delta, output, batch, rows, cols, axis));
+    public void GateGradient(Tensor dweights, Tensor delta, Tensor output, long outputOffset, long outputStride, int batch, int rows, int cols, MaskAxis axis, float addend)
+        => Time("gate_grad", () => Inner.GateGradient(dweights, delta, output, outputOffset, outputStride, batch, rows, cols, axis, addend));
+
     public void LayerNormForward(Tensor x, Tensor gamma, Tensor beta, Tensor y, Tensor mean, Tensor rstd, int rows, int cols, float eps)
         => Time("layernorm_fwd", () => Inner.LayerNormForward(x, gamma, beta, y, mean, rstd, rows, cols, eps));
     public void LayerNormBackward(Tensor dy, Tensor x, Tensor gamma, Tensor mean, Tensor rstd, Tensor dx, Tensor? dgamma, Tensor? dbeta, int rows, int cols, bool accumulateDx)
@@ -87,6 +92,9 @@ public sealed class ProfilingBackend(IBackend inner) : IBackend
         => Time("cross_entropy", () => Inner.CrossEntropy(logits, labels, losses, dlogits, rows, classes, gradScale));
     public void KlDivergence(Tensor logits, Tensor targetProbs, Tensor losses, Tensor? dlogits, int rows, int classes, float temperature, float gradScale)
         => Time("kl_divergence", () => Inner.KlDivergence(logits, targetProbs, losses, dlogits, rows, classes, temperature, gradScale));
+
+    public void BinaryCrossEntropy(Tensor probs, Tensor targets, Tensor loss, Tensor? dprobs, long n, float scale)
+        => Time("binary_cross_entropy", () => Inner.BinaryCrossEntropy(probs, targets, loss, dprobs, n, scale));
 
     public void SgdStep(Tensor param, Tensor grad, float lr, float weightDecay, UpdateMask mask)
         => Time("sgd_step", () => Inner.SgdStep(param, grad, lr, weightDecay, mask));

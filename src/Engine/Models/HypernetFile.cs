@@ -1,78 +1,114 @@
+using System.Text.Json;
 using WhereToEdit.Engine.IO;
 using WhereToEdit.Engine.Tensors;
 
 namespace WhereToEdit.Engine.Models;
 
+/// <summary>A hypernetwork loaded from a file, with what it was trained for.</summary>
+public sealed class LoadedHypernet(Hypernetwork network, int[] editBlocks, string baseFingerprint, IReadOnlyDictionary<string, string> metadata, string path) : IDisposable
+{
+    public Hypernetwork Network { get; } = network;
+    /// <summary>The base model's edited blocks, in unit order (fc1, fc2 of each).</summary>
+    public int[] EditBlocks { get; } = editBlocks;
+    public string BaseFingerprint { get; } = baseFingerprint;
+    public IReadOnlyDictionary<string, string> Metadata { get; } = metadata;
+    public string Path { get; } = path;
+
+    public void Dispose() => Network.Dispose();
+}
+
 /// <summary>
-/// A saved hypernetwork: safetensors with its weights and metadata wte.hypernet.config (HypernetConfig JSON),
-/// wte.hypernet.base_fingerprint (the base ViT it was meta-trained for) and wte.hypernet.edit_blocks.
+/// A trained mask hypernetwork as a self-describing safetensors file: the parameters under their own names
+/// (query_tokens, blocks.{i}.*, heads.{r}.*) plus metadata <c>wte.hypernet.config</c> (the <see cref="HypernetConfig"/>
+/// JSON), <c>wte.hypernet.base_fingerprint</c> (<see cref="VitCheckpoint.Fingerprint(VitModel)"/> of the base model it
+/// was trained on) and <c>wte.hypernet.edit_blocks</c> (JSON array). Written atomically (temp file + rename).
 /// </summary>
 public static class HypernetFile
 {
     public const string ConfigKey = "wte.hypernet.config";
     public const string FingerprintKey = "wte.hypernet.base_fingerprint";
-    public const string BlocksKey = "wte.hypernet.edit_blocks";
+    public const string EditBlocksKey = "wte.hypernet.edit_blocks";
 
-    public sealed record Info(HypernetConfig Config, string BaseFingerprint, int[] EditBlocks, TensorFile Tensors);
+    /// <summary>The metadata that describes a hypernetwork (also written into meta-training checkpoints).</summary>
+    public static Dictionary<string, string> Metadata(HypernetConfig config, IReadOnlyList<int> editBlocks, string baseFingerprint) => new()
+    {
+        [ConfigKey] = config.ToJson(),
+        [FingerprintKey] = baseFingerprint,
+        [EditBlocksKey] = JsonSerializer.Serialize(editBlocks),
+    };
 
-    public static void Save(string path, Hypernetwork net, string baseFingerprint, IReadOnlyList<int> editBlocks,
+    /// <summary>The parameters as host tensors, in <see cref="Hypernetwork.Parameters"/> order, optionally under a name prefix.</summary>
+    public static IEnumerable<NamedTensor> Tensors(Hypernetwork net, string prefix = "") =>
+        net.Parameters.Select(p => new NamedTensor(prefix + p.Name, p.Shape, p.Value.ToArray()));
+
+    public static void Save(string path, Hypernetwork net, IReadOnlyList<int> editBlocks, string baseFingerprint,
                             IReadOnlyDictionary<string, string>? extraMetadata = null)
     {
-        var metadata = new Dictionary<string, string>
-        {
-            [ConfigKey] = net.Config.ToJson(),
-            [FingerprintKey] = baseFingerprint,
-            [BlocksKey] = "[" + string.Join(",", editBlocks) + "]",
-        };
-        if (extraMetadata is not null) foreach (var kv in extraMetadata) metadata[kv.Key] = kv.Value;
-        SafeTensors.Write(path, net.Parameters.Select(p => new NamedTensor(p.Name, p.Shape, p.Value.ToArray())), metadata);
-    }
-
-    public static Info Read(string path)
-    {
-        var file = SafeTensors.Read(path);
-        string Need(string key) => file.Metadata.TryGetValue(key, out var v)
-            ? v : throw new CheckpointFormatException(path, $"not a WhereToEdit hypernetwork: metadata '{key}' is missing");
-        HypernetConfig config;
-        int[] blocks;
-        try
-        {
-            config = HypernetConfig.FromJson(Need(ConfigKey));
-            blocks = System.Text.Json.JsonSerializer.Deserialize<int[]>(Need(BlocksKey)) ?? [];
-        }
-        catch (Exception e) when (e is System.Text.Json.JsonException or ArgumentException)
-        {
-            throw new CheckpointFormatException(path, $"hypernetwork metadata is malformed: {e.Message}", e);
-        }
-        return new Info(config, Need(FingerprintKey), blocks, file);
+        ArgumentNullException.ThrowIfNull(net);
+        ArgumentException.ThrowIfNullOrEmpty(baseFingerprint);
+        if (editBlocks.Count * 2 != net.Config.Units)
+            throw new ArgumentException($"{editBlocks.Count} edit blocks need {2 * editBlocks.Count} hypernetwork units, the network has {net.Config.Units}");
+        var metadata = Metadata(net.Config, editBlocks, baseFingerprint);
+        if (extraMetadata is not null)
+            foreach (var (k, v) in extraMetadata) metadata.TryAdd(k, v);
+        SafeTensors.Write(path, Tensors(net), metadata);
     }
 
     /// <summary>
-    /// Loads a hypernetwork for <paramref name="baseModel"/>, refusing one meta-trained for other weights
-    /// (fingerprint) or another architecture (edit blocks, widths).
+    /// Loads a hypernetwork file. When <paramref name="baseModel"/> is given, the file must have been trained on exactly
+    /// that model (same fingerprint) and fit its shape; otherwise a <see cref="CheckpointFormatException"/> names the file.
     /// </summary>
-    public static (Hypernetwork Net, int[] EditBlocks) Load(string path, IBackend backend, VitModel baseModel, string? baseFingerprint = null)
+    public static LoadedHypernet Load(IBackend backend, string path, VitModel? baseModel = null, string? baseFingerprint = null)
     {
-        var info = Read(path);
-        string fingerprint = baseFingerprint ?? VitCheckpoint.Fingerprint(baseModel);
-        if (!string.Equals(fingerprint, info.BaseFingerprint, StringComparison.OrdinalIgnoreCase))
-            throw new CheckpointFormatException(path,
-                $"this hypernetwork was meta-trained for the base model with fingerprint {info.BaseFingerprint}, not for this model ({fingerprint}); pass the original model with --base, or meta-train one for it");
-        var c = baseModel.Config;
-        if (info.Config.EmbedDim != c.EmbedDim || info.Config.UnitSize != c.MlpHidden || info.Config.Units != 2 * info.EditBlocks.Length
-            || info.EditBlocks.Any(b => b < 0 || b >= c.Depth))
-            throw new CheckpointFormatException(path,
-                $"hypernetwork (width {info.Config.EmbedDim}, {info.Config.Units} units of {info.Config.UnitSize}, blocks [{string.Join(",", info.EditBlocks)}]) does not fit the model (width {c.EmbedDim}, MLP {c.MlpHidden}, depth {c.Depth})");
-        var net = new Hypernetwork(backend, info.Config);
+        ArgumentNullException.ThrowIfNull(backend);
+        var file = SafeTensors.Read(path);
+        var (config, blocks, fingerprint) = Describe(file.Metadata, path);
+        if (baseModel is not null)
+        {
+            string actual = baseFingerprint ?? VitCheckpoint.Fingerprint(baseModel);
+            if (!string.Equals(actual, fingerprint, StringComparison.OrdinalIgnoreCase))
+                throw new CheckpointFormatException(path, $"hypernetwork was trained on base model {fingerprint}, but this model's fingerprint is {actual} (wte info MODEL prints it; for a model that already carries patches pass the original with --base)");
+            var c = baseModel.Config;
+            if (config.EmbedDim != c.EmbedDim || config.UnitSize != c.MlpHidden || blocks.Any(b => b < 0 || b >= c.Depth))
+                throw new CheckpointFormatException(path, $"hypernetwork (width {config.EmbedDim}, {config.UnitSize} gates per unit, blocks [{string.Join(",", blocks)}]) does not fit the model (width {c.EmbedDim}, MLP {c.MlpHidden}, {c.Depth} blocks)");
+        }
+        var net = new Hypernetwork(backend, config);
         try
         {
-            net.LoadWeights(info.Tensors.Tensors.ToDictionary(t => t.Name, t => (t.Shape, t.Data)), path);
-            return (net, info.EditBlocks);
+            net.LoadWeights(file.Tensors.ToDictionary(t => t.Name, t => (t.Shape, t.Data)), path);
+        }
+        catch (Exception e) when (e is ArgumentException or ArithmeticException)
+        {
+            net.Dispose();
+            string prefix = path + ": ";
+            throw new CheckpointFormatException(path, e.Message.StartsWith(prefix, StringComparison.Ordinal) ? e.Message[prefix.Length..] : e.Message, e);
         }
         catch
         {
             net.Dispose();
             throw;
         }
+        return new LoadedHypernet(net, blocks, fingerprint, file.Metadata, path);
+    }
+
+    /// <summary>Config, edit blocks and base fingerprint from a file's metadata (validated).</summary>
+    public static (HypernetConfig Config, int[] EditBlocks, string BaseFingerprint) Describe(IReadOnlyDictionary<string, string> metadata, string path)
+    {
+        string Get(string key) => metadata.TryGetValue(key, out var v) && !string.IsNullOrWhiteSpace(v)
+            ? v : throw new CheckpointFormatException(path, $"not a WhereToEdit hypernetwork file: metadata '{key}' is missing");
+        HypernetConfig config;
+        int[] blocks;
+        try
+        {
+            config = HypernetConfig.FromJson(Get(ConfigKey));
+            blocks = JsonSerializer.Deserialize<int[]>(Get(EditBlocksKey)) ?? throw new JsonException("null");
+        }
+        catch (Exception e) when (e is JsonException or ArgumentException or NotSupportedException)
+        {
+            throw new CheckpointFormatException(path, $"bad hypernetwork metadata: {e.Message}", e);
+        }
+        if (blocks.Length * 2 != config.Units || blocks.Distinct().Count() != blocks.Length)
+            throw new CheckpointFormatException(path, $"metadata '{EditBlocksKey}' [{string.Join(",", blocks)}] does not match {config.Units} hypernetwork units");
+        return (config, blocks, Get(FingerprintKey));
     }
 }

@@ -25,6 +25,14 @@ public sealed class TransformerBlock
         public readonly Tensor Fc1 = be.Allocate(p + "fc1", batch * tokens, hidden);
         public readonly Tensor Gelu = be.Allocate(p + "gelu", batch * tokens, hidden);
 
+        /// <summary>Opt-in per-sample weights for mlp.fc1 (null: the shared parameter). See <see cref="PerSampleWeights"/>.</summary>
+        public PerSampleWeights? Fc1PerSample { get; set; }
+
+        /// <summary>Opt-in per-sample weights for mlp.fc2 (null: the shared parameter).</summary>
+        public PerSampleWeights? Fc2PerSample { get; set; }
+
+        public bool HasPerSampleWeights => Fc1PerSample is not null || Fc2PerSample is not null;
+
         public IEnumerable<Tensor> All() => [Ln1, Ln1Mean, Ln1Rstd, Qkv, Probs, AttnOut, Mid, Ln2, Ln2Mean, Ln2Rstd, Fc1, Gelu];
     }
 
@@ -101,16 +109,17 @@ public sealed class TransformerBlock
         Linear(be, a.AttnOut, ProjWeight, ProjBias, a.Mid, rows, d, d);
         be.Add(a.Mid, x, a.Mid, (long)rows * d);
         be.LayerNormForward(a.Mid, Norm2Weight.Value, Norm2Bias.Value, a.Ln2, a.Ln2Mean, a.Ln2Rstd, rows, d, Eps);
-        Linear(be, a.Ln2, Fc1Weight, Fc1Bias, a.Fc1, rows, d, Hidden);
+        MlpLinear(be, a.Ln2, Fc1Weight, Fc1Bias, a.Fc1PerSample, a.Fc1, batch, tokens, d, Hidden);
         be.GeluForward(a.Fc1, a.Gelu, (long)rows * Hidden);
-        Linear(be, a.Gelu, Fc2Weight, Fc2Bias, output, rows, Hidden, d);
+        MlpLinear(be, a.Gelu, Fc2Weight, Fc2Bias, a.Fc2PerSample, output, batch, tokens, Hidden, d);
         be.Add(output, a.Mid, output, (long)rows * d);
     }
 
     /// <summary>
     /// dResidual holds d loss / d output on entry and d loss / d x on return when <paramref name="needInputGrad"/>.
-    /// Weight gradients are accumulated for the parameters <paramref name="wants"/> selects. The attention branch
-    /// is skipped when neither its parameters nor anything below need it.
+    /// Weight gradients are accumulated for the parameters <paramref name="wants"/> selects; per-sample weights
+    /// (<see cref="Activations.Fc1PerSample"/>, <see cref="Activations.Fc2PerSample"/>) always get their gradients,
+    /// overwritten. The attention branch is skipped when neither its parameters nor anything below need it.
     /// </summary>
     public void Backward(Tensor x, Activations a, Tensor dResidual, Scratch s, int batch, int tokens,
                          Func<Parameter?, bool> wants, bool needInputGrad)
@@ -119,11 +128,11 @@ public sealed class TransformerBlock
         int d = Dim, h = Hidden, rows = batch * tokens;
 
         // MLP branch: out = mid + fc2(gelu(fc1(ln2(mid)))).
-        LinearBackward(be, dResidual, a.Gelu, Fc2Weight, Fc2Bias, s.DHidden, rows, h, d, wants);
+        MlpLinearBackward(be, dResidual, a.Gelu, Fc2Weight, Fc2Bias, a.Fc2PerSample, s.DHidden, batch, tokens, h, d, wants);
         be.GeluBackward(a.Fc1, s.DHidden, s.DHidden, (long)rows * h);
         bool attentionWanted = wants(Norm1Weight) || wants(Norm1Bias) || wants(QkvWeight) || wants(QkvBias) || wants(ProjWeight) || wants(ProjBias);
         bool needMid = needInputGrad || attentionWanted || wants(Norm2Weight) || wants(Norm2Bias);
-        LinearBackward(be, s.DHidden, a.Ln2, Fc1Weight, Fc1Bias, needMid ? s.DTemp : null, rows, d, h, wants);
+        MlpLinearBackward(be, s.DHidden, a.Ln2, Fc1Weight, Fc1Bias, a.Fc1PerSample, needMid ? s.DTemp : null, batch, tokens, d, h, wants);
         if (!needMid) return;
         be.LayerNormBackward(s.DTemp, a.Mid, Norm2Weight.Value, a.Ln2Mean, a.Ln2Rstd, dResidual,
             wants(Norm2Weight) ? Norm2Weight.Grad : null, wants(Norm2Bias) ? Norm2Bias.Grad : null, rows, d, accumulateDx: true);
@@ -135,6 +144,41 @@ public sealed class TransformerBlock
         LinearBackward(be, s.DQkv, a.Ln1, QkvWeight, QkvBias, s.DTemp, rows, d, 3 * d, wants);
         be.LayerNormBackward(s.DTemp, x, Norm1Weight.Value, a.Ln1Mean, a.Ln1Rstd, dResidual,
             wants(Norm1Weight) ? Norm1Weight.Grad : null, wants(Norm1Bias) ? Norm1Bias.Grad : null, rows, d, accumulateDx: true);
+    }
+
+    /// <summary>An MLP Linear layer: shared weights, or sample b's own weights for its tokens (one batched GEMM).</summary>
+    private static void MlpLinear(IBackend be, Tensor x, Parameter weight, Parameter? bias, PerSampleWeights? perSample, Tensor y,
+                                  int batch, int tokens, int inFeatures, int outFeatures)
+    {
+        if (perSample is null)
+        {
+            Linear(be, x, weight, bias, y, batch * tokens, inFeatures, outFeatures);
+            return;
+        }
+        perSample.Check(weight, batch);
+        // y[b] = x[b]·W_bᵀ: [tokens, in]·[in, out] per sample.
+        be.Gemm(false, true, tokens, outFeatures, inFeatures, 1f, x, 0, inFeatures, perSample.Values, 0, inFeatures, 0f, y, 0, outFeatures,
+                batch, (long)tokens * inFeatures, (long)outFeatures * inFeatures, (long)tokens * outFeatures);
+        if (bias is not null) be.AddBias(y, bias.Value, batch * tokens, outFeatures);
+    }
+
+    private static void MlpLinearBackward(IBackend be, Tensor dy, Tensor x, Parameter weight, Parameter? bias, PerSampleWeights? perSample, Tensor? dx,
+                                          int batch, int tokens, int inFeatures, int outFeatures, Func<Parameter?, bool> wants)
+    {
+        if (perSample is null)
+        {
+            LinearBackward(be, dy, x, weight, bias, dx, batch * tokens, inFeatures, outFeatures, wants);
+            return;
+        }
+        perSample.Check(weight, batch);
+        // dW_b = dy[b]ᵀ·x[b] (overwritten), db += Σ dy (shared bias, when wanted), dx[b] = dy[b]·W_b.
+        be.Gemm(true, false, outFeatures, inFeatures, tokens, 1f, dy, 0, outFeatures, x, 0, inFeatures, 0f, perSample.Grads, 0, inFeatures,
+                batch, (long)tokens * outFeatures, (long)tokens * inFeatures, (long)outFeatures * inFeatures);
+        if (bias is not null && wants(bias))
+            be.BiasGradient(dy, bias.Grad, batch * tokens, outFeatures);
+        if (dx is not null)
+            be.Gemm(false, false, tokens, inFeatures, outFeatures, 1f, dy, 0, outFeatures, perSample.Values, 0, inFeatures, 0f, dx, 0, inFeatures,
+                    batch, (long)tokens * outFeatures, (long)outFeatures * inFeatures, (long)tokens * inFeatures);
     }
 
     /// <summary>y[rows, out] = x[rows, in]·Wᵀ + b.</summary>
@@ -154,5 +198,38 @@ public sealed class TransformerBlock
             be.BiasGradient(dy, bias.Grad, rows, outFeatures);
         if (dx is not null)
             be.Gemm(false, false, rows, inFeatures, outFeatures, 1f, dy, 0, outFeatures, weight.Value, 0, inFeatures, 0f, dx, 0, inFeatures);
+    }
+}
+
+/// <summary>
+/// Per-sample weights for one Linear layer of a block (meta-training's edited fc1/fc2, W'_b = W + m_b ⊙ Δ_b):
+/// <see cref="Values"/>[b] replaces the shared weight for sample b's tokens, and a backward pass OVERWRITES
+/// <see cref="Grads"/>[b] with d loss / d W'_b (one batched GEMM per layer; the shared weight's gradient is not
+/// touched). Both are [capacity, out, in]; the biases stay shared. Attach them to a workspace with
+/// <see cref="VitWorkspace.SetPerSampleWeights"/>.
+/// </summary>
+public sealed class PerSampleWeights
+{
+    public PerSampleWeights(Tensor values, Tensor grads)
+    {
+        Values = values ?? throw new ArgumentNullException(nameof(values));
+        Grads = grads ?? throw new ArgumentNullException(nameof(grads));
+        if (!values.Shape.AsSpan().SequenceEqual(grads.Shape))
+            throw new ArgumentException($"per-sample weights '{values.Name}' {values.ShapeText} and gradients '{grads.Name}' {grads.ShapeText} differ in shape");
+        if (values.Rank != 3) throw new ArgumentException($"per-sample weights '{values.Name}' {values.ShapeText}: expected [samples, out, in]");
+    }
+
+    public Tensor Values { get; }
+    public Tensor Grads { get; }
+
+    /// <summary>Samples held.</summary>
+    public int Capacity => Values.Shape[0];
+
+    internal void Check(Parameter shared, int batch)
+    {
+        if (Values.Shape[1] != shared.Shape[0] || Values.Shape[2] != shared.Shape[1])
+            throw new ShapeMismatchException(Values.Name, [batch, shared.Shape[0], shared.Shape[1]], Values.Shape);
+        if (batch > Capacity)
+            throw new ArgumentException($"per-sample weights '{Values.Name}' hold {Capacity} samples, the batch has {batch}");
     }
 }

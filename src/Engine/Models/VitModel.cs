@@ -177,7 +177,8 @@ public sealed class VitModel : IDisposable
     /// <summary>
     /// Backward from ws.DLogits (set by a loss) through the head and the blocks down to options.StartBlock,
     /// ACCUMULATING into the selected parameters' gradients (zero them first with <see cref="ZeroGrad"/>).
-    /// Needs the activations of the latest forward on the same batch.
+    /// Per-sample weights attached to the workspace (<see cref="VitWorkspace.SetPerSampleWeights"/>) get their
+    /// per-sample gradients overwritten. Needs the activations of the latest forward on the same batch.
     /// </summary>
     public void Backward(VitWorkspace ws, int batch, BackwardOptions? options = null)
     {
@@ -203,7 +204,7 @@ public sealed class VitModel : IDisposable
         bool embeddingsWanted = options.StartBlock == 0 && (options.InputGradient || Wants(ClsToken) || Wants(PosEmbed) || Wants(PatchWeight) || Wants(PatchBias));
         for (int i = c.Depth - 1; i >= options.StartBlock; i--)
         {
-            bool needBelow = embeddingsWanted || AnyBlockWants(options.StartBlock, i);
+            bool needBelow = embeddingsWanted || AnyBlockWants(options.StartBlock, i) || ws.AnyPerSampleWeights(options.StartBlock, i);
             Blocks[i].Backward(ws.BlockInput[i], ws.Blocks[i], ws.DResidual, ws.BlockScratch, batch, c.Tokens, _wants, needBelow);
             if (!needBelow) return;
         }

@@ -76,6 +76,36 @@ public sealed class VitWorkspace : IDisposable
     internal Tensor DPatchTokens { get; }
     internal Tensor DColumns { get; }
 
+    // ---- opt-in per-sample weights ----------------------------------------------------------------
+
+    /// <summary>
+    /// Runs block <paramref name="block"/>'s mlp.fc1 and/or mlp.fc2 with per-sample weights in this workspace's
+    /// forward and backward passes (null: the shared parameter). Sample b of a batch uses Values[b]; a backward
+    /// overwrites Grads[b] and reaches down to the lowest block that has per-sample weights even when no
+    /// parameter gradient is asked for. The weights must be shaped like the block's [capacity, out, in].
+    /// </summary>
+    public void SetPerSampleWeights(int block, PerSampleWeights? fc1, PerSampleWeights? fc2)
+    {
+        if (block < 0 || block >= Blocks.Length)
+            throw new ArgumentOutOfRangeException(nameof(block), block, $"block index must be in [0, {Blocks.Length})");
+        Blocks[block].Fc1PerSample = fc1;
+        Blocks[block].Fc2PerSample = fc2;
+    }
+
+    /// <summary>Back to the shared weights in every block.</summary>
+    public void ClearPerSampleWeights()
+    {
+        foreach (var b in Blocks) { b.Fc1PerSample = null; b.Fc2PerSample = null; }
+    }
+
+    /// <summary>Whether any block in [from, toExclusive) runs per-sample weights.</summary>
+    internal bool AnyPerSampleWeights(int from, int toExclusive)
+    {
+        for (int i = from; i < toExclusive; i++)
+            if (Blocks[i].HasPerSampleWeights) return true;
+        return false;
+    }
+
     public long AllocatedFloats =>
         AllTensors().Sum(t => t.Length);
 

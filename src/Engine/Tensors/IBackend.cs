@@ -101,6 +101,27 @@ public interface IBackend : IDisposable
     /// <summary>dx = dy·scale·y·(1 − y) where lo &lt; y &lt; hi, else 0 (the clamp was active); y is the forward's output.</summary>
     void SigmoidBackward(Tensor y, Tensor dy, Tensor dx, long n, float scale, float lo, float hi);
 
+    // ---- per-sample gated weights (meta-training, method.md §4) ---------------------------------
+
+    /// <summary>
+    /// Per-sample gated weights: output[b] = weight + g_b ⊙ delta[b] for b in [0, batch). weight is [rows, cols];
+    /// delta and output are [batch, rows, cols] (contiguous). g_b = gates[gatesOffset + b·gatesStride + j]: with
+    /// <see cref="MaskAxis.Rows"/> gate j (j &lt; rows) scales row j (fc1), with <see cref="MaskAxis.Columns"/> gate j
+    /// (j &lt; cols) scales column j (fc2). <see cref="MaskAxis.None"/> is refused.
+    /// </summary>
+    void GatedCombine(Tensor weight, Tensor gates, long gatesOffset, long gatesStride, Tensor delta, Tensor output,
+                      int batch, int rows, int cols, MaskAxis axis);
+
+    /// <summary>
+    /// The gradient reaching the gates through W' = W + g ⊙ delta (the reduction of <see cref="GatedCombine"/>'s
+    /// backward): output[outputOffset + b·outputStride + j] = addend + Σ dweights[b]⊙delta[b] over row j
+    /// (<see cref="MaskAxis.Rows"/>) or column j (<see cref="MaskAxis.Columns"/>); dweights and delta are
+    /// [batch, rows, cols]. Overwrites the output; <paramref name="addend"/> is added to every entry (a penalty's
+    /// constant gradient, e.g. λ/numel of λ·mean(g)). Each sum runs in a fixed order (deterministic).
+    /// </summary>
+    void GateGradient(Tensor dweights, Tensor delta, Tensor output, long outputOffset, long outputStride,
+                      int batch, int rows, int cols, MaskAxis axis, float addend);
+
     // ---- normalisation -------------------------------------------------------------------------
 
     /// <summary>y = (x − mean)·rstd·gamma + beta per row; saves mean[rows] and rstd[rows] for the backward.</summary>
@@ -154,6 +175,13 @@ public interface IBackend : IDisposable
     /// p = targetProbs[r] (already softmax(teacher/T)). dlogits (overwritten when given) = gradScale·T·(q − p).
     /// </summary>
     void KlDivergence(Tensor logits, Tensor targetProbs, Tensor losses, Tensor? dlogits, int rows, int classes, float temperature, float gradScale);
+
+    /// <summary>
+    /// torch.nn.functional.binary_cross_entropy with reduction 'mean', scaled: loss[0] = scale·(1/n)·Σ_i
+    /// −[y_i·max(log p_i, −100) + (1 − y_i)·max(log(1 − p_i), −100)] over the first n elements (summed in double, in a
+    /// fixed order). When dprobs is given it is overwritten with torch's backward: scale·(p − y)/max(p·(1 − p), 1e-12)/n.
+    /// </summary>
+    void BinaryCrossEntropy(Tensor probs, Tensor targets, Tensor loss, Tensor? dprobs, long n, float scale);
 
     // ---- optimizers (PyTorch semantics; masked elements and their state are never touched) -----
 

@@ -164,7 +164,7 @@ public sealed class EditingTests
             var target = EditTarget.Default(Config);
             using var net = new Hypernetwork(be, HypernetConfig.For(Config, target.Units.Count, depth: 1));
             net.InitializeRandom(4);
-            HypernetFile.Save(hyperPath, net, VitCheckpoint.Fingerprint(model), target.Blocks);
+            HypernetFile.Save(hyperPath, net, target.Blocks, VitCheckpoint.Fingerprint(model));
             label = (Predict(model, new ImageLoader().Load(image, pre)) + 1) % 5;
         }
         int Run(out string stdout, out string stderr, params string[] args)
@@ -205,7 +205,7 @@ public sealed class EditingTests
         Refused("zebra", "edit", modelPath, "--hypernet", hyperPath, "--image", image, "--label", "zebra", "--out", bad);
         File.WriteAllBytes(dir.File("broken.png"), [1, 2, 3]);
         Refused("broken.png", "edit", modelPath, "--hypernet", hyperPath, "--image", dir.File("broken.png"), "--label", "1", "--out", bad);
-        Refused("meta-trained for the base model", "edit", dir.File("patched.safetensors"), "--hypernet", hyperPath, "--image", image, "--label", "1", "--out", bad);
+        Refused("trained on base model", "edit", dir.File("patched.safetensors"), "--hypernet", hyperPath, "--image", image, "--label", "1", "--out", bad);
         Refused("cuda", "edit", modelPath, "--hypernet", hyperPath, "--image", image, "--label", "1", "--device", "cuda", "--out", bad);
         Refused("overwrite", "edit", modelPath, "--hypernet", hyperPath, "--image", image, "--label", "1", "--out", modelPath);
 

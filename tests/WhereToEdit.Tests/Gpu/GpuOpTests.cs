@@ -476,4 +476,32 @@ public sealed class GpuOpTests(GpuEmulatorFixture f, ITestOutputHelper output)
         f.Cpu.CopyRows(sum.Cpu, 0, 0, dst.Cpu, 1, 12, 3, 4, accumulate: true); f.Gpu.CopyRows(sum.Gpu, 0, 0, dst.Gpu, 1, 12, 3, 4, accumulate: true);
         Same("broadcast via srcStride 0", dst);
     }
+
+    [Fact]
+    public void Gated_combine_gate_gradient_and_bce_match_the_cpu_backend()
+    {
+        const int batch = 2, rows = 5, cols = 7;
+        using var w = Rand("w", 21, rows, cols);
+        using var delta = Rand("delta", 22, batch, rows, cols);
+        using var gates = Rand("gates", 23, 3 * 9);
+        foreach (var axis in new[] { MaskAxis.Rows, MaskAxis.Columns })
+        {
+            using var output = Rand("out", 24, batch, rows, cols);
+            f.Cpu.GatedCombine(w.Cpu, gates.Cpu, 2, 9, delta.Cpu, output.Cpu, batch, rows, cols, axis);
+            f.Gpu.GatedCombine(w.Gpu, gates.Gpu, 2, 9, delta.Gpu, output.Gpu, batch, rows, cols, axis);
+            Same($"gated combine ({axis})", output);
+            using var grad = Rand("grad", 25, 3 * 9);
+            f.Cpu.GateGradient(output.Cpu, delta.Cpu, grad.Cpu, 1, 9, batch, rows, cols, axis, 0.125f);
+            f.Gpu.GateGradient(output.Gpu, delta.Gpu, grad.Gpu, 1, 9, batch, rows, cols, axis, 0.125f);
+            Same($"gate gradient ({axis})", grad);
+        }
+        var probs = Random(26, 3000).Select(v => 0.02f + 0.96f * (v * 0.5f + 0.5f) % 1f).Select(v => Math.Clamp(v, 1e-5f, 1 - 1e-5f)).ToArray();
+        using var p = P("p", probs, 3000);
+        using var y = P("y", Random(27, 3000).Select(v => Math.Clamp(v * 0.5f + 0.5f, 0f, 1f)).ToArray(), 3000);
+        using var loss = Rand("loss", 28, 1);
+        using var dp = Rand("dp", 29, 3000);
+        f.Cpu.BinaryCrossEntropy(p.Cpu, y.Cpu, loss.Cpu, dp.Cpu, 3000, 0.1f); f.Gpu.BinaryCrossEntropy(p.Gpu, y.Gpu, loss.Gpu, dp.Gpu, 3000, 0.1f);
+        Same("bce loss", loss);
+        Same("bce gradient", dp);
+    }
 }

@@ -97,6 +97,7 @@ public sealed partial class GpuBackend : IBackend
         LoadGemmKernels();
         LoadGeluKernels();
         LoadSigmoidKernels();
+        LoadGatingKernels();
         LoadLayerNormKernels();
         LoadAttentionKernels();
         LoadPatchKernels();
@@ -219,6 +220,7 @@ public sealed partial class GpuBackend : IBackend
         DisposeNative();   // unloads the PTX module while the context is alive
         _disposed = true;
         _attentionScratch?.Dispose();
+        _bceScratch?.Dispose();
         Stream.Dispose();
         if (_ownsAccelerator) Accelerator.Dispose();
         _ownedContext?.Dispose();

@@ -1,0 +1,233 @@
+using WhereToEdit.Engine.Editing;
+using WhereToEdit.Engine.Models;
+using WhereToEdit.Engine.Tensors;
+
+namespace WhereToEdit.Engine.MetaTraining;
+
+/// <summary>What stage A did, per outer step.</summary>
+/// <param name="OuterKl">Σ_i ℓ_i(W + m_i⊙Δ_i) after the inner loops of step s (not divided by B).</param>
+/// <param name="MaskMean">mean(m) over all B·R·H gates at step s.</param>
+public sealed record StageAResult(float[] OuterKl, float[] MaskMean);
+
+/// <summary>What stage B did.</summary>
+/// <param name="Losses">BceWeight·BCE before each hypernetwork step.</param>
+/// <param name="LabelMean">mean(y), y = sigmoid(LabelScale·z).</param>
+/// <param name="HypernetMean">mean of the hypernetwork's scores before its first step.</param>
+public sealed record StageBResult(float[] Losses, float LabelMean, float HypernetMean);
+
+/// <summary>
+/// The arithmetic of one meta-training iteration (method.md §4, the reference's decoupled scheme) on a backend, for a
+/// given batch, initial mask logits and stage-B learning rate; data, randomness and checkpoints live in
+/// <see cref="MetaTrainer"/>.
+/// <para>Stage A runs the B samples' inner loops together: each edited fc1/fc2 matrix gets per-sample weights
+/// W'_i = W + m_i⊙Δ_i ([B, out, in], built by <see cref="IBackend.GatedCombine"/>), the blocks from the first edited
+/// block on run as one batch on the cached input of the mixed images, the edited Linear layers as batched GEMMs over
+/// the per-sample weights, and the backward stops at the first edited block with per-sample gradients ∇_{W'_i}ℓ_i.
+/// Each ℓ_i = T²·KL(p_i ‖ softmax(f_{W'_i}(x̃_i)/T)) gets gradient scale 1 (the reference's per-sample 'batchmean'),
+/// so the batch is exactly B independent single-image problems. Inner step: Δ_i ← Δ_i − elr·∇_{W'_i}ℓ_i (the
+/// reference's Δ − elr·∇_Δℓ/m). Outer gradient, Δ held constant: dL/dm_i[j] = Σ_k ∇W'_i[j,k]·Δ_i[j,k] over row j of
+/// fc1 / column j of fc2 (<see cref="IBackend.GateGradient"/>) + λ/numel; dz = dm·scale·m(1 − m); RMSprop on z.</para>
+/// <para>Stage B: y = sigmoid(3·z) (constant), then RMSprop steps on BceWeight·BCE(g_φ(cls(x̃)), y) with the
+/// hypernetwork optimizer state kept across iterations.</para>
+/// Everything is allocated once; the loops allocate nothing on the backend.
+/// </summary>
+public sealed class MetaTrainingStep : IDisposable
+{
+    private readonly VitModel _model;
+    private readonly IBackend _be;
+    private readonly VitWorkspace _ws;
+    private readonly HypernetWorkspace _hws;
+    private readonly Tensor _images, _teacher, _cls;
+    private readonly Tensor _z, _zSquareAvg, _m, _dm, _dz, _labels, _bceLoss;
+    private readonly Parameter[] _shared;
+    private readonly PerSampleWeights[] _perSample;
+    private readonly Tensor[] _delta;
+    private readonly Tensor[] _hyperSquareAvg;
+    private readonly BackwardOptions _backward;
+    private readonly float[] _gatesHost, _lossHost = [0f];
+    private readonly int _b, _r, _h;
+
+    public MetaTrainingStep(VitModel model, EditTarget target, Hypernetwork hypernet, MetaTrainOptions options)
+    {
+        _model = model ?? throw new ArgumentNullException(nameof(model));
+        Target = target ?? throw new ArgumentNullException(nameof(target));
+        Hypernet = hypernet ?? throw new ArgumentNullException(nameof(hypernet));
+        Options = (options ?? throw new ArgumentNullException(nameof(options))).Validate();
+        var c = model.Config;
+        if (target.Model != c) throw new ArgumentException("the edit target was made for a different ViT config");
+        var hc = hypernet.Config;
+        if (hc.Units != target.Units.Count || hc.UnitSize != target.UnitSize || hc.EmbedDim != c.EmbedDim)
+            throw new ArgumentException($"hypernetwork ({hc.Units} units of {hc.UnitSize}, width {hc.EmbedDim}) does not fit the edit target ({target.Units.Count} units of {target.UnitSize}, width {c.EmbedDim})");
+        if (!ReferenceEquals(hypernet.Backend, model.Backend)) throw new ArgumentException("the hypernetwork and the ViT must share one backend");
+        _be = model.Backend;
+        _b = options.Batch; _r = target.Units.Count; _h = target.UnitSize;
+
+        _ws = model.CreateWorkspace(_b);
+        _hws = hypernet.CreateWorkspace(_b);
+        _images = _be.Allocate("meta.images", _b, c.InChans, c.ImageSize, c.ImageSize);
+        _teacher = _be.Allocate("meta.teacher_probs", _b, c.NumClasses);
+        _cls = _be.Allocate("meta.cls_mixed", _b, c.EmbedDim);
+        _z = _be.Allocate("meta.z", _b, _r, _h);
+        _zSquareAvg = _be.Allocate("meta.z.square_avg", _b, _r, _h);
+        _m = _be.Allocate("meta.m", _b, _r, _h);
+        _dm = _be.Allocate("meta.m.grad", _b, _r, _h);
+        _dz = _be.Allocate("meta.z.grad", _b, _r, _h);
+        _labels = _be.Allocate("meta.labels", _b, _r, _h);
+        _bceLoss = _be.Allocate("meta.bce", 1);
+        _shared = target.Units.Select(u => model[u.Parameter]).ToArray();
+        _perSample = _shared.Select(p => new PerSampleWeights(
+            _be.Allocate(p.Name + ".per_sample", _b, p.Shape[0], p.Shape[1]),
+            _be.Allocate(p.Name + ".per_sample.grad", _b, p.Shape[0], p.Shape[1]))).ToArray();
+        _delta = _shared.Select(p => _be.Allocate(p.Name + ".delta", _b, p.Shape[0], p.Shape[1])).ToArray();
+        _hyperSquareAvg = hypernet.Parameters.Select(p => _be.Allocate(p.Name + ".square_avg", p.Shape)).ToArray();
+        _backward = BackwardOptions.Truncated(target.FirstBlock, []);
+        _gatesHost = new float[GateCount];
+    }
+
+    public EditTarget Target { get; }
+    public Hypernetwork Hypernet { get; }
+    public MetaTrainOptions Options { get; }
+
+    /// <summary>B·R·H: free mask logits per iteration.</summary>
+    public int GateCount => _b * _r * _h;
+
+    /// <summary>Current mask logits z [B, R, H] (after <see cref="RunStageA"/>: the final z).</summary>
+    public Tensor Z => _z;
+
+    /// <summary>Softmax(f(x_i)/T) of the clean bases [B, classes], set by <see cref="SetBatch"/>.</summary>
+    public Tensor TeacherProbs => _teacher;
+
+    /// <summary>The frozen model's final [CLS] features of the mixed images [B, dim] (the hypernetwork's input).</summary>
+    public Tensor ClsMixed => _cls;
+
+    /// <summary>Δ of edited matrix <paramref name="unit"/> [B, out, in] as the last outer step left it.</summary>
+    public Tensor Delta(int unit) => _delta[unit];
+
+    /// <summary>RMSprop square averages of the hypernetwork parameters, in <see cref="Hypernetwork.Parameters"/> order (persist across iterations).</summary>
+    public IReadOnlyList<Tensor> HypernetSquareAvg => _hyperSquareAvg;
+
+    /// <summary>
+    /// Computes the targets p_i = softmax(f(x_i)/T) on the clean bases, then runs the mixed images once through the
+    /// frozen model: caches the input of the first edited block and keeps the final [CLS] features.
+    /// Both arrays are [B, C, H, W].
+    /// </summary>
+    public void SetBatch(ReadOnlySpan<float> clean, ReadOnlySpan<float> mixed)
+    {
+        if (clean.Length != _images.Length || mixed.Length != _images.Length)
+            throw new ArgumentException($"meta-training batch: {clean.Length} clean and {mixed.Length} mixed values, {_images.Length} expected ({_images.ShapeText})");
+        var c = _model.Config;
+        _ws.ClearPerSampleWeights();
+        _images.CopyFrom(clean);
+        _model.Forward(_ws, _images, _b);
+        _be.Softmax(_ws.Logits, _teacher, _b, c.NumClasses, Options.Temperature);
+        _images.CopyFrom(mixed);
+        _model.Forward(_ws, _images, _b);
+        _be.Copy(_ws.ClsFeature, 0, _cls, 0, (long)_b * c.EmbedDim);
+    }
+
+    /// <summary>Stage A from initial logits z0 [B, R, H] (fresh RMSprop state). Leaves the final z in <see cref="Z"/>.</summary>
+    public StageAResult RunStageA(ReadOnlySpan<float> z0)
+    {
+        if (z0.Length != GateCount) throw new ArgumentException($"z0 holds {z0.Length} values, {GateCount} expected ([{_b}, {_r}, {_h}])");
+        var o = Options;
+        var outerKl = new float[o.OuterSteps];
+        var maskMean = new float[o.OuterSteps];
+        _z.CopyFrom(z0);
+        _be.Fill(_zSquareAvg, 0f);
+        float penaltyGrad = o.SparsityWeight / GateCount;
+        for (int k = 0; k < Target.Blocks.Count; k++)
+            _ws.SetPerSampleWeights(Target.Blocks[k], _perSample[2 * k], _perSample[2 * k + 1]);
+        try
+        {
+            for (int s = 0; s < o.OuterSteps; s++)
+            {
+                _be.SigmoidForward(_z, _m, GateCount, o.MaskScale, 0f, 1f);
+                maskMean[s] = Mean(_m);
+                foreach (var d in _delta) _be.Fill(d, 0f);
+                for (int t = 0; t < o.InnerSteps; t++)
+                {
+                    EditedPass();
+                    for (int u = 0; u < _r; u++) _be.Axpy(-o.InnerLr, _perSample[u].Grads, _delta[u], _delta[u].Length);
+                }
+                outerKl[s] = EditedPass();
+                for (int u = 0; u < _r; u++)
+                {
+                    var unit = Target.Units[u];
+                    var shape = _shared[u].Shape;
+                    _be.GateGradient(_perSample[u].Grads, _delta[u], _dm, (long)u * _h, (long)_r * _h, _b, shape[0], shape[1], unit.Axis, penaltyGrad);
+                }
+                _be.SigmoidBackward(_m, _dm, _dz, GateCount, o.MaskScale, 0f, 1f);
+                _be.RmsPropStep(_z, _dz, _zSquareAvg, o.MaskLr, 0.99f, 1e-8f, 0f, UpdateMask.None(GateCount));
+            }
+        }
+        finally
+        {
+            _ws.ClearPerSampleWeights();
+        }
+        return new StageAResult(outerKl, maskMean);
+    }
+
+    /// <summary>W'_i = W + m_i⊙Δ_i, forward from the first edited block, per-sample KL, backward to ∇_{W'_i}ℓ_i. Returns Σ_i ℓ_i.</summary>
+    private float EditedPass()
+    {
+        var c = _model.Config;
+        for (int u = 0; u < _r; u++)
+        {
+            var shape = _shared[u].Shape;
+            _be.GatedCombine(_shared[u].Value, _m, (long)u * _h, (long)_r * _h, _delta[u], _perSample[u].Values, _b, shape[0], shape[1], Target.Units[u].Axis);
+        }
+        _model.ForwardFrom(_ws, Target.FirstBlock, _b);
+        _be.KlDivergence(_ws.Logits, _teacher, _ws.Losses, _ws.DLogits, _b, c.NumClasses, Options.Temperature, 1f);
+        _model.Backward(_ws, _b, _backward);
+        _ws.Losses.CopyTo(_gatesHost.AsSpan(0, _b));
+        double sum = 0;
+        for (int i = 0; i < _b; i++) sum += _gatesHost[i];
+        return (float)sum;
+    }
+
+    /// <summary>Stage B with learning rate <paramref name="lr"/> (the cosine schedule's value for this iteration).</summary>
+    public StageBResult RunStageB(double lr)
+    {
+        var o = Options;
+        var losses = new float[o.StageBSteps];
+        _be.SigmoidForward(_z, _labels, GateCount, o.LabelScale, 0f, 1f);
+        float labelMean = Mean(_labels), hyperMean = 0;
+        var parameters = Hypernet.Parameters;
+        for (int k = 0; k < o.StageBSteps; k++)
+        {
+            Hypernet.Forward(_hws, _cls, _b);
+            if (k == 0) hyperMean = Mean(_hws.Scores);
+            _be.BinaryCrossEntropy(_hws.Scores, _labels, _bceLoss, _hws.DScores, GateCount, o.BceWeight);
+            _bceLoss.CopyTo(_lossHost);
+            losses[k] = _lossHost[0];
+            Hypernet.ZeroGrad();
+            Hypernet.Backward(_hws, _b);
+            for (int i = 0; i < parameters.Count; i++)
+                _be.RmsPropStep(parameters[i].Value, parameters[i].Grad, _hyperSquareAvg[i], (float)lr, 0.99f, 1e-8f, 0f, UpdateMask.None(parameters[i].Length));
+        }
+        return new StageBResult(losses, labelMean, hyperMean);
+    }
+
+    /// <summary>Zeroes the hypernetwork's RMSprop state (a fresh optimizer).</summary>
+    public void ResetHypernetOptimizer()
+    {
+        foreach (var t in _hyperSquareAvg) _be.Fill(t, 0f);
+    }
+
+    private float Mean(Tensor t)
+    {
+        t.CopyTo(_gatesHost.AsSpan(0, GateCount));
+        double sum = 0;
+        for (int i = 0; i < GateCount; i++) sum += _gatesHost[i];
+        return (float)(sum / GateCount);
+    }
+
+    public void Dispose()
+    {
+        _ws.Dispose();
+        _hws.Dispose();
+        foreach (var t in new[] { _images, _teacher, _cls, _z, _zSquareAvg, _m, _dm, _dz, _labels, _bceLoss }) t.Dispose();
+        foreach (var p in _perSample) { p.Values.Dispose(); p.Grads.Dispose(); }
+        foreach (var t in _delta.Concat(_hyperSquareAvg)) t.Dispose();
+    }
+}
