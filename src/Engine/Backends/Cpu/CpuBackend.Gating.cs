@@ -18,31 +18,16 @@ public sealed unsafe partial class CpuBackend
     /// <summary>Columns per work item of the column-axis reduction (outputs accumulate in place, rows in order).</summary>
     private const int GateColumnChunk = 256;
 
-    private static int GateLength(MaskAxis axis, int rows, int cols, string op) => axis switch
-    {
-        MaskAxis.Rows => rows,
-        MaskAxis.Columns => cols,
-        _ => throw new ArgumentException($"{op}: the gate axis must be Rows or Columns, not {axis}"),
-    };
-
-    private static void CheckGates(Tensor gates, long offset, long stride, int batch, int length, string role)
-    {
-        if (offset < 0 || stride < 0) throw new ArgumentException($"{role} ('{gates.Name}'): offset {offset} and stride {stride} must be non-negative");
-        long extent = (batch - 1) * stride + length;
-        if (offset + extent > gates.Length)   // format the message only on failure: no allocation per call
-            gates.ExpectRange(offset, extent, $"{role} ({batch} samples of {length}, stride {stride})");
-    }
-
     public void GatedCombine(Tensor weight, Tensor gates, long gatesOffset, long gatesStride, Tensor delta, Tensor output,
                              int batch, int rows, int cols, MaskAxis axis)
     {
-        int length = GateLength(axis, rows, cols, "gated combine");
+        int length = OpChecks.GateLength(axis, rows, cols, "gated combine");
         if (batch <= 0 || rows <= 0 || cols <= 0) throw new ArgumentException($"gated combine: batch {batch}, rows {rows}, cols {cols} must be positive");
         long matrix = (long)rows * cols;
         Need(weight, matrix, "gated-combine weight");
         Need(delta, batch * matrix, "gated-combine delta");
         Need(output, batch * matrix, "gated-combine output");
-        CheckGates(gates, gatesOffset, gatesStride, batch, length, "gated-combine gates");
+        OpChecks.Gates(gates, gatesOffset, gatesStride, batch, length, "gated-combine gates");
         fixed (float* pw = Cpu(weight, "weight").Data, pg = Cpu(gates, "gates").Data, pd = Cpu(delta, "delta").Data, po = Cpu(output, "output").Data)
         {
             var args = new GateArgs { W = pw, G = pg + gatesOffset, Delta = pd, Out = po, GStride = gatesStride, Rows = rows, Cols = cols };
@@ -82,12 +67,12 @@ public sealed unsafe partial class CpuBackend
     public void GateGradient(Tensor dweights, Tensor delta, Tensor output, long outputOffset, long outputStride,
                              int batch, int rows, int cols, MaskAxis axis, float addend)
     {
-        int length = GateLength(axis, rows, cols, "gate gradient");
+        int length = OpChecks.GateLength(axis, rows, cols, "gate gradient");
         if (batch <= 0 || rows <= 0 || cols <= 0) throw new ArgumentException($"gate gradient: batch {batch}, rows {rows}, cols {cols} must be positive");
         long matrix = (long)rows * cols;
         Need(dweights, batch * matrix, "gate-gradient weight gradient");
         Need(delta, batch * matrix, "gate-gradient delta");
-        CheckGates(output, outputOffset, outputStride, batch, length, "gate-gradient output");
+        OpChecks.Gates(output, outputOffset, outputStride, batch, length, "gate-gradient output");
         fixed (float* pw = Cpu(dweights, "dweights").Data, pd = Cpu(delta, "delta").Data, po = Cpu(output, "output").Data)
         {
             var args = new GateArgs

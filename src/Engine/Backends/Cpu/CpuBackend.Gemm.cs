@@ -14,12 +14,7 @@ public sealed unsafe partial class CpuBackend
                      float beta, Tensor c, long cOffset, int ldc,
                      int batch = 1, long strideA = 0, long strideB = 0, long strideC = 0)
     {
-        if (m < 0 || n < 0 || k < 0 || batch < 0)
-            throw new ArgumentException($"GEMM sizes must be non-negative: m={m}, n={n}, k={k}, batch={batch}");
-        if (m == 0 || n == 0 || batch == 0) return;
-        CheckOperand(a, aOffset, lda, transA ? k : m, transA ? m : k, batch, strideA, "A");
-        CheckOperand(b, bOffset, ldb, transB ? n : k, transB ? k : n, batch, strideB, "B");
-        CheckOperand(c, cOffset, ldc, m, n, batch, strideC, "C");
+        if (!OpChecks.Gemm(transA, transB, m, n, k, a, aOffset, lda, b, bOffset, ldb, c, cOffset, ldc, batch, strideA, strideB, strideC)) return;
         fixed (float* pa = Cpu(a, "GEMM A").Data, pb = Cpu(b, "GEMM B").Data, pc = Cpu(c, "GEMM C").Data)
         {
             if (batch > 1 && (long)m * n * k < SmallGemmMacs)
@@ -37,16 +32,6 @@ public sealed unsafe partial class CpuBackend
                 Sgemm(transA, transB, m, n, k, alpha, pa + aOffset + i * strideA, lda, pb + bOffset + i * strideB, ldb,
                       beta, pc + cOffset + i * strideC, ldc, Threads);
         }
-    }
-
-    private static void CheckOperand(Tensor t, long offset, int ld, int rows, int cols, int batch, long stride, string role)
-    {
-        if (ld < Math.Max(1, cols))
-            throw new ArgumentException($"GEMM {role} ('{t.Name}'): leading dimension {ld} < {cols} columns");
-        if (rows == 0 || cols == 0) return;
-        long extent = (long)(rows - 1) * ld + cols + (long)(batch - 1) * stride;
-        if (offset < 0 || offset + extent > t.Length)   // format the message only on failure: no allocation per call
-            t.ExpectRange(offset, extent, $"GEMM {role} ({rows}×{cols}, ld {ld}, batch {batch})");
     }
 
     /// <summary>One GEMM on raw pointers with the configured provider (used by ops that slice their own operands).</summary>

@@ -39,29 +39,14 @@ public sealed partial class GpuBackend
         _bceSum = Accelerator.LoadKernel<ArrayView<double>, ArrayView<float>, BceArgs, double>(BceSumKernel);
     }
 
-    private static int GateLength(MaskAxis axis, int rows, int cols, string op) => axis switch
-    {
-        MaskAxis.Rows => rows,
-        MaskAxis.Columns => cols,
-        _ => throw new ArgumentException($"{op}: the gate axis must be Rows or Columns, not {axis}"),
-    };
-
-    private static void CheckGates(Tensor gates, long offset, long stride, int batch, int length, string role)
-    {
-        if (offset < 0 || stride < 0) throw new ArgumentException($"{role} ('{gates.Name}'): offset {offset} and stride {stride} must be non-negative");
-        long extent = (batch - 1) * stride + length;
-        if (offset + extent > gates.Length)
-            gates.ExpectRange(offset, extent, $"{role} ({batch} samples of {length}, stride {stride})");
-    }
-
     public void GatedCombine(Tensor weight, Tensor gates, long gatesOffset, long gatesStride, Tensor delta, Tensor output,
                              int batch, int rows, int cols, MaskAxis axis)
     {
-        int length = GateLength(axis, rows, cols, "gated combine");
+        int length = OpChecks.GateLength(axis, rows, cols, "gated combine");
         if (batch <= 0 || rows <= 0 || cols <= 0) throw new ArgumentException($"gated combine: batch {batch}, rows {rows}, cols {cols} must be positive");
         long matrix = (long)rows * cols;
         Need(weight, matrix, "gated-combine weight"); Need(delta, batch * matrix, "gated-combine delta"); Need(output, batch * matrix, "gated-combine output");
-        CheckGates(gates, gatesOffset, gatesStride, batch, length, "gated-combine gates");
+        OpChecks.Gates(gates, gatesOffset, gatesStride, batch, length, "gated-combine gates");
         var args = new GateArgs { GatesOffset = gatesOffset, GatesStride = gatesStride, Count = batch * matrix, Batch = batch, Rows = rows, Cols = cols, AlongRows = axis == MaskAxis.Rows ? 1 : 0 };
         _gatedCombine(Stream, Linear(args.Count), Own(weight, "weight").View, Own(gates, "gates").View, Own(delta, "delta").View, Own(output, "output").View, args);
     }
@@ -69,11 +54,11 @@ public sealed partial class GpuBackend
     public void GateGradient(Tensor dweights, Tensor delta, Tensor output, long outputOffset, long outputStride,
                              int batch, int rows, int cols, MaskAxis axis, float addend)
     {
-        int length = GateLength(axis, rows, cols, "gate gradient");
+        int length = OpChecks.GateLength(axis, rows, cols, "gate gradient");
         if (batch <= 0 || rows <= 0 || cols <= 0) throw new ArgumentException($"gate gradient: batch {batch}, rows {rows}, cols {cols} must be positive");
         long matrix = (long)rows * cols;
         Need(dweights, batch * matrix, "gate-gradient weight gradient"); Need(delta, batch * matrix, "gate-gradient delta");
-        CheckGates(output, outputOffset, outputStride, batch, length, "gate-gradient output");
+        OpChecks.Gates(output, outputOffset, outputStride, batch, length, "gate-gradient output");
         var args = new GateArgs
         {
             GatesOffset = outputOffset, GatesStride = outputStride, Count = (long)batch * length, Batch = batch, Rows = rows, Cols = cols,

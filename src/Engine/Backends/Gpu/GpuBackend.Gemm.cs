@@ -44,12 +44,7 @@ public sealed partial class GpuBackend
                      float beta, Tensor c, long cOffset, int ldc,
                      int batch = 1, long strideA = 0, long strideB = 0, long strideC = 0)
     {
-        if (m < 0 || n < 0 || k < 0 || batch < 0)
-            throw new ArgumentException($"GEMM sizes must be non-negative: m={m}, n={n}, k={k}, batch={batch}");
-        if (m == 0 || n == 0 || batch == 0) return;
-        CheckOperand(a, aOffset, lda, transA ? k : m, transA ? m : k, batch, strideA, "A");
-        CheckOperand(b, bOffset, ldb, transB ? n : k, transB ? k : n, batch, strideB, "B");
-        CheckOperand(c, cOffset, ldc, m, n, batch, strideC, "C");
+        if (!OpChecks.Gemm(transA, transB, m, n, k, a, aOffset, lda, b, bOffset, ldb, c, cOffset, ldc, batch, strideA, strideB, strideC)) return;
         var args = new GemmArgs
         {
             TransA = transA ? 1 : 0, TransB = transB ? 1 : 0, M = m, N = n, K = k, Lda = lda, Ldb = ldb, Ldc = ldc,
@@ -57,15 +52,6 @@ public sealed partial class GpuBackend
             Batch = batch, Inner = 1, StrideAOuter = strideA, StrideBOuter = strideB, StrideCOuter = strideC,
         };
         LaunchGemm(Own(a, "GEMM A"), Own(b, "GEMM B"), Own(c, "GEMM C"), args);
-    }
-
-    private static void CheckOperand(Tensor t, long offset, int ld, int rows, int cols, int batch, long stride, string role)
-    {
-        if (ld < Math.Max(1, cols))
-            throw new ArgumentException($"GEMM {role} ('{t.Name}'): leading dimension {ld} < {cols} columns");
-        if (rows == 0 || cols == 0) return;
-        long extent = (long)(rows - 1) * ld + cols + (long)(batch - 1) * stride;
-        t.ExpectRange(offset, extent, $"GEMM {role} ({rows}×{cols}, ld {ld}, batch {batch})");
     }
 
     /// <summary>Enqueues the tiled kernel (sizes already validated by the caller).</summary>
