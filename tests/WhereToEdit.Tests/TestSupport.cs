@@ -79,3 +79,21 @@ public static class Backends
     /// <summary>Both GEMMs; OpenBLAS must be installed where the tests run (.ci/run installs libopenblas0).</summary>
     public static IEnumerable<object[]> GemmKinds() => [[GemmKind.OpenBlas], [GemmKind.Managed]];
 }
+
+/// <summary>Small numeric helpers shared by the op tests.</summary>
+public static class TestMath
+{
+    public static double Dot(float[] a, float[] b)
+    {
+        double s = 0;
+        for (int i = 0; i < a.Length; i++) s += (double)a[i] * b[i];
+        return s;
+    }
+
+    public static float[] Normal(WhereToEdit.Engine.Tensors.Rng rng, int n, double scale = 1)
+    {
+        var v = new float[n];
+        for (int i = 0; i < n; i++) v[i] = (float)(rng.NextNormal() * scale);
+        return v;
+    }
+}

@@ -18,12 +18,7 @@ public sealed class GatingOpsTests(ITestOutputHelper output) : IDisposable
 
     public void Dispose() => _be.Dispose();
 
-    private float[] Random(int n, double scale = 1)
-    {
-        var v = new float[n];
-        for (int i = 0; i < n; i++) v[i] = (float)(_rng.NextNormal() * scale);
-        return v;
-    }
+    private float[] Random(int n, double scale = 1) => TestMath.Normal(_rng, n, scale);
 
     private Tensor T(string name, float[] data) => _be.FromHost(name, data, data.Length);
 
@@ -76,8 +71,8 @@ public sealed class GatingOpsTests(ITestOutputHelper output) : IDisposable
         {
             int at = gateOffset + 2 * gateStride + j;
             float keep = gates[at];
-            gates[at] = keep + 1e-2f; double plus = Dot(u, Combine(gates));
-            gates[at] = keep - 1e-2f; double minus = Dot(u, Combine(gates));
+            gates[at] = keep + 1e-2f; double plus = TestMath.Dot(u, Combine(gates));
+            gates[at] = keep - 1e-2f; double minus = TestMath.Dot(u, Combine(gates));
             gates[at] = keep;
             double numerical = (plus - minus) / 2e-2 + 0.25;
             Assert.True(Math.Abs(numerical - got[at]) <= 2e-3 * Math.Max(1, Math.Abs(numerical)), $"gate {j}: numerical {numerical}, analytic {got[at]}");
@@ -140,12 +135,6 @@ public sealed class GatingOpsTests(ITestOutputHelper output) : IDisposable
         Assert.Equal(0.5f / 1e-12f, dp.ToArray()[1], 1e6f);
     }
 
-    private static double Dot(float[] a, float[] b)
-    {
-        double s = 0;
-        for (int i = 0; i < a.Length; i++) s += (double)a[i] * b[i];
-        return s;
-    }
 
     /// <summary>
     /// A batch run with per-sample fc1/fc2 weights in two blocks gives, for each sample, the logits and the weight

@@ -17,12 +17,7 @@ public sealed class GradientCheckTests(ITestOutputHelper output) : IDisposable
 
     public void Dispose() => _be.Dispose();
 
-    private float[] Random(int n, double scale = 1)
-    {
-        var v = new float[n];
-        for (int i = 0; i < n; i++) v[i] = (float)(_rng.NextNormal() * scale);
-        return v;
-    }
+    private float[] Random(int n, double scale = 1) => TestMath.Normal(_rng, n, scale);
 
     /// <summary>Numerical d L / d x where L(x) = Σ w·f(x).</summary>
     private static float[] Numerical(float[] x, float[] w, Func<float[], float[]> f, float eps = 1e-2f)
@@ -31,20 +26,14 @@ public sealed class GradientCheckTests(ITestOutputHelper output) : IDisposable
         for (int i = 0; i < x.Length; i++)
         {
             float keep = x[i];
-            x[i] = keep + eps; double plus = Dot(w, f(x));
-            x[i] = keep - eps; double minus = Dot(w, f(x));
+            x[i] = keep + eps; double plus = TestMath.Dot(w, f(x));
+            x[i] = keep - eps; double minus = TestMath.Dot(w, f(x));
             x[i] = keep;
             g[i] = (float)((plus - minus) / (2 * eps));
         }
         return g;
     }
 
-    private static double Dot(float[] a, float[] b)
-    {
-        double s = 0;
-        for (int i = 0; i < a.Length; i++) s += (double)a[i] * b[i];
-        return s;
-    }
 
     private Tensor T(string name, float[] data) => _be.FromHost(name, data, data.Length);
 
