@@ -1,7 +1,7 @@
 using System.CommandLine;
 using System.Text.Json;
 using WhereToEdit.Engine.Backends;
-using WhereToEdit.Engine.Benchmark;
+using WhereToEdit.Engine.Perf;
 using WhereToEdit.Engine.Models;
 
 namespace WhereToEdit.Cli;

@@ -1,7 +1,7 @@
 using System.CommandLine;
 using System.Globalization;
 using WhereToEdit.Engine.Backends;
-using WhereToEdit.Engine.Benchmark;
+using WhereToEdit.Engine.Evaluation;
 using WhereToEdit.Engine.IO;
 using WhereToEdit.Engine.Models;
 using WhereToEdit.Engine.Training;

@@ -1,5 +1,5 @@
 using System.CommandLine;
-using WhereToEdit.Engine.Benchmark;
+using WhereToEdit.Engine.Evaluation;
 using WhereToEdit.Engine.Editing;
 
 namespace WhereToEdit.Cli;

@@ -2,7 +2,7 @@ using System.CommandLine;
 using System.Globalization;
 using System.Text;
 using WhereToEdit.Engine.Backends;
-using WhereToEdit.Engine.Benchmark;
+using WhereToEdit.Engine.Evaluation;
 using WhereToEdit.Engine.Editing;
 using WhereToEdit.Engine.IO;
 using WhereToEdit.Engine.Models;

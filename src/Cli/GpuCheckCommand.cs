@@ -1,7 +1,7 @@
 using System.CommandLine;
 using WhereToEdit.Engine.Backends;
 using WhereToEdit.Engine.Backends.Gpu;
-using WhereToEdit.Engine.Benchmark;
+using WhereToEdit.Engine.Backends.Gpu.Diagnostics;
 
 namespace WhereToEdit.Cli;
 

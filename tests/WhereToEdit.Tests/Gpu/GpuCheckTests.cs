@@ -1,6 +1,6 @@
 using WhereToEdit.Cli;
 using WhereToEdit.Engine.Backends.Gpu;
-using WhereToEdit.Engine.Benchmark;
+using WhereToEdit.Engine.Backends.Gpu.Diagnostics;
 using WhereToEdit.Engine.Models;
 using Xunit;
 using Xunit.Abstractions;

@@ -1,3 +1,4 @@
+using WhereToEdit.Engine.Perf;
 using System.Diagnostics;
 using System.Globalization;
 using System.Reflection;
@@ -10,7 +11,7 @@ using WhereToEdit.Engine.Backends.Gpu;
 using WhereToEdit.Engine.Models;
 using WhereToEdit.Engine.Tensors;
 
-namespace WhereToEdit.Engine.Benchmark;
+namespace WhereToEdit.Engine.Backends.Gpu.Diagnostics;
 
 /// <summary>What the GPU check ran on.</summary>
 public sealed record GpuDeviceInfo

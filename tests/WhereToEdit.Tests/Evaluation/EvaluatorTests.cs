@@ -1,12 +1,12 @@
 using WhereToEdit.Engine.Backends.Cpu;
-using WhereToEdit.Engine.Benchmark;
+using WhereToEdit.Engine.Evaluation;
 using WhereToEdit.Engine.Editing;
 using WhereToEdit.Engine.Models;
 using WhereToEdit.Engine.Tensors;
 using WhereToEdit.Tests.IO;
 using Xunit;
 
-namespace WhereToEdit.Tests.Benchmark;
+namespace WhereToEdit.Tests.Evaluation;
 
 public sealed class EvaluatorTests
 {

@@ -4,7 +4,7 @@ using WhereToEdit.Engine.Editing;
 using WhereToEdit.Engine.Models;
 using WhereToEdit.Engine.Tensors;
 
-namespace WhereToEdit.Engine.Benchmark;
+namespace WhereToEdit.Engine.Evaluation;
 
 /// <summary>A group of failures to edit: images of one true class the original model gets wrong.</summary>
 public sealed record EvalGroup(string Subset, string Name, int Label, IReadOnlyList<string> ImageIds, IReadOnlyList<float[]> Images);

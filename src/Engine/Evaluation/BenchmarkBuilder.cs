@@ -7,7 +7,7 @@ using WhereToEdit.Engine.Models;
 using WhereToEdit.Engine.Tensors;
 using WhereToEdit.Engine.Training;
 
-namespace WhereToEdit.Engine.Benchmark;
+namespace WhereToEdit.Engine.Evaluation;
 
 /// <summary>What <see cref="BenchmarkBuilder"/> keeps. Every cap picks its images or groups deterministically from the seed.</summary>
 public sealed record BenchmarkBuildOptions

@@ -3,7 +3,7 @@ using System.Text.Json.Serialization;
 using WhereToEdit.Engine.Models;
 using WhereToEdit.Engine.Tensors;
 
-namespace WhereToEdit.Engine.Benchmark;
+namespace WhereToEdit.Engine.Perf;
 
 /// <summary>One `wte bench` measurement (fp32, random weights and inputs).</summary>
 public sealed record BenchResult

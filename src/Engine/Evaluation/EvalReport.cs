@@ -2,7 +2,7 @@ using System.Globalization;
 using System.Text;
 using System.Text.Json;
 
-namespace WhereToEdit.Engine.Benchmark;
+namespace WhereToEdit.Engine.Evaluation;
 
 /// <summary>Mean SR / GR / LR of a set of edit records.</summary>
 public sealed record MetricRow(string Subset, string Group, string Method, string Setting, double Keep, float Coefficient, int Edits, double Sr, double Gr, double Lr, double MeanSteps);

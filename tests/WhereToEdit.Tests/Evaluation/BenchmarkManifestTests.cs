@@ -1,10 +1,10 @@
 using System.Text;
 using System.Text.Json.Nodes;
-using WhereToEdit.Engine.Benchmark;
+using WhereToEdit.Engine.Evaluation;
 using WhereToEdit.Tests.IO;
 using Xunit;
 
-namespace WhereToEdit.Tests.Benchmark;
+namespace WhereToEdit.Tests.Evaluation;
 
 public sealed class BenchmarkManifestTests
 {

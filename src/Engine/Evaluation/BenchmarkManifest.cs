@@ -4,7 +4,7 @@ using System.Text.Encodings.Web;
 using System.Text.Json;
 using WhereToEdit.Engine.IO;
 
-namespace WhereToEdit.Engine.Benchmark;
+namespace WhereToEdit.Engine.Evaluation;
 
 /// <summary>How a subset's groups came about (§7): real failures of one confusion pair, or a class under a style shift.</summary>
 public enum BenchmarkSubsetKind

@@ -1,6 +1,6 @@
 using WhereToEdit.Engine.Tensors;
 
-namespace WhereToEdit.Engine.Benchmark;
+namespace WhereToEdit.Engine.Evaluation;
 
 /// <summary>The oil-painting rendering: a Kuwahara filter, then intensities quantised to a few levels.</summary>
 /// <param name="Radius">Kuwahara radius r: four (r+1)×(r+1) quadrants around each pixel (2 → 3×3 quadrants in a 5×5 window).</param>

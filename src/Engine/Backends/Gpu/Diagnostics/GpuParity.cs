@@ -4,7 +4,7 @@ using WhereToEdit.Engine.Backends.Gpu;
 using WhereToEdit.Engine.Models;
 using WhereToEdit.Engine.Tensors;
 
-namespace WhereToEdit.Engine.Benchmark;
+namespace WhereToEdit.Engine.Backends.Gpu.Diagnostics;
 
 /// <summary>One comparison of the GPU backend against the CPU backend: normwise relative error max|gpu − cpu| / max|cpu|.</summary>
 public sealed record ParityCheck

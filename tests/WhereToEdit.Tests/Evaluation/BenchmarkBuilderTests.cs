@@ -1,7 +1,7 @@
 using System.Buffers.Binary;
 using WhereToEdit.Cli;
 using WhereToEdit.Engine.Backends.Cpu;
-using WhereToEdit.Engine.Benchmark;
+using WhereToEdit.Engine.Evaluation;
 using WhereToEdit.Engine.IO;
 using WhereToEdit.Engine.Models;
 using WhereToEdit.Engine.Tensors;
@@ -9,7 +9,7 @@ using WhereToEdit.Engine.Training;
 using WhereToEdit.Tests.IO;
 using Xunit;
 
-namespace WhereToEdit.Tests.Benchmark;
+namespace WhereToEdit.Tests.Evaluation;
 
 public sealed class BenchmarkBuilderTests
 {

@@ -1,8 +1,8 @@
-using WhereToEdit.Engine.Benchmark;
+using WhereToEdit.Engine.Evaluation;
 using WhereToEdit.Engine.Tensors;
 using Xunit;
 
-namespace WhereToEdit.Tests.Benchmark;
+namespace WhereToEdit.Tests.Evaluation;
 
 public sealed class StyleFilterTests
 {
