@@ -361,8 +361,7 @@ public static class BenchmarkBuilder
     /// <summary>A per-purpose seed: FNV-1a of the purpose, mixed with the run's seed and a key (stable across .NET versions).</summary>
     internal static ulong SeedFor(ulong seed, string purpose, long key)
     {
-        ulong h = 14695981039346656037UL;
-        foreach (char ch in purpose) h = (h ^ ch) * 1099511628211UL;
+        ulong h = Rng.StableHash(purpose);
         h ^= seed * 0x9E3779B97F4A7C15UL;
         h = (h ^ (h >> 29)) * 0xBF58476D1CE4E5B9UL;
         h ^= (ulong)key * 0x94D049BB133111EBUL;

@@ -238,7 +238,7 @@ public sealed class EditEvaluator : IDisposable
         EditMask mask = setting.Method switch
         {
             EditMethod.Hprd => EditMask.TopK(_target, scores!, setting.Keep),
-            EditMethod.Random => EditMask.Random(_target, setting.Keep, options.Seed ^ StableHash($"{group.Subset}/{group.Name}/{editSet[0]}")),
+            EditMethod.Random => EditMask.Random(_target, setting.Keep, options.Seed ^ Rng.StableHash($"{group.Subset}/{group.Name}/{editSet[0]}")),
             _ => EditMask.Full(_target),
         };
         var labels = Enumerable.Repeat(group.Label, editSet.Length).ToArray();
@@ -260,14 +260,6 @@ public sealed class EditEvaluator : IDisposable
             WeightsBefore = string.Join(",", result.HashesBefore.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => kv.Value)),
             MaskGates = setting.Method == EditMethod.Hprd ? Enumerable.Range(0, mask.Gates.Length).Where(i => mask.Gates[i]).ToArray() : null,
         };
-    }
-
-    /// <summary>FNV-1a over the UTF-16 code units: the same in every process (string.GetHashCode is randomised per process).</summary>
-    private static ulong StableHash(string text)
-    {
-        ulong h = 14695981039346656037UL;
-        foreach (char ch in text) h = (h ^ ch) * 1099511628211UL;
-        return h;
     }
 
     public void Dispose()

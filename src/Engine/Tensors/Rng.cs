@@ -14,6 +14,15 @@ public sealed class Rng
         _s0 = SplitMix(ref x); _s1 = SplitMix(ref x); _s2 = SplitMix(ref x); _s3 = SplitMix(ref x);
     }
 
+    /// <summary>FNV-1a over the UTF-16 code units: the same in every process and .NET version
+    /// (string.GetHashCode is randomised per process), for seeds derived from names.</summary>
+    public static ulong StableHash(string text)
+    {
+        ulong h = 14695981039346656037UL;
+        foreach (char ch in text) h = (h ^ ch) * 1099511628211UL;
+        return h;
+    }
+
     private static ulong SplitMix(ref ulong x)
     {
         ulong z = x += 0x9E3779B97F4A7C15UL;
