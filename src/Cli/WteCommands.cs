@@ -23,20 +23,14 @@ public static partial class WteCommands
         var config = new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false };
         try
         {
-            return root.Parse(args).Invoke(config);
+            var parse = root.Parse(args);
+            if (CliErrors.ParseProblem(parse) is { } problem) return CliErrors.Report(problem, args, stdout, stderr, startsWithCommand: true);
+            return parse.Invoke(config);
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {
-            stderr.WriteLine($"wte: {Describe(e)}");
-            return 1;
+            return CliErrors.Report(CliErrors.Describe(e), args, stdout, stderr);
         }
-    }
-
-    /// <summary>The innermost useful message of an exception (System.CommandLine may wrap ours).</summary>
-    internal static string Describe(Exception e)
-    {
-        while (e is System.Reflection.TargetInvocationException or AggregateException && e.InnerException is not null) e = e.InnerException;
-        return e.Message;
     }
 
     internal static Option<string> DeviceOption() => new("--device")
