@@ -11,6 +11,7 @@ public static partial class WteCommands
         var root = new RootCommand("WhereToEdit: learn where to edit a Vision Transformer, then fix its mistakes with a few weights.");
         root.Subcommands.Add(InfoCommand(stdout));
         root.Subcommands.Add(PredictCommand(stdout));
+        root.Subcommands.Add(ValidateCommand(stdout));
         root.Subcommands.Add(EditCommand(stdout));
         root.Subcommands.Add(PatchCommand(stdout));
         root.Subcommands.Add(PretrainCommand(stdout, stderr));
