@@ -16,10 +16,15 @@ public static partial class WteCommands
         var applyModel = new Argument<string>("MODEL") { Description = "the model the patch was made for (file or hub folder)" };
         var applyPatch = new Argument<string>("PATCH") { Description = "an edit patch written by wte edit" };
         var scale = new Option<float>("--scale") { Description = "apply original + α·delta", DefaultValueFactory = _ => 1f };
-        var applyOut = new Option<string>("--out") { Description = "the patched model (.safetensors)", Required = true };
-        var apply = new Command("apply", "Write MODEL with the patch applied to --out.") { applyModel, applyPatch, scale, applyOut };
+        var applyOut = new Option<string>("--out") { Description = "the patched model (.safetensors, or a folder with --format timm|hf)", Required = true };
+        var format = new Option<string>("--format")
+        {
+            Description = "wte (one .safetensors with wte metadata), timm (hub folder: model.safetensors + config.json) or hf (transformers folder)",
+            DefaultValueFactory = _ => "wte",
+        };
+        var apply = new Command("apply", "Write MODEL with the patch applied to --out.") { applyModel, applyPatch, scale, applyOut, format };
         apply.SetAction(parse => Rewrite(parse.GetValue(applyModel)!, parse.GetValue(applyPatch)!, parse.GetValue(applyOut)!, stdout,
-            (patch, vit) => patch.Apply(vit, parse.GetValue(scale)), "applied"));
+            (patch, vit) => patch.Apply(vit, parse.GetValue(scale)), "applied", ModelExport.ParseFormat(parse.GetValue(format)!)));
 
         var revertModel = new Argument<string>("MODEL") { Description = "a patched model" };
         var revertPatch = new Argument<string>("PATCH") { Description = "the patch to remove" };
@@ -52,15 +57,18 @@ public static partial class WteCommands
         return command;
     }
 
-    private static int Rewrite(string modelPath, string patchPath, string outPath, TextWriter stdout, Action<EditPatch, VitModel> change, string verb)
+    private static int Rewrite(string modelPath, string patchPath, string outPath, TextWriter stdout, Action<EditPatch, VitModel> change, string verb,
+                               ExportFormat format = ExportFormat.Wte)
     {
-        RefuseOverwritingInput(outPath, modelPath, patchPath);
+        // A folder export refuses any non-empty --out, so it can never hold an input.
+        if (format == ExportFormat.Wte) RefuseOverwritingInput(outPath, modelPath, patchPath);
         var patch = EditPatch.Load(patchPath);
         var loaded = ModelFolder.Load(modelPath);
         using var backend = new CpuBackend();
         using var vit = VitCheckpoint.Load(backend, loaded);
         change(patch, vit);
-        VitCheckpoint.Save(vit, outPath, loaded.Preprocessing, loaded.Labels);
+        foreach (string note in ModelExport.Write(outPath, format, VitCheckpoint.ToTensorFile(vit), VitCheckpoint.ToArchitecture(vit.Config), loaded.Preprocessing, loaded.Labels))
+            stdout.WriteLine($"note: {note}");
         stdout.WriteLine($"{verb} {patchPath} → {outPath} (fingerprint {VitCheckpoint.Fingerprint(vit)})");
         return 0;
     }

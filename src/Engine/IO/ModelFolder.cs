@@ -184,7 +184,9 @@ public static class ModelFolder
                     throw new CheckpointFormatException(paths.ConfigPath!, $"global_pool \"{pool}\" is not supported (class-token ViTs only)");
                 if (timm.NumClasses is int nc && nc != shapes.NumClasses)
                     throw new CheckpointFormatException(paths.ConfigPath!, $"num_classes {nc} but the checkpoint head has {shapes.NumClasses} outputs");
-                if (TimmVitPresets.ParseName(timm.Architecture) is { } parsed && parsed.Preset.Dim != shapes.EmbedDim)
+                // model_args override the named preset in timm (create_model(name, **model_args)), so the name's width
+                // matters only when the heads come from it.
+                if (timm.ModelArgsNumHeads is null && TimmVitPresets.ParseName(timm.Architecture) is { } parsed && parsed.Preset.Dim != shapes.EmbedDim)
                     throw new CheckpointFormatException(paths.ConfigPath!, $"architecture {timm.Architecture} has width {parsed.Preset.Dim} but the checkpoint has {shapes.EmbedDim}");
                 if (heads is null && timm.Heads is int th)
                 {

@@ -116,45 +116,7 @@ internal static class IoTestUtil
     }
 
     /// <summary>The same weights in Hugging Face names (query/key/value split).</summary>
-    public static List<NamedTensor> ToHfLayout(TensorFile timm, CheckpointArchitecture a)
-    {
-        int d = a.EmbedDim;
-        var o = new List<NamedTensor>();
-        void Add(string n, string from) => o.Add(new NamedTensor(n, timm[from].Shape, timm[from].Data));
-        Add("vit.embeddings.cls_token", "cls_token");
-        Add("vit.embeddings.position_embeddings", "pos_embed");
-        Add("vit.embeddings.patch_embeddings.projection.weight", "patch_embed.proj.weight");
-        Add("vit.embeddings.patch_embeddings.projection.bias", "patch_embed.proj.bias");
-        for (int i = 0; i < a.Depth; i++)
-        {
-            string s = $"vit.encoder.layer.{i}.", b = $"blocks.{i}.";
-            Add(s + "layernorm_before.weight", b + "norm1.weight");
-            Add(s + "layernorm_before.bias", b + "norm1.bias");
-            string[] names = ["query", "key", "value"];
-            for (int part = 0; part < 3; part++)
-            {
-                o.Add(new NamedTensor(s + $"attention.attention.{names[part]}.weight", [d, d], timm[b + "attn.qkv.weight"].Data.AsSpan(part * d * d, d * d).ToArray()));
-                if (a.QkvBias)
-                    o.Add(new NamedTensor(s + $"attention.attention.{names[part]}.bias", [d], timm[b + "attn.qkv.bias"].Data.AsSpan(part * d, d).ToArray()));
-            }
-            Add(s + "attention.output.dense.weight", b + "attn.proj.weight");
-            Add(s + "attention.output.dense.bias", b + "attn.proj.bias");
-            Add(s + "layernorm_after.weight", b + "norm2.weight");
-            Add(s + "layernorm_after.bias", b + "norm2.bias");
-            Add(s + "intermediate.dense.weight", b + "mlp.fc1.weight");
-            Add(s + "intermediate.dense.bias", b + "mlp.fc1.bias");
-            Add(s + "output.dense.weight", b + "mlp.fc2.weight");
-            Add(s + "output.dense.bias", b + "mlp.fc2.bias");
-        }
-        Add("vit.layernorm.weight", "norm.weight");
-        Add("vit.layernorm.bias", "norm.bias");
-        if (a.NumClasses > 0)
-        {
-            Add("classifier.weight", "head.weight");
-            Add("classifier.bias", "head.bias");
-        }
-        return o;
-    }
+    public static List<NamedTensor> ToHfLayout(TensorFile timm, CheckpointArchitecture a) => CheckpointNaming.ToHuggingFace(timm, a);
 
     /// <summary>[rows, cols] → [cols, rows], written independently of the library.</summary>
     public static float[] TransposeRef(float[] src, int rows, int cols)
