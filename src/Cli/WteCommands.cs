@@ -12,6 +12,7 @@ public static partial class WteCommands
         root.Subcommands.Add(InfoCommand(stdout));
         root.Subcommands.Add(PredictCommand(stdout));
         root.Subcommands.Add(ValidateCommand(stdout));
+        root.Subcommands.Add(PlotCommand(stdout));
         root.Subcommands.Add(EditCommand(stdout));
         root.Subcommands.Add(PatchCommand(stdout));
         root.Subcommands.Add(PretrainCommand(stdout, stderr));

@@ -1,0 +1,74 @@
+using System.CommandLine;
+using WhereToEdit.Engine.Backends.Cpu;
+using WhereToEdit.Engine.Editing;
+using WhereToEdit.Engine.IO;
+using WhereToEdit.Engine.Models;
+using WhereToEdit.Engine.Reports;
+
+namespace WhereToEdit.Cli;
+
+public static partial class WteCommands
+{
+    private static Command PlotCommand(TextWriter stdout)
+    {
+        var command = new Command("plot", "Pictures: training curves from a CSV log, an edit's mask, an edit's before/after prediction panel (PNG + SVG).");
+
+        var log = new Argument<string>("LOG") { Description = "a CSV log written by wte meta-train --log or wte pretrain --log" };
+        var curvesOut = new Option<string>("--out") { Description = "folder for one PNG + SVG per column", Required = true };
+        var columns = new Option<string?>("--columns") { Description = "comma-separated columns (default: every numeric column but timings)" };
+        var curves = new Command("curves", "One plot per column of a training log against its first column.") { log, curvesOut, columns };
+        curves.SetAction(parse =>
+        {
+            var wanted = parse.GetValue(columns)?.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
+            Print(stdout, Figures.Curves(parse.GetValue(log)!, parse.GetValue(curvesOut)!, wanted));
+            return 0;
+        });
+
+        var maskPatch = new Argument<string>("PATCH") { Description = "an edit patch written by wte edit" };
+        var maskOut = new Option<string>("--out") { Description = "output path without extension (writes .png and .svg)", Required = true };
+        var mask = new Command("mask", "The edited hidden units as a heat map over the edited matrices.") { maskPatch, maskOut };
+        mask.SetAction(parse =>
+        {
+            Print(stdout, Figures.MaskHeatmap(EditPatch.Load(parse.GetValue(maskPatch)!), parse.GetValue(maskOut)!));
+            return 0;
+        });
+
+        var editModel = new Argument<string>("MODEL") { Description = "the model the patch was made for" };
+        var editPatch = new Argument<string>("PATCH") { Description = "an edit patch" };
+        var image = new Option<string>("--image") { Description = "the image to show (default: the patch's first edit image)" };
+        var topK = new Option<int>("--top-k") { Description = "classes shown before and after", DefaultValueFactory = _ => 5 };
+        var editOut = new Option<string>("--out") { Description = "output path without extension (writes .png and .svg)", Required = true };
+        var edit = new Command("edit", "The image beside its top classes' probabilities before and after the patch.") { editModel, editPatch, image, topK, editOut };
+        edit.SetAction(parse =>
+        {
+            var patch = EditPatch.Load(parse.GetValue(editPatch)!);
+            string imagePath = parse.GetValue(image) ?? patch.Info.Images.FirstOrDefault(File.Exists)
+                ?? throw new ArgumentException(patch.Info.Images.Length == 0 ? "--image: the patch names no edit image; give one"
+                    : $"--image: the patch's edit image '{patch.Info.Images[0]}' is not here; give its path");
+            int k = parse.GetValue(topK);
+            if (k <= 0) throw new ArgumentException($"--top-k {k}: must be positive");
+            var loaded = ModelFolder.Load(parse.GetValue(editModel)!);
+            var loader = new ImageLoader();
+            using var backend = new CpuBackend();
+            using var vit = VitCheckpoint.Load(backend, loaded);
+            var before = Predictor.Run(vit, loader, loaded.Preprocessing, [imagePath], 1, k, loaded.Labels)[0].Top;
+            patch.Apply(vit);
+            var after = Predictor.Run(vit, loader, loaded.Preprocessing, [imagePath], 1, k, loaded.Labels)[0].Top;
+            string label = patch.Info.Labels.Length > 0 && loaded.Labels is { } names && patch.Info.Labels[0] < names.Count
+                ? names[patch.Info.Labels[0]] : patch.Info.Labels.FirstOrDefault().ToString(System.Globalization.CultureInfo.InvariantCulture);
+            var decoded = loader.Decode(imagePath, loaded.Preprocessing.Channels);
+            Print(stdout, Figures.BeforeAfter(decoded, before, after, $"{Path.GetFileName(imagePath)}: edit to '{label}' ({patch.Info.Method})", parse.GetValue(editOut)!));
+            return 0;
+        });
+
+        command.Subcommands.Add(curves);
+        command.Subcommands.Add(mask);
+        command.Subcommands.Add(edit);
+        return command;
+    }
+
+    private static void Print(TextWriter stdout, IEnumerable<string> files)
+    {
+        foreach (string f in files) stdout.WriteLine(f);
+    }
+}
