@@ -1,5 +1,6 @@
 using System.CommandLine;
 using WhereToEdit.Engine.Backends.Cpu;
+using WhereToEdit.Engine.Distributed;
 
 namespace WhereToEdit.Cli;
 
@@ -21,16 +22,37 @@ public static partial class WteCommands
         root.Subcommands.Add(BenchmarkCommand(stdout, stderr));
         root.Subcommands.Add(MetaTrainCommand(stdout, stderr));
         var config = new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false };
-        try
-        {
-            return root.Parse(args).Invoke(config);
-        }
+        ICommunicator world;
+        try { world = Communicators.FromEnvironment(); }
         catch (Exception e) when (e is not OutOfMemoryException)
         {
             stderr.WriteLine($"wte: {Describe(e)}");
             return 1;
         }
+        World = world;
+        if (world.Size > 1 && world.IsRoot()) stderr.WriteLine($"wte: {world.Size} MPI ranks");
+        try
+        {
+            int code = root.Parse(args).Invoke(config);
+            world.Dispose();
+            return code;
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            if (world.Size == 1)
+            {
+                stderr.WriteLine($"wte: {Describe(e)}");
+                return 1;
+            }
+            // The other ranks may wait in a collective for this one: end the whole job.
+            stderr.WriteLine($"wte: rank {world.Rank} of {world.Size}: {Describe(e)}");
+            world.Abort(1);
+            return 1;
+        }
     }
+
+    /// <summary>The process's communicator (MPI under mpirun, else a single process); set by <see cref="Run"/>.</summary>
+    internal static ICommunicator World { get; private set; } = SingleProcess.Instance;
 
     /// <summary>The innermost useful message of an exception (System.CommandLine may wrap ours).</summary>
     internal static string Describe(Exception e)
