@@ -33,6 +33,8 @@ public static partial class WteCommands
         if (world.Size > 1 && world.IsRoot()) stderr.WriteLine($"wte: {world.Size} MPI ranks");
         try
         {
+            if (world.Size > 1 && args.Length > 0 && !DistributedCommands.Contains(args[0]))
+                throw new ArgumentException($"`wte {args[0]}` does not spread over MPI ranks (meta-train, eval and demo do): run it without mpirun");
             int code = root.Parse(args).Invoke(config);
             world.Dispose();
             return code;
@@ -50,6 +52,8 @@ public static partial class WteCommands
             return 1;
         }
     }
+
+    private static readonly string[] DistributedCommands = ["meta-train", "eval", "demo"];
 
     /// <summary>The process's communicator (MPI under mpirun, else a single process); set by <see cref="Run"/>.</summary>
     internal static ICommunicator World { get; private set; } = SingleProcess.Instance;

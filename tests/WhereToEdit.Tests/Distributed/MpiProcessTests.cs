@@ -188,6 +188,10 @@ public sealed partial class MpiProcessTests(ITestOutputHelper output)
         Assert.NotEqual(0, result.Code);
         Assert.Matches(@"wte: rank [01] of 2: --batch 1 is smaller than the 2 MPI ranks", result.Err);
         Assert.False(File.Exists(dir.File("h.safetensors")));
+        // A command that does not distribute says so instead of running N times.
+        var info = RunMpi(2, "info", model);
+        Assert.NotEqual(0, info.Code);
+        Assert.Contains("`wte info` does not spread over MPI ranks", info.Err);
     }
 
     [SkippableFact]
