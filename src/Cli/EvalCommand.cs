@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Globalization;
 using System.Text;
 using WhereToEdit.Engine.Backends;
+using WhereToEdit.Engine.Distributed;
 using WhereToEdit.Engine.Evaluation;
 using WhereToEdit.Engine.Editing;
 using WhereToEdit.Engine.IO;
@@ -103,6 +104,7 @@ public static partial class WteCommands
     /// <summary>Loads model, hypernetwork and benchmark, runs every setting, writes records, tables and plots.</summary>
     internal static List<MetricRow> RunEvaluation(EvalRequest request, TextWriter stdout, TextWriter stderr)
     {
+        if (!World.IsRoot()) (stdout, stderr) = (TextWriter.Null, TextWriter.Null);   // under mpirun rank 0 prints and writes
         var manifest = request.Manifest;
         var loaded = ModelFolder.Load(request.ModelPath);
         if (request.Settings.Any(s => s.Method == EditMethod.Hprd) && request.HypernetPath is null)
@@ -115,7 +117,7 @@ public static partial class WteCommands
             .SelectMany(s => s.Groups.Select(g => new EvalGroup(s.Name, g.Name, g.Label, g.Images, g.Images.Select(Load).ToList()))).ToList();
         var locality = manifest.Locality.Images.Select(Load).ToList();
 
-        using var backend = BackendFactory.Create(request.Device, request.Threads);
+        using var backend = BackendFactory.Create(request.Device, World.ThreadsPerRank(request.Threads));
         using var model = VitCheckpoint.Load(backend, loaded);
         if (manifest.BaseModelFingerprint is { } fp && !string.Equals(fp, VitCheckpoint.Fingerprint(model), StringComparison.OrdinalIgnoreCase))
             stderr.WriteLine($"note: the benchmark was built for model {fp}; evaluating {request.ModelPath} (its failures are re-checked: only images this model gets wrong are edited)");
@@ -127,13 +129,14 @@ public static partial class WteCommands
             int edits = evaluator.CountEdits(groups, request.Options);
             int total = edits * request.Settings.Count;
             stderr.WriteLine($"{request.Title}: {groups.Count} groups, {edits} edits × {request.Settings.Count} settings = {total} edits; locality set {locality.Count} images; {backend.Name}");
+            if (!World.IsRoot()) { evaluator.Run(groups, request.Settings, request.Options, World); return []; }   // its share of the edits, sent to rank 0
             Directory.CreateDirectory(request.OutDir);
             string jsonl = Path.Combine(request.OutDir, "edits.jsonl");
             using var writer = new StreamWriter(jsonl + ".tmp");
             var bar = new ProgressBar(stderr, "edits");
             var clock = System.Diagnostics.Stopwatch.StartNew();
             int done = 0;
-            var records = evaluator.Run(groups, request.Settings, request.Options, r =>
+            var records = evaluator.Run(groups, request.Settings, request.Options, World, r =>
             {
                 writer.WriteLine(EvalReport.JsonLine(r));
                 done++;

@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
 using WhereToEdit.Engine.Backends;
+using WhereToEdit.Engine.Distributed;
 using WhereToEdit.Engine.IO;
 using WhereToEdit.Engine.MetaTraining;
 using WhereToEdit.Engine.Models;
@@ -101,7 +102,8 @@ public static partial class WteCommands
                 : idxPath is not null ? new IdxImageSource(IdxReader.ReadImages(idxPath))
                 : new SyntheticImageSource(Math.Max(64, 2 * fresh.Batch), 256, 256);
 
-            using var backend = BackendFactory.Create(parse.GetValue(device)!, parse.GetValue(threads), ParseGemm(parse.GetValue(gemm)!));
+            var world = World;   // under mpirun: each rank runs its slice of every batch; rank 0 writes and prints
+            using var backend = BackendFactory.Create(parse.GetValue(device)!, world.ThreadsPerRank(parse.GetValue(threads)), ParseGemm(parse.GetValue(gemm)!));
             float[] mean, std;
             VitModel vit;
             if (isBench && !File.Exists(modelPath) && !Directory.Exists(modelPath) && VitConfig.Presets.ContainsKey(modelPath))
@@ -123,11 +125,12 @@ public static partial class WteCommands
             if (logPath is not null) EnsureParentFolder(logPath);
 
             using var trainer = resumePath is not null
-                ? MetaTrainer.Resume(vit, mean, std, source, resumePath, o => knobs.Apply(parse, o))
-                : new MetaTrainer(vit, mean, std, source, fresh);
+                ? MetaTrainer.Resume(vit, mean, std, source, resumePath, o => knobs.Apply(parse, o), communicator: world)
+                : new MetaTrainer(vit, mean, std, source, fresh, communicator: world);
             var o = trainer.Options;
-            using var csv = logPath is null ? null : OpenLog(logPath, append: resumePath is not null);
-            bool showProgress = !parse.GetValue(noProgress);
+            using var csv = logPath is null || !world.IsRoot() ? null : OpenLog(logPath, append: resumePath is not null);
+            bool showProgress = !parse.GetValue(noProgress) && world.IsRoot();
+            string ranks = world.Size > 1 ? $" × {world.Size} MPI ranks" : "";
             bool inPlace = ReferenceEquals(stderr, Console.Error) && !Console.IsErrorRedirected;
             int startIteration = trainer.Iteration;
             var clock = Stopwatch.StartNew();
@@ -135,16 +138,17 @@ public static partial class WteCommands
             var all = new List<IterationStats>();
             if (showProgress)
                 stderr.WriteLine($"meta-train: {source.Description}; blocks [{string.Join(",", trainer.Target.Blocks)}], B {o.Batch}, " +
-                                 $"{o.OuterSteps}×({o.InnerSteps}+1) batched passes per iteration; iterations {trainer.Iteration + 1}..{o.Iterations}; {backend.Name}");
+                                 $"{o.OuterSteps}×({o.InnerSteps}+1) batched passes per iteration; iterations {trainer.Iteration + 1}..{o.Iterations}; {backend.Name}{ranks}");
             trainer.Run(ckptDir, stats =>
             {
                 all.Add(stats);
                 csv?.WriteLine(stats.ToCsv());
                 csv?.Flush();
-                if (showProgress) Progress(stderr, inPlace, stats, o.Iterations, startIteration, clock.Elapsed.TotalSeconds);
+                if (showProgress) Progress(stderr, inPlace, stats, o.Iterations, startIteration, clock.Elapsed.TotalSeconds, ranks);
             });
             double cpuSeconds = (Process.GetCurrentProcess().TotalProcessorTime - cpuBefore).TotalSeconds;
             if (showProgress && inPlace && all.Count > 0) stderr.WriteLine();
+            if (!world.IsRoot()) return 0;
             if (outPath is not null) trainer.SaveHypernet(outPath);
 
             if (isBench)
@@ -152,7 +156,7 @@ public static partial class WteCommands
                 int passes = o.OuterSteps * (o.InnerSteps + 1);
                 stdout.WriteLine(JsonSerializer.Serialize(new
                 {
-                    model = modelPath, backend = backend.Name, threads = backend.Threads, batch = o.Batch, outer_steps = o.OuterSteps, inner_steps = o.InnerSteps,
+                    model = modelPath, backend = backend.Name, threads = backend.Threads, ranks = world.Size, batch = o.Batch, outer_steps = o.OuterSteps, inner_steps = o.InnerSteps,
                     edit_blocks = trainer.Target.Blocks, blocks_per_pass = vit.Config.Depth - trainer.Target.FirstBlock,
                     batched_passes_per_iteration = passes, single_image_passes_per_iteration = passes * o.Batch, iterations = all.Count,
                     seconds_per_iteration = all.Count == 0 ? 0 : all.Average(s => s.Seconds),
@@ -183,7 +187,7 @@ public static partial class WteCommands
         return writer;
     }
 
-    private static void Progress(TextWriter stderr, bool inPlace, IterationStats s, int total, int start, double elapsed)
+    private static void Progress(TextWriter stderr, bool inPlace, IterationStats s, int total, int start, double elapsed, string ranks = "")
     {
         int done = s.Iteration - start, left = total - s.Iteration;
         double rate = done / Math.Max(elapsed, 1e-9);
@@ -191,7 +195,7 @@ public static partial class WteCommands
         int filled = total == 0 ? width : (int)((long)width * s.Iteration / total);
         string bar = new string('#', filled) + new string('-', width - filled);
         string line = string.Create(CultureInfo.InvariantCulture,
-            $"[{bar}] {s.Iteration}/{total}  {rate:0.000} it/s  ETA {Eta(left / Math.Max(rate, 1e-12))}  outer KL {s.OuterKl:G4}  mask sparsity {100 * s.MaskSparsity:0.00}%  bce {s.BceLast:G4}");
+            $"[{bar}] {s.Iteration}/{total}  {rate:0.000} it/s  ETA {Eta(left / Math.Max(rate, 1e-12))}  outer KL {s.OuterKl:G4}  mask sparsity {100 * s.MaskSparsity:0.00}%  bce {s.BceLast:G4}{ranks}");
         if (inPlace) stderr.Write("\r" + line);
         else stderr.WriteLine(line);
     }

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using WhereToEdit.Engine.Backends.Cpu;
+using WhereToEdit.Engine.Distributed;
 
 namespace WhereToEdit.Cli;
 
@@ -23,17 +24,38 @@ public static partial class WteCommands
         root.Subcommands.Add(BenchmarkCommand(stdout, stderr));
         root.Subcommands.Add(MetaTrainCommand(stdout, stderr));
         var config = new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false };
-        try
-        {
-            var parse = root.Parse(args);
-            if (CliErrors.ParseProblem(parse) is { } problem) return CliErrors.Report(problem, args, stdout, stderr, startsWithCommand: true);
-            return parse.Invoke(config);
-        }
+        ICommunicator world;
+        try { world = Communicators.FromEnvironment(); }
         catch (Exception e) when (e is not OutOfMemoryException)
         {
             return CliErrors.Report(CliErrors.Describe(e), args, stdout, stderr);
         }
+        World = world;
+        if (world.Size > 1 && world.IsRoot()) stderr.WriteLine($"wte: {world.Size} MPI ranks");
+        try
+        {
+            var parse = root.Parse(args);
+            if (CliErrors.ParseProblem(parse) is { } problem) return CliErrors.Report(problem, args, stdout, stderr, startsWithCommand: true);
+            if (world.Size > 1 && args.Length > 0 && !DistributedCommands.Contains(args[0]))
+                throw new ArgumentException($"`wte {args[0]}` does not spread over MPI ranks (meta-train, eval and demo do): run it without mpirun");
+            int code = parse.Invoke(config);
+            world.Dispose();
+            return code;
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            if (world.Size == 1) return CliErrors.Report(CliErrors.Describe(e), args, stdout, stderr);
+            // The other ranks may wait in a collective for this one: end the whole job.
+            stderr.WriteLine($"wte: rank {world.Rank} of {world.Size}: {CliErrors.Describe(e)}");
+            world.Abort(1);
+            return 1;
+        }
     }
+
+    private static readonly string[] DistributedCommands = ["meta-train", "eval", "demo"];
+
+    /// <summary>The process's communicator (MPI under mpirun, else a single process); set by <see cref="Run"/>.</summary>
+    internal static ICommunicator World { get; private set; } = SingleProcess.Instance;
 
     internal static Option<string> DeviceOption() => new("--device")
     {

@@ -1,5 +1,7 @@
 using System.Diagnostics;
+using System.Text.Json;
 using System.Text.Json.Serialization;
+using WhereToEdit.Engine.Distributed;
 using WhereToEdit.Engine.Editing;
 using WhereToEdit.Engine.Models;
 using WhereToEdit.Engine.Tensors;
@@ -186,30 +188,106 @@ public sealed class EditEvaluator : IDisposable
     /// produced (progress, JSON lines). Groups keep only images the original model gets wrong.
     /// </summary>
     public List<EditRecord> Run(IReadOnlyList<EvalGroup> groups, IReadOnlyList<EvalSetting> settings, EvalOptions options, Action<EditRecord>? onRecord = null)
+        => Run(groups, settings, options, SingleProcess.Instance, onRecord);
+
+    /// <summary>One setting on one edit set of one group: the unit the ranks share out.</summary>
+    private readonly record struct WorkItem(int Group, int[] EditSet, int Setting);
+
+    /// <summary>
+    /// Like the single-process run, with the edits shared out over the ranks of <paramref name="comm"/>: every rank
+    /// lists the same work items (groups → edit sets → settings), deals them out by estimated cost
+    /// (<see cref="AssignByCost"/>), runs its own and sends the records to rank 0, which returns all of them in the
+    /// single-process order and calls <paramref name="onRecord"/> for each (after the gather: on N ranks the records
+    /// arrive together at the end). Other ranks return an empty list. Each edit starts from the original weights, so a
+    /// record does not depend on which rank made it.
+    /// </summary>
+    public List<EditRecord> Run(IReadOnlyList<EvalGroup> groups, IReadOnlyList<EvalSetting> settings, EvalOptions options, ICommunicator comm,
+                                Action<EditRecord>? onRecord = null)
     {
+        ArgumentNullException.ThrowIfNull(comm);
         if (options.ImagesPerEdit < 1) throw new ArgumentOutOfRangeException(nameof(options), options.ImagesPerEdit, "images per edit must be ≥ 1");
         if (settings.Any(s => s.Method == EditMethod.Hprd) && _hypernet is null)
             throw new ArgumentException("HPRD settings need a hypernetwork");
-        var records = new List<EditRecord>();
-        foreach (var group in groups)
+        var failures = groups.Select(FailuresOf).ToList();
+        var items = new List<WorkItem>();
+        for (int g = 0; g < groups.Count; g++)
+            foreach (var editSet in EditSets(failures[g].Count, options))
+                for (int s = 0; s < settings.Count; s++) items.Add(new WorkItem(g, editSet, s));
+        var c = _model.Config;
+        int editedBlocks = c.Depth - _target.FirstBlock;
+        // Block passes per image: ≤ MaxSteps forward+backward (≈ 3 passes) steps on the edit images from the first
+        // edited block, the full forward on the group's other failures (GR), the locality set from the first edited block.
+        var costs = items.Select(it => (double)options.MaxSteps * it.EditSet.Length * 3 * editedBlocks
+                                      + (double)(failures[it.Group].Count - it.EditSet.Length) * c.Depth + (double)_localityCount * editedBlocks).ToArray();
+        var owner = AssignByCost(costs, comm.Size);
+
+        var local = new List<(int Index, EditRecord Record)>();
+        int scoresFor = -1;
+        float[]? scores = null;
+        for (int index = 0; index < items.Count; index++)
         {
-            var failures = FailuresOf(group);
-            foreach (var editSet in EditSets(failures.Count, options))
+            if (owner[index] != comm.Rank) continue;
+            var (g, editSet, s) = items[index];
+            var group = groups[g];
+            var editImages = editSet.Select(i => failures[g][i].Image).ToList();
+            var pixels = editImages.SelectMany(x => x).ToArray();
+            if (settings[s].Method == EditMethod.Hprd && scoresFor != SetKey(index, s, settings.Count))
             {
-                var editImages = editSet.Select(i => failures[i].Image).ToList();
-                var pixels = editImages.SelectMany(x => x).ToArray();
-                float[]? scores = settings.Any(s => s.Method == EditMethod.Hprd)
-                    ? new MaskPredictor(_model, _hypernet!, _target).Scores(pixels, editImages.Count) : null;
-                var others = failures.Where((_, i) => !editSet.Contains(i)).ToList();
-                foreach (var setting in settings)
-                {
-                    var record = EditOnce(group, failures, editSet, pixels, scores, others, setting, options);
-                    records.Add(record);
-                    onRecord?.Invoke(record);
-                }
+                scores = new MaskPredictor(_model, _hypernet!, _target).Scores(pixels, editImages.Count);
+                scoresFor = SetKey(index, s, settings.Count);
             }
+            var others = failures[g].Where((_, i) => !editSet.Contains(i)).ToList();
+            var record = EditOnce(group, failures[g], editSet, pixels, scores, others, settings[s], options);
+            local.Add((index, record));
+            if (comm.Size == 1) onRecord?.Invoke(record);
+        }
+        if (comm.Size == 1) return local.Select(r => r.Record).ToList();
+
+        var blocks = comm.GatherBlocks(JsonSerializer.SerializeToUtf8Bytes(local.Select(r => new ShardRecord(r.Index, r.Record, r.Record.MaskGates)).ToList(), ShardJson), root: 0);
+        if (!comm.IsRoot()) return [];
+        var all = new EditRecord?[items.Count];
+        for (int rank = 0; rank < blocks.Length; rank++)
+            foreach (var shard in JsonSerializer.Deserialize<List<ShardRecord>>(blocks[rank], ShardJson) ?? [])
+            {
+                if ((uint)shard.Index >= (uint)all.Length || owner[shard.Index] != rank || all[shard.Index] is not null)
+                    throw new InvalidOperationException($"rank {rank} sent a record for work item {shard.Index}, which is not its own");
+                all[shard.Index] = shard.Record with { MaskGates = shard.MaskGates };
+            }
+        var records = new List<EditRecord>(items.Count);
+        for (int index = 0; index < all.Length; index++)
+        {
+            var record = all[index] ?? throw new InvalidOperationException($"rank {owner[index]} sent no record for work item {index}");
+            records.Add(record);
+            onRecord?.Invoke(record);
         }
         return records;
+    }
+
+    /// <summary>The edit set a work item belongs to (items are listed edit set by edit set, settings innermost).</summary>
+    private static int SetKey(int index, int setting, int settings) => (index - setting) / settings;
+
+    /// <summary>A record in transit from its rank to rank 0 (with the mask gates the JSON lines leave out).</summary>
+    private sealed record ShardRecord(int Index, EditRecord Record, int[]? MaskGates);
+
+    private static readonly JsonSerializerOptions ShardJson = new() { NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals };
+
+    /// <summary>
+    /// Longest-processing-time-first: items by decreasing cost (ties: list order) each go to the rank with the least
+    /// load so far (ties: lowest rank). The same on every rank, so no messages are needed to agree on it.
+    /// </summary>
+    public static int[] AssignByCost(IReadOnlyList<double> costs, int ranks)
+    {
+        if (ranks < 1) throw new ArgumentOutOfRangeException(nameof(ranks), ranks, "at least one rank");
+        var owner = new int[costs.Count];
+        var load = new double[ranks];
+        foreach (int index in Enumerable.Range(0, costs.Count).OrderByDescending(i => costs[i]).ThenBy(i => i))
+        {
+            int best = 0;
+            for (int r = 1; r < ranks; r++) if (load[r] < load[best]) best = r;
+            owner[index] = best;
+            load[best] += costs[index];
+        }
+        return owner;
     }
 
     /// <summary>How many edits (and so records per setting) a run will make.</summary>

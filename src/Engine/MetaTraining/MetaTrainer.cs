@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using WhereToEdit.Engine.Distributed;
 using WhereToEdit.Engine.Editing;
 using WhereToEdit.Engine.IO;
 using WhereToEdit.Engine.Models;
@@ -48,6 +49,8 @@ public sealed record IterationStats
 /// <para>Checkpoints (safetensors, written atomically) hold the hypernetwork weights, its RMSprop state, the RNG
 /// state, the data position, the iteration count, the options and the base model's fingerprint: a run resumed from
 /// one continues bit for bit like an uninterrupted run.</para>
+/// <para>Under MPI every rank draws the same images and random numbers, prepares only its slice of the batch and
+/// runs the step on it (<see cref="MetaTrainingStep"/>); rank 0 alone writes checkpoints.</para>
 /// </summary>
 public sealed class MetaTrainer : IDisposable
 {
@@ -68,13 +71,16 @@ public sealed class MetaTrainer : IDisposable
     private readonly CropBox[] _crops;
     private int[] _order = [];
     private int _epoch, _cursor;
+    private readonly ICommunicator _comm;
 
     /// <summary>
     /// A fresh run. <paramref name="mean"/>/<paramref name="std"/> are the model's normalisation (one per channel);
     /// <paramref name="baseFingerprint"/> is computed from the model when not given.
     /// </summary>
-    public MetaTrainer(VitModel model, ReadOnlySpan<float> mean, ReadOnlySpan<float> std, IImageSource data, MetaTrainOptions options, string? baseFingerprint = null)
+    public MetaTrainer(VitModel model, ReadOnlySpan<float> mean, ReadOnlySpan<float> std, IImageSource data, MetaTrainOptions options, string? baseFingerprint = null,
+                       ICommunicator? communicator = null)
     {
+        _comm = communicator ?? SingleProcess.Instance;
         _model = model ?? throw new ArgumentNullException(nameof(model));
         _data = data ?? throw new ArgumentNullException(nameof(data));
         Options = (options ?? throw new ArgumentNullException(nameof(options))).Validate();
@@ -92,7 +98,7 @@ public sealed class MetaTrainer : IDisposable
         try
         {
             hypernet.InitializeRandom(unchecked(options.Seed ^ 0x6879_7065_726E_6574UL));
-            _step = new MetaTrainingStep(model, Target, hypernet, options);
+            _step = new MetaTrainingStep(model, Target, hypernet, options, _comm);
         }
         catch
         {
@@ -116,6 +122,7 @@ public sealed class MetaTrainer : IDisposable
     public MetaTrainingStep Step => _step;
     public string BaseFingerprint { get; }
     public IImageSource Data => _data;
+    public ICommunicator Communicator => _comm;
 
     /// <summary>Iterations completed.</summary>
     public int Iteration { get; private set; }
@@ -153,13 +160,15 @@ public sealed class MetaTrainer : IDisposable
         var parallel = new ParallelOptions { MaxDegreeOfParallelism = Math.Max(1, _model.Backend.Threads) };
         Parallel.For(0, 2 * b, parallel, k => _decoded[k] = _data.Load(_order[from + k], c.InChans));
         for (int k = 0; k < 2 * b; k++) _crops[k] = _crop.Sample(_rng, _decoded[k].Width, _decoded[k].Height);
-        Parallel.For(0, 2 * b, parallel, k => _crop.Apply(_decoded[k], _crops[k], _mean, _std, _images.AsSpan(k * pixels, pixels)));
+        int first = _step.SliceStart, count = _step.SliceCount;   // the samples this rank runs (all of them on one process)
+        bool Mine(int k) => k % b >= first && k % b < first + count;
+        Parallel.For(0, 2 * b, parallel, k => { if (Mine(k)) _crop.Apply(_decoded[k], _crops[k], _mean, _std, _images.AsSpan(k * pixels, pixels)); });
         Array.Clear(_decoded);
         int grid = c.ImageSize / c.PatchSize;
         for (int i = 0; i < b; i++)
         {
             var box = CutMix.Sample(_rng, grid, Options.CutMixReferenceBounds);
-            CutMix.Apply(_images.AsSpan(i * pixels, pixels), _images.AsSpan((i + b) * pixels, pixels), _mixed.AsSpan(i * pixels, pixels),
+            if (Mine(i)) CutMix.Apply(_images.AsSpan(i * pixels, pixels), _images.AsSpan((i + b) * pixels, pixels), _mixed.AsSpan(i * pixels, pixels),
                 c.InChans, c.ImageSize, c.PatchSize, box);
         }
         for (int j = 0; j < _z0.Length; j++) _z0[j] = (float)(2 * _rng.NextDouble() - 1);
@@ -196,8 +205,26 @@ public sealed class MetaTrainer : IDisposable
             var stats = RunIteration();
             onIteration?.Invoke(stats);
             if (checkpointFolder is not null && Options.CheckpointEvery > 0 && Iteration % Options.CheckpointEvery == 0)
-                SaveCheckpoint(CheckpointPath(checkpointFolder, Iteration));
+            {
+                CheckRanksAgree();
+                if (_comm.IsRoot()) SaveCheckpoint(CheckpointPath(checkpointFolder, Iteration));
+            }
         }
+        CheckRanksAgree();
+    }
+
+    /// <summary>
+    /// Every rank runs stage B on the same inputs and so holds the same hypernetwork; ranks on different CPUs or
+    /// thread counts could round differently and drift apart silently. A hash of the weights catches that.
+    /// </summary>
+    public void CheckRanksAgree()
+    {
+        if (_comm.Size == 1) return;
+        ulong h = 14695981039346656037UL;
+        foreach (var p in Hypernet.Parameters)
+            foreach (float v in p.Value.ToArray()) h = (h ^ BitConverter.SingleToUInt32Bits(v)) * 1099511628211UL;
+        if (!_comm.AllEqual(unchecked((long)h)))
+            throw new InvalidOperationException($"after iteration {Iteration} the ranks' hypernetworks differ: every rank must run the same wte build on the same kind of CPU with the same --threads");
     }
 
     /// <summary>The trained hypernetwork as a <see cref="HypernetFile"/>.</summary>
@@ -234,7 +261,7 @@ public sealed class MetaTrainer : IDisposable
     /// the data must hold as many images as it did.
     /// </summary>
     public static MetaTrainer Resume(VitModel model, ReadOnlySpan<float> mean, ReadOnlySpan<float> std, IImageSource data, string checkpoint,
-                                     Func<MetaTrainOptions, MetaTrainOptions>? adjust = null, string? baseFingerprint = null)
+                                     Func<MetaTrainOptions, MetaTrainOptions>? adjust = null, string? baseFingerprint = null, ICommunicator? communicator = null)
     {
         var file = SafeTensors.Read(checkpoint);
         var md = file.Metadata;
@@ -265,7 +292,7 @@ public sealed class MetaTrainer : IDisposable
                 throw new CheckpointFormatException(checkpoint, $"metadata '{RngKey}' is not 4 hex words");
         if (words.Length != 4) throw new CheckpointFormatException(checkpoint, $"metadata '{RngKey}' is not 4 hex words");
 
-        var trainer = new MetaTrainer(model, mean, std, data, options, actual);
+        var trainer = new MetaTrainer(model, mean, std, data, options, actual, communicator);
         try
         {
             if (!trainer.Target.Blocks.SequenceEqual(blocks))
