@@ -40,6 +40,12 @@ public static class CheckpointConversion
         if (string.Equals(Path.GetFullPath(input), Path.GetFullPath(output), StringComparison.Ordinal))
             throw new CheckpointFormatException(output, "the output would overwrite the input hypernetwork; choose another --out");
         using var loaded = HypernetFile.Load(backend, input);
+        var c = loaded.Network.Config;
+        // The reference class stores neither heads nor amplification nor LayerNorm eps: it hard-codes them, so only a
+        // hypernetwork built the same way means the same thing there.
+        if (c.NumHeads != HypernetConfig.DefaultHeads(c.EmbedDim) || c.Amplify != 3f || c.LayerNormEps != 1e-6f)
+            throw new CheckpointFormatException(input, $"cannot be expressed as the reference's HyperNetwork_mask: it has {c.NumHeads} heads, amplify {c.Amplify}, " +
+                $"LayerNorm eps {c.LayerNormEps}; the reference fixes {HypernetConfig.DefaultHeads(c.EmbedDim)} heads at width {c.EmbedDim}, amplify 3, eps 1e-6");
         PyTorchWriter.Write(output, ReferenceHypernet.ToReference(loaded.Network));
         return (loaded.Network.Config, loaded.EditBlocks);
     }

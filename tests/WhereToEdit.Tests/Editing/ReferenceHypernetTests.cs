@@ -129,6 +129,26 @@ public sealed class ReferenceHypernetTests(ITestOutputHelper output)
         Assert.False(File.Exists(dir.File("nope.pth")));
     }
 
+    [Fact]
+    public void Wte_edit_with_the_exported_pth_equals_wte_edit_with_the_original()
+    {
+        // The shipped Fashion-MNIST model (12 blocks) and its hypernetwork (blocks 7, 8, 9: the reference's own default).
+        string model = RepoFile("assets/fashion_mnist/vit.safetensors"), hyper = RepoFile("assets/fashion_mnist/hypernet.safetensors");
+        string image = Directory.GetFiles(RepoFile("assets/fashion_mnist/benchmark/natural"), "*.png", SearchOption.AllDirectories).Order(StringComparer.Ordinal).First();
+        using var dir = new TempDir();
+        var (code, _, stderr) = PyTorchCheckpointTests.RunCli("export", hyper, "--out", dir.File("hyper.pth"));
+        Assert.True(code == 0, stderr);
+        string Edit(string h, string patch)
+        {
+            var (c, stdout, err) = PyTorchCheckpointTests.RunCli("edit", model, "--hypernet", h, "--image", image, "--label", "2", "--keep", "0.1",
+                "--max-steps", "5", "--out", dir.File(patch), "--json", "--threads", "2");
+            Assert.True(c == 0, err);
+            using var doc = System.Text.Json.JsonDocument.Parse(stdout);
+            return doc.RootElement.GetProperty("loss_history").GetRawText() + doc.RootElement.GetProperty("weights_changed").GetRawText();
+        }
+        Assert.Equal(Edit(hyper, "a.safetensors"), Edit(dir.File("hyper.pth"), "b.safetensors"));
+    }
+
     [SkippableFact]
     public void Exported_file_loads_strictly_in_pytorch_and_gives_the_ports_masks()
     {

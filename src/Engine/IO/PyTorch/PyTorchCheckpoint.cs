@@ -105,8 +105,7 @@ public static class PyTorchCheckpoint
         {
             (root, storages) = TorchUnpickler.Load(pickle, fs.Length);
         }
-        catch (Exception e) when (e is PickleException or InvalidCastException or InvalidOperationException or ArgumentException
-                                      or IndexOutOfRangeException or FormatException or OverflowException or NullReferenceException)
+        catch (Exception e) when (e is not (OutOfMemoryException or CheckpointFormatException))   // any shape of hostile pickle → one clear error
         {
             throw new CheckpointFormatException(path, $"{main.Name}: malformed pickle: {e.Message}", e);
         }
