@@ -49,7 +49,7 @@ public static partial class WteCommands
             using var backend = new CpuBackend(new CpuBackendOptions { Threads = 1 });
             var (c, blocks) = CheckpointConversion.ExportHypernet(backend, parse.GetValue(input)!, outPath);
             stdout.WriteLine($"wrote  {outPath} (PyTorch, reference HyperNetwork_mask names): width {c.EmbedDim}, {c.Depth} blocks, " +
-                             $"{c.Units} heads of {c.UnitSize} gates for blocks [{string.Join(",", blocks)}] (the reference edits blocks layer-2..layer: pass layer={blocks[^1]})");
+                             $"{c.Units} mask heads of {c.UnitSize} gates for blocks [{string.Join(",", blocks)}] (the reference edits blocks layer-2..layer: pass layer={blocks[^1]})");
             return 0;
         });
         return command;
