@@ -139,6 +139,42 @@ public sealed class PyTorchCheckpointTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void Every_truncation_and_corrupted_byte_gives_a_checkpoint_error_or_a_valid_file()
+    {
+        // Hostile-input sweep over a real torch.save file: nothing may escape as another exception type.
+        byte[] good = File.ReadAllBytes(Fixture("timm_fp32.pth"));
+        using var dir = new TempDir();
+        string path = dir.File("x.pth");
+        int refused = 0, loaded = 0;
+        void Try(byte[] bytes)
+        {
+            File.WriteAllBytes(path, bytes);
+            try
+            {
+                var f = PyTorchCheckpoint.Read(path);
+                Assert.True(f.Count > 0);
+                loaded++;
+            }
+            catch (CheckpointFormatException e)
+            {
+                Assert.StartsWith(path + ": ", e.Message, StringComparison.Ordinal);
+                refused++;
+            }
+        }
+        for (int n = 0; n < good.Length; n += 97) Try(good.AsSpan(0, n).ToArray());
+        var rng = new Random(13);
+        for (int k = 0; k < 400; k++)
+        {
+            var bytes = (byte[])good.Clone();
+            int at = rng.Next(bytes.Length);
+            bytes[at] = (byte)rng.Next(256);
+            Try(bytes);
+        }
+        output.WriteLine($"{refused} refused, {loaded} loaded");
+        Assert.True(refused > good.Length / 97);
+    }
+
+    [Fact]
     public void Pickle_guard_refuses_what_torch_save_never_writes()
     {
         static void Refused(byte[] pickle, string expected)

@@ -136,7 +136,14 @@ public static class PyTorchCheckpoint
             {
                 if (!byName.TryGetValue(prefix + "data/" + t.Storage.Key, out var member))
                     throw new CheckpointFormatException(path, $"tensor '{name}': storage '{t.Storage.Key}' has no member {prefix}data/{t.Storage.Key} (truncated archive?)");
-                tensors.Add(Materialize(view, member, name, t, path));
+                try
+                {
+                    tensors.Add(Materialize(view, member, name, t, path));
+                }
+                catch (OverflowException e)
+                {
+                    throw new CheckpointFormatException(path, $"tensor '{name}': sizes {string.Join("×", t.Size)} with strides {string.Join(",", t.Stride)} overflow", e);
+                }
             }
         }
         var metadata = new Dictionary<string, string>(StringComparer.Ordinal);
