@@ -8,6 +8,7 @@ Outputs (tests/reference/fixtures/pytorch/):
   timm_fp32.pth        {"model": model.state_dict() with "module." names, "epoch": 3}: timm names, F32; norm1
                        weight/bias of block 0 share one storage (bias at a storage offset), every fc1.weight is a
                        transposed (non-contiguous) view, state dict _metadata kept (BUILD opcode)
+  timm_fp32_legacy.pth the same in the legacy format (_use_new_zipfile_serialization=False)
   timm_fp16.pth        plain state dict, F16
   hf/pytorch_model.bin Hugging Face ViTForImageClassification names, F32, + an int64 buffer that must be skipped
   hf/config.json       Hugging Face ViTConfig
@@ -28,6 +29,7 @@ import json
 import math
 import os
 import pickle
+import re
 import sys
 import zipfile
 from collections import OrderedDict
@@ -289,7 +291,14 @@ def make_bad(bad, good_path):
         f.write(data[: len(data) // 2])
     with open(os.path.join(bad, "empty.pth"), "wb") as f:
         pass
-    torch.save(OrderedDict(w=torch.ones(2)), os.path.join(bad, "legacy_format.pth"), _use_new_zipfile_serialization=False)
+    legacy = io.BytesIO()
+    torch.save(OrderedDict(w=torch.ones(2), v=torch.arange(3.)), legacy, _use_new_zipfile_serialization=False)
+    with open(os.path.join(bad, "legacy_truncated.pth"), "wb") as f:
+        f.write(legacy.getvalue()[:-6])
+    legacy_big = re.sub(rb"(little_endianq.)\x88", lambda m: m.group(1) + b"\x89", legacy.getvalue())
+    assert legacy_big != legacy.getvalue()
+    with open(os.path.join(bad, "legacy_big_endian.pth"), "wb") as f:
+        f.write(legacy_big)
     # a whole module instead of its state dict: names torch.nn.modules.linear.Linear (an unknown global)
     torch.manual_seed(0)
     torch.save(nn.Linear(2, 2), os.path.join(bad, "unknown_global.pth"))
@@ -298,7 +307,7 @@ def make_bad(bad, good_path):
     write_archive("/tmp/wte_forged_ok.pth", obj=OrderedDict(w=ok_tensor()), storages={"0": f4})
     assert torch.equal(torch.load("/tmp/wte_forged_ok.pth")["w"], torch.arange(6.).reshape(2, 3))
     os.remove("/tmp/wte_forged_ok.pth")
-    return sorted(list(cases) + ["truncated_zip", "empty", "legacy_format", "unknown_global"])
+    return sorted(list(cases) + ["truncated_zip", "empty", "legacy_truncated", "legacy_big_endian", "unknown_global"])
 
 
 def main():
@@ -325,6 +334,11 @@ def main():
     assert back["module.blocks.0.norm1.bias"].storage_offset() == D
     assert back["module.blocks.0.norm1.weight"].storage().data_ptr() == back["module.blocks.0.norm1.bias"].storage().data_ptr()
     assert not back["module.blocks.0.mlp.fc1.weight"].is_contiguous()
+
+    # --- the same, in the legacy (pre-1.6) format
+    torch.save({"model": wrapped, "epoch": 3}, os.path.join(OUT, "timm_fp32_legacy.pth"), _use_new_zipfile_serialization=False)
+    back = torch.load(os.path.join(OUT, "timm_fp32_legacy.pth"))["model"]
+    assert back["module.blocks.0.norm1.bias"].storage_offset() == D
 
     # --- timm, F16
     P16 = OrderedDict((k, v.half()) for k, v in P.items())

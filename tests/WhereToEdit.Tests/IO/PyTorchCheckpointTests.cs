@@ -42,6 +42,7 @@ public sealed class PyTorchCheckpointTests(ITestOutputHelper output)
 
     [Theory]
     [InlineData("timm_fp32.pth", "probs_fp32")]
+    [InlineData("timm_fp32_legacy.pth", "probs_fp32")]
     [InlineData("timm_fp16.pth", "probs_fp16")]
     [InlineData("hf", "probs_fp32")]
     [InlineData("hf/pytorch_model.bin", "probs_fp32")]
@@ -95,6 +96,10 @@ public sealed class PyTorchCheckpointTests(ITestOutputHelper output)
         // qkv: HF's query/key/value are the row blocks of timm's fused matrix.
         var qkv = timm["blocks.2.attn.qkv.weight"].Data;
         Assert.Equal(hf["vit.encoder.layer.2.attention.attention.value.weight"].Data, qkv.AsSpan(2 * 16 * 16, 16 * 16).ToArray());
+        // The legacy (pre-1.6) file of the same state dict reads to the same tensors, in the same order.
+        var legacy = PyTorchCheckpoint.Read(Fixture("timm_fp32_legacy.pth"));
+        Assert.Equal(timm.Names, legacy.Names);
+        Assert.All(timm.Tensors, t => Assert.Equal(t.Data, legacy[t.Name].Data));
         var half = PyTorchCheckpoint.Read(Fixture("timm_fp16.pth"));
         Assert.All(half.Tensors, t => Assert.Equal(TensorDType.F16, t.SourceDType));
         Assert.Equal(timm.Names.Order(), half.Names.Order());
@@ -115,7 +120,8 @@ public sealed class PyTorchCheckpointTests(ITestOutputHelper output)
         { "wrong_byteorder.pth", "byte order 'big'" },
         { "not_a_dict.pth", "not a dict of tensors" },
         { "no_tensors.pth", "no state dict found" },
-        { "legacy_format.pth", "legacy (pre-1.6)" },
+        { "legacy_truncated.pth", "truncated legacy checkpoint" },
+        { "legacy_big_endian.pth", "byte order 'big'" },
     };
 
     [Theory]
@@ -138,11 +144,13 @@ public sealed class PyTorchCheckpointTests(ITestOutputHelper output)
         Assert.Empty(Directory.GetFileSystemEntries(dir.Path));
     }
 
-    [Fact]
-    public void Every_truncation_and_corrupted_byte_gives_a_checkpoint_error_or_a_valid_file()
+    [Theory]
+    [InlineData("timm_fp32.pth")]
+    [InlineData("timm_fp32_legacy.pth")]
+    public void Every_truncation_and_corrupted_byte_gives_a_checkpoint_error_or_a_valid_file(string file)
     {
         // Hostile-input sweep over a real torch.save file: nothing may escape as another exception type.
-        byte[] good = File.ReadAllBytes(Fixture("timm_fp32.pth"));
+        byte[] good = File.ReadAllBytes(Fixture(file));
         using var dir = new TempDir();
         string path = dir.File("x.pth");
         int refused = 0, loaded = 0;

@@ -26,21 +26,26 @@ internal static class PickleGuard
     private const int MaxProtocol = 5;
 
     /// <summary>Throws <see cref="CheckpointFormatException"/> naming <paramref name="path"/> and <paramref name="member"/> on the first problem.</summary>
-    public static void Check(byte[] p, string path, string member)
+    public static void Check(byte[] p, string path, string member) => Check(p, 0, p.Length, path, member, requireEnd: true);
+
+    /// <summary>Checks the pickle that starts at <paramref name="start"/>; returns the offset just after its STOP opcode.</summary>
+    public static int CheckOne(byte[] p, int start, int length, string path, string member) => Check(p, start, length, path, member, requireEnd: false);
+
+    private static int Check(byte[] p, int start, int length, string path, string member, bool requireEnd)
     {
         var memo = new Dictionary<int, string?>();
         // The two most recent values pushed, when they are strings (null: something else). STACK_GLOBAL takes its
         // module and name from the stack, so it is accepted only when both are strings this walk has seen.
         string? last = null, beforeLast = null;
         bool lastWasPush = false;
-        int i = 0;
+        int i = start;
         void Push(string? s) { beforeLast = last; last = s; lastWasPush = true; }
         CheckpointFormatException Bad(string what, int at) =>
             new(path, $"{member}: {what} (pickle byte {at}); nothing was executed");
 
         while (true)
         {
-            if (i >= p.Length) throw Bad("truncated pickle: no STOP opcode", i);
+            if (i >= length) throw Bad("truncated pickle: no STOP opcode", i);
             int at = i;
             byte op = p[i++];
             bool push = true;
@@ -48,8 +53,8 @@ internal static class PickleGuard
             switch (op)
             {
                 case (byte)'.': // STOP
-                    if (i != p.Length) throw Bad($"{p.Length - i} bytes after the STOP opcode", i);
-                    return;
+                    if (requireEnd && i != length) throw Bad($"{length - i} bytes after the STOP opcode", i);
+                    return i;
                 case 0x80: // PROTO
                     Need(1);
                     if (p[i] > MaxProtocol) throw Bad($"unsupported pickle protocol {p[i]}", at);
@@ -109,7 +114,7 @@ internal static class PickleGuard
 
         void Need(long n)
         {
-            if (n < 0 || n > p.Length - i) throw new CheckpointFormatException(path, $"{member}: truncated pickle: {n} bytes wanted at byte {i}, {p.Length - i} left; nothing was executed");
+            if (n < 0 || n > length - i) throw new CheckpointFormatException(path, $"{member}: truncated pickle: {n} bytes wanted at byte {i}, {length - i} left; nothing was executed");
         }
         void Skip(long n, int header)
         {
@@ -125,7 +130,7 @@ internal static class PickleGuard
         }
         string Line()
         {
-            int end = p.AsSpan(i).IndexOf((byte)'\n');
+            int end = p.AsSpan(i, length - i).IndexOf((byte)'\n');
             if (end < 0) throw new CheckpointFormatException(path, $"{member}: truncated pickle: unterminated text argument at byte {i}; nothing was executed");
             string s = Encoding.UTF8.GetString(p.AsSpan(i, end));
             i += end + 1;

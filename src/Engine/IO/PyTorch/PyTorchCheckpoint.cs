@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using System.Collections;
 using System.IO.MemoryMappedFiles;
 using System.Text;
@@ -15,7 +16,7 @@ namespace WhereToEdit.Engine.IO;
 /// shared storages and F32/F16/BF16/F64 are handled. The state dict is found under the root or a wrapper key
 /// (<see cref="WrapperKeys"/>, nested), and a <c>module.</c> prefix on every name (DataParallel) is removed.
 /// Tensors of integer or bool type (buffers such as position_ids) are skipped and counted in the metadata key
-/// <c>pytorch.skipped_tensors</c>. The legacy (pre-1.6, non-zip) format is recognised and refused with advice.
+/// <c>pytorch.skipped_tensors</c>. The legacy (pre-1.6, non-zip) format is read the same way (same guard, same bounds).
 /// </summary>
 public static class PyTorchCheckpoint
 {
@@ -68,8 +69,7 @@ public static class PyTorchCheckpoint
             var head = new byte[Math.Min(length, LegacyMagic.Length)];
             StoredZip.ReadAt(fs, 0, head, path);
             if (head.AsSpan().SequenceEqual(LegacyMagic))
-                throw new CheckpointFormatException(path, "legacy (pre-1.6) torch.save format is not supported; re-save it with PyTorch ≥ 1.6 " +
-                    "(torch.save(torch.load(f), f2)) or convert it to safetensors");
+                return ReadLegacy(fs, path);
             if (!StoredZip.LooksLikeZip(head))
                 throw new CheckpointFormatException(path, "not a PyTorch zip checkpoint (no ZIP signature)");
             var members = StoredZip.ReadDirectory(fs, path);
@@ -99,16 +99,85 @@ public static class PyTorchCheckpoint
 
         byte[] pickle = ReadMember(fs, main, path, fs.Length);
         PickleGuard.Check(pickle, path, main.Name);
+        var root = Unpickle(pickle, fs.Length, path, main.Name);
+        return Build(fs, root, main.Name, key =>
+            byName.TryGetValue(prefix + "data/" + key, out var member) ? member
+            : throw new CheckpointFormatException(path, $"storage '{key}' has no member {prefix}data/{key} (truncated archive?)"), path);
+    }
+
+    private static object? Unpickle(byte[] pickle, long fileLength, string path, string what)
+    {
+        try
+        {
+            return TorchUnpickler.Load(pickle, fileLength).Root;
+        }
+        catch (Exception e) when (e is not (OutOfMemoryException or CheckpointFormatException))   // any shape of hostile pickle → one clear error
+        {
+            throw new CheckpointFormatException(path, $"{what}: malformed pickle: {e.Message}", e);
+        }
+    }
+
+    /// <summary>
+    /// The legacy format (torch.save before 1.6, or _use_new_zipfile_serialization=False): five pickles in a row —
+    /// magic number, protocol version, sys_info, the object (persistent ids with a sixth view_metadata field), the sorted
+    /// storage keys — then per key an int64 element count and the storage's bytes.
+    /// </summary>
+    private static TensorFile ReadLegacy(FileStream fs, string path)
+    {
+        // The pickles sit at the front; the tensor data follows. 64 MiB of pickle is far beyond any state dict.
+        int window = (int)Math.Min(fs.Length, 64L << 20);
+        var buf = new byte[window];
+        StoredZip.ReadAt(fs, 0, buf, path);
+        int pos = 0;
+        byte[] Next(string what)
+        {
+            int start = pos;
+            pos = PickleGuard.CheckOne(buf, start, window, path, $"legacy {what} pickle");
+            return buf.AsSpan(start, pos - start).ToArray();
+        }
+        Next("magic number");
+        var protocol = Unpickle(Next("protocol version"), fs.Length, path, "legacy protocol version");
+        if (protocol is not 1001)
+            throw new CheckpointFormatException(path, $"legacy torch.save protocol version {protocol ?? "None"} is not supported (1001 is)");
+        if (Unpickle(Next("sys_info"), fs.Length, path, "legacy sys_info") is Hashtable sys && sys["little_endian"] is false)
+            throw new CheckpointFormatException(path, "legacy sys_info says big-endian: byte order 'big' is not supported (only 'little'); re-save the checkpoint on a little-endian machine");
+        var main = Next("object");
+        var keys = Unpickle(Next("storage keys"), fs.Length, path, "legacy storage keys") as IList
+            ?? throw new CheckpointFormatException(path, "legacy storage keys are not a list");
         object? root;
         IReadOnlyDictionary<string, TorchStorage> storages;
         try
         {
-            (root, storages) = TorchUnpickler.Load(pickle, fs.Length);
+            (root, storages) = TorchUnpickler.Load(main, fs.Length);
         }
-        catch (Exception e) when (e is not (OutOfMemoryException or CheckpointFormatException))   // any shape of hostile pickle → one clear error
+        catch (Exception e) when (e is not (OutOfMemoryException or CheckpointFormatException))
         {
-            throw new CheckpointFormatException(path, $"{main.Name}: malformed pickle: {e.Message}", e);
+            throw new CheckpointFormatException(path, $"legacy object pickle: malformed pickle: {e.Message}", e);
         }
+        // Storage records follow in key order: int64 element count, then the bytes.
+        var members = new Dictionary<string, ZipMember>(StringComparer.Ordinal);
+        long at = pos;
+        var count = new byte[8];
+        foreach (var k in keys)
+        {
+            if (k is not string key || !storages.TryGetValue(key, out var s))
+                throw new CheckpointFormatException(path, $"legacy storage key {k ?? "None"} is not a storage of the object");
+            if (at > fs.Length - 8) throw new CheckpointFormatException(path, $"truncated legacy checkpoint: storage '{key}' starts beyond the end of the file");
+            StoredZip.ReadAt(fs, at, count, path);
+            long n = BinaryPrimitives.ReadInt64LittleEndian(count);
+            if (n != s.ElementCount)
+                throw new CheckpointFormatException(path, $"legacy storage '{key}' holds {n} elements but the object says {s.ElementCount}");
+            long bytes = n * s.ElementSize;
+            members[key] = new ZipMember("storage " + key, 0, bytes, bytes, at + 8);
+            at += 8 + bytes;
+            if (at > fs.Length) throw new CheckpointFormatException(path, $"truncated legacy checkpoint: storage '{key}' runs past the end of the file");
+        }
+        return Build(fs, root, "legacy object pickle", key =>
+            members.TryGetValue(key, out var m) ? m : throw new CheckpointFormatException(path, $"storage '{key}' is not among the legacy storage records"), path);
+    }
+
+    private static TensorFile Build(FileStream fs, object? root, string pickleName, Func<string, ZipMember> storageMember, string path)
+    {
 
         var (dict, where) = FindStateDict(root, path, "", 0);
         var entries = new List<(string Name, TorchTensorRef Ref)>();
@@ -117,12 +186,12 @@ public static class PyTorchCheckpoint
         {
             if (kv.Value is not TorchTensorRef t) continue;   // non-tensor entries (versions, counters)
             if (kv.Key is not string name || name.Length == 0)
-                throw new CheckpointFormatException(path, $"{main.Name}: state dict key {kv.Key ?? "None"} is not a non-empty string");
+                throw new CheckpointFormatException(path, $"{pickleName}: state dict key {kv.Key ?? "None"} is not a non-empty string");
             if (t.Storage.DType is null) { skipped.Add($"{name} ({t.Storage.TypeName})"); continue; }
             entries.Add((name, t));
         }
         if (entries.Count == 0)
-            throw new CheckpointFormatException(path, $"{main.Name}: the state dict{(where.Length > 0 ? $" under '{where}'" : "")} holds no floating-point tensors");
+            throw new CheckpointFormatException(path, $"{pickleName}: the state dict{(where.Length > 0 ? $" under '{where}'" : "")} holds no floating-point tensors");
         entries.Sort((a, b) => a.Ref.Sequence.CompareTo(b.Ref.Sequence));
         // DataParallel / DistributedDataParallel save every name under "module.".
         if (entries.All(e => e.Name.StartsWith("module.", StringComparison.Ordinal) && e.Name.Length > 7))
@@ -134,8 +203,15 @@ public static class PyTorchCheckpoint
         {
             foreach (var (name, t) in entries)
             {
-                if (!byName.TryGetValue(prefix + "data/" + t.Storage.Key, out var member))
-                    throw new CheckpointFormatException(path, $"tensor '{name}': storage '{t.Storage.Key}' has no member {prefix}data/{t.Storage.Key} (truncated archive?)");
+                ZipMember member;
+                try
+                {
+                    member = storageMember(t.Storage.Key);
+                }
+                catch (CheckpointFormatException e)
+                {
+                    throw new CheckpointFormatException(path, $"tensor '{name}': {e.Problem}", e);
+                }
                 try
                 {
                     tensors.Add(Materialize(view, member, name, t, path));

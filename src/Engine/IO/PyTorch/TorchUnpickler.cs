@@ -80,8 +80,11 @@ internal sealed class TorchUnpickler : Unpickler
 
     protected override object persistentLoad(object pid)
     {
-        if (pid is not object[] { Length: 5 } t || t[0] is not "storage" || t[1] is not StorageType type || t[2] is not string key || t[3] is not string)
+        // Zip format: ('storage', type, key, location, numel); legacy format adds view_metadata (None unless a storage view).
+        if (pid is not object[] { Length: 5 or 6 } t || t[0] is not "storage" || t[1] is not StorageType type || t[2] is not string key || t[3] is not string)
             throw new PickleException("persistent id is not ('storage', torch.<Type>Storage, key, location, numel)");
+        if (t.Length == 6 && t[5] is not null)
+            throw new PickleException($"storage '{key}' is a legacy storage view, which is not supported; re-save the checkpoint with PyTorch ≥ 1.6");
         long numel = ToLong(t[4], "storage element count");
         if (numel < 0 || numel > _maxElements)
             throw new PickleException($"storage '{key}' claims {numel} elements, more than the file can hold");
