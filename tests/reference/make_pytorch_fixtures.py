@@ -255,13 +255,16 @@ def write_archive(path, obj=None, storages=None, pkl=None, byteorder=None, proto
         buf = io.BytesIO()
         ForgedPickler(buf, protocol=protocol).dump(obj)
         pkl = buf.getvalue()
+    def put(z, name, data):   # fixed timestamps: the same bytes on every run
+        z.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), data)
+
     with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
-        z.writestr("archive/data.pkl", pkl)
+        put(z, "archive/data.pkl", pkl)
         if byteorder is not None:
-            z.writestr("archive/byteorder", byteorder)
+            put(z, "archive/byteorder", byteorder)
         for key, data in (storages or {}).items():
-            z.writestr("archive/data/" + key, data)
-        z.writestr("archive/version", "3\n")
+            put(z, "archive/data/" + key, data)
+        put(z, "archive/version", "3\n")
 
 
 def make_bad(bad, good_path):
