@@ -75,8 +75,9 @@ public sealed record LoadedModel(
 
 /// <summary>
 /// Resolves what a user points at — a .safetensors, .npz or PyTorch .pth/.pt/.bin file, or a hub-style folder
-/// (model.safetensors or pytorch_model.bin + config.json [+ preprocessor_config.json]) — and loads it as a timm-named ViT with architecture, preprocessing
-/// and labels. Also saves our own self-describing safetensors (timm names + wte.* metadata).
+/// (model.safetensors or pytorch_model.bin + config.json [+ preprocessor_config.json]) — and loads it as a
+/// timm-named ViT with architecture, preprocessing and labels. Also saves our own self-describing safetensors
+/// (timm names + wte.* metadata).
 /// </summary>
 public static class ModelFolder
 {
