@@ -23,6 +23,8 @@ public static partial class WteCommands
         root.Subcommands.Add(GpuCheckCommand(stdout, stderr));
         root.Subcommands.Add(BenchmarkCommand(stdout, stderr));
         root.Subcommands.Add(MetaTrainCommand(stdout, stderr));
+        root.Subcommands.Add(ConvertCommand(stdout));
+        root.Subcommands.Add(ExportCommand(stdout));
         var config = new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false };
         ICommunicator world;
         try { world = Communicators.FromEnvironment(); }

@@ -74,9 +74,10 @@ public sealed record LoadedModel(
     IReadOnlyList<string> Notes);
 
 /// <summary>
-/// Resolves what a user points at — a .safetensors or .npz file, or a hub-style folder (model.safetensors +
-/// config.json [+ preprocessor_config.json]) — and loads it as a timm-named ViT with architecture, preprocessing
-/// and labels. Also saves our own self-describing safetensors (timm names + wte.* metadata).
+/// Resolves what a user points at — a .safetensors, .npz or PyTorch .pth/.pt/.bin file, or a hub-style folder
+/// (model.safetensors or pytorch_model.bin + config.json [+ preprocessor_config.json]) — and loads it as a
+/// timm-named ViT with architecture, preprocessing and labels. Also saves our own self-describing safetensors
+/// (timm names + wte.* metadata).
 /// </summary>
 public static class ModelFolder
 {
@@ -90,25 +91,26 @@ public static class ModelFolder
             if (Sibling("model.safetensors") is string main) return new(main, CheckpointFormat.SafeTensors, config, pre);
             if (Sibling("model.safetensors.index.json") is not null)
                 throw new CheckpointFormatException(path, "sharded safetensors (model.safetensors.index.json) are not supported; merge the shards into one model.safetensors");
+            if (Sibling("pytorch_model.bin") is string bin) return new(bin, CheckpointFormat.PyTorch, config, pre);
+            if (Sibling("pytorch_model.bin.index.json") is not null)
+                throw new CheckpointFormatException(path, "sharded PyTorch checkpoint (pytorch_model.bin.index.json) is not supported; merge the shards into one pytorch_model.bin");
             var st = Directory.GetFiles(path, "*.safetensors");
             var npz = Directory.GetFiles(path, "*.npz");
-            if (st.Length + npz.Length == 1)
-                return st.Length == 1 ? new(st[0], CheckpointFormat.SafeTensors, config, pre) : new(npz[0], CheckpointFormat.Npz, config, pre);
-            if (st.Length + npz.Length > 1)
+            var pickles = Directory.GetFiles(path).Where(IsPyTorchName).ToArray();
+            var all = st.Concat(npz).Concat(pickles).ToArray();
+            if (all.Length == 1)
+                return new(all[0], st.Length == 1 ? CheckpointFormat.SafeTensors : npz.Length == 1 ? CheckpointFormat.Npz : CheckpointFormat.PyTorch, config, pre);
+            if (all.Length > 1)
                 throw new CheckpointFormatException(path, "folder holds several checkpoints (" +
-                    string.Join(", ", st.Concat(npz).Select(Path.GetFileName)) + "); point at one file");
-            var pickles = Directory.GetFiles(path).Where(f => f.EndsWith(".bin", StringComparison.OrdinalIgnoreCase) || f.EndsWith(".pth", StringComparison.OrdinalIgnoreCase) || f.EndsWith(".pt", StringComparison.OrdinalIgnoreCase)).ToList();
-            if (pickles.Count > 0)
-                throw new CheckpointFormatException(path, $"only PyTorch pickle checkpoints here ({string.Join(", ", pickles.Select(Path.GetFileName))}); " +
-                    "they are not read (unsafe format): download or convert to model.safetensors");
-            throw new CheckpointFormatException(path, "folder has no model.safetensors, *.safetensors or *.npz checkpoint");
+                    string.Join(", ", all.Select(Path.GetFileName)) + "); point at one file");
+            throw new CheckpointFormatException(path, "folder has no model.safetensors, pytorch_model.bin, *.safetensors, *.npz or *.pth/*.pt/*.bin checkpoint");
         }
         if (!File.Exists(path))
             throw new CheckpointFormatException(path, "no such file or folder");
         var format = DetectFormat(path);
         // A file inside a hub folder brings that folder's configs along.
         string? cfg = null, prep = null;
-        if (string.Equals(Path.GetFileName(path), "model.safetensors", StringComparison.Ordinal))
+        if (Path.GetFileName(path) is "model.safetensors" or "pytorch_model.bin")
         {
             string dir = Path.GetDirectoryName(Path.GetFullPath(path)) ?? ".";
             cfg = File.Exists(Path.Combine(dir, "config.json")) ? Path.Combine(dir, "config.json") : null;
@@ -117,10 +119,14 @@ public static class ModelFolder
         return new(path, format, cfg, prep);
     }
 
+    private static bool IsPyTorchName(string f) =>
+        f.EndsWith(".bin", StringComparison.OrdinalIgnoreCase) || f.EndsWith(".pth", StringComparison.OrdinalIgnoreCase) || f.EndsWith(".pt", StringComparison.OrdinalIgnoreCase);
+
     private static CheckpointFormat DetectFormat(string path)
     {
         if (path.EndsWith(".npz", StringComparison.OrdinalIgnoreCase)) return CheckpointFormat.Npz;
         if (path.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase)) return CheckpointFormat.SafeTensors;
+        if (IsPyTorchName(path) || PyTorchCheckpoint.IsPyTorchFile(path)) return CheckpointFormat.PyTorch;
         Span<byte> head = stackalloc byte[4];
         int n;
         using (var fs = File.OpenRead(path)) n = fs.Read(head);
@@ -130,7 +136,12 @@ public static class ModelFolder
 
     /// <summary>Reads the checkpoint container as it is (source names).</summary>
     public static TensorFile ReadTensors(ResolvedModelPaths paths) =>
-        paths.Format == CheckpointFormat.Npz ? NpzReader.Read(paths.CheckpointPath) : SafeTensors.Read(paths.CheckpointPath);
+        paths.Format switch
+        {
+            CheckpointFormat.Npz => NpzReader.Read(paths.CheckpointPath),
+            CheckpointFormat.PyTorch => PyTorchCheckpoint.Read(paths.CheckpointPath),
+            _ => SafeTensors.Read(paths.CheckpointPath),
+        };
 
     /// <summary>
     /// Loads a model. Architecture: wte.config metadata, else config.json (HF: every field; timm: heads from
@@ -149,6 +160,8 @@ public static class ModelFolder
         string ckpt = paths.CheckpointPath;
         var notes = new List<string>();
         if (raw.Metadata.TryGetValue("npz.skipped_members", out var skipped)) notes.Add(skipped);
+        if (raw.Metadata.TryGetValue(PyTorchCheckpoint.SkippedKey, out var skippedTensors)) notes.Add(skippedTensors);
+        if (raw.Metadata.TryGetValue(PyTorchCheckpoint.WrapperKey, out var wrapper)) notes.Add($"state dict read from the checkpoint's '{wrapper}' entry");
 
         var config = paths.ConfigPath is not null ? ModelConfigFile.Load(paths.ConfigPath) : null;
         var wteArch = WteMetadata.ReadArchitecture(raw.Metadata, ckpt);

@@ -19,6 +19,8 @@ public enum CheckpointFormat
     InMemory,
     SafeTensors,
     Npz,
+    /// <summary>torch.save zip archive (.pth / .pt / .bin), read by <see cref="PyTorchCheckpoint"/>.</summary>
+    PyTorch,
 }
 
 /// <summary>One tensor: name, row-major shape (outermost first), float32 data and the dtype it was stored as.</summary>

@@ -58,15 +58,47 @@ public static class HypernetFile
     /// Loads a hypernetwork file. When <paramref name="baseModel"/> is given, the file must have been trained on exactly
     /// that model (same fingerprint) and fit its shape; otherwise a <see cref="CheckpointFormatException"/> names the file.
     /// </summary>
-    public static LoadedHypernet Load(IBackend backend, string path, VitModel? baseModel = null, string? baseFingerprint = null)
+    /// <remarks>
+    /// A PyTorch file (.pth / .pt / .bin) is read as the reference's <c>HyperNetwork_mask</c> state dict
+    /// (<see cref="ReferenceHypernet"/>): it carries no base fingerprint, so only its shape is checked against the base
+    /// model, and its edit blocks are <paramref name="referenceEditBlocks"/> or the reference's (7, 8, 9 for 6 units).
+    /// </remarks>
+    public static LoadedHypernet Load(IBackend backend, string path, VitModel? baseModel = null, string? baseFingerprint = null,
+                                      IReadOnlyList<int>? referenceEditBlocks = null)
     {
         ArgumentNullException.ThrowIfNull(backend);
-        var file = SafeTensors.Read(path);
-        var (config, blocks, fingerprint) = Describe(file.Metadata, path);
+        bool isReference = IsPyTorchPath(path);
+        var file = isReference ? PyTorchCheckpoint.Read(path) : SafeTensors.Read(path);
+        HypernetConfig config;
+        int[] blocks;
+        string fingerprint;
+        Dictionary<string, (int[] Shape, float[] Data)> tensors;
+        if (isReference)
+        {
+            if (!ReferenceHypernet.IsReferenceStateDict(file))
+                throw new CheckpointFormatException(path, "not a reference hypernetwork: a PyTorch --hypernet file must be the state dict of HyperNetwork_mask (cls_token, layer.*, out_layer.*)");
+            (config, tensors) = ReferenceHypernet.FromReference(file, path);
+            try
+            {
+                blocks = referenceEditBlocks?.ToArray() ?? ReferenceHypernet.DefaultEditBlocks(config.Units);
+            }
+            catch (ArgumentException e)
+            {
+                throw new CheckpointFormatException(path, e.Message, e);
+            }
+            if (blocks.Length * 2 != config.Units)
+                throw new CheckpointFormatException(path, $"reference hypernetwork has {config.Units} units but {blocks.Length} edit blocks were given");
+            fingerprint = baseModel is null ? "" : baseFingerprint ?? VitCheckpoint.Fingerprint(baseModel);
+        }
+        else
+        {
+            (config, blocks, fingerprint) = Describe(file.Metadata, path);
+            tensors = file.Tensors.ToDictionary(t => t.Name, t => (t.Shape, t.Data));
+        }
         if (baseModel is not null)
         {
             string actual = baseFingerprint ?? VitCheckpoint.Fingerprint(baseModel);
-            if (!string.Equals(actual, fingerprint, StringComparison.OrdinalIgnoreCase))
+            if (!isReference && !string.Equals(actual, fingerprint, StringComparison.OrdinalIgnoreCase))
                 throw new CheckpointFormatException(path, $"hypernetwork was trained on base model {fingerprint}, but this model's fingerprint is {actual} (wte info MODEL prints it; for a model that already carries patches pass the original with --base)");
             var c = baseModel.Config;
             if (config.EmbedDim != c.EmbedDim || config.UnitSize != c.MlpHidden || blocks.Any(b => b < 0 || b >= c.Depth))
@@ -75,7 +107,7 @@ public static class HypernetFile
         var net = new Hypernetwork(backend, config);
         try
         {
-            net.LoadWeights(file.Tensors.ToDictionary(t => t.Name, t => (t.Shape, t.Data)), path);
+            net.LoadWeights(tensors, path);
         }
         catch (Exception e) when (e is ArgumentException or ArithmeticException)
         {
@@ -90,6 +122,11 @@ public static class HypernetFile
         }
         return new LoadedHypernet(net, blocks, fingerprint, file.Metadata, path);
     }
+
+    /// <summary>True for a PyTorch checkpoint (by extension or content) rather than our safetensors.</summary>
+    public static bool IsPyTorchPath(string path) =>
+        path.EndsWith(".pth", StringComparison.OrdinalIgnoreCase) || path.EndsWith(".pt", StringComparison.OrdinalIgnoreCase)
+        || path.EndsWith(".bin", StringComparison.OrdinalIgnoreCase) || (File.Exists(path) && PyTorchCheckpoint.IsPyTorchFile(path));
 
     /// <summary>Config, edit blocks and base fingerprint from a file's metadata (validated).</summary>
     public static (HypernetConfig Config, int[] EditBlocks, string BaseFingerprint) Describe(IReadOnlyDictionary<string, string> metadata, string path)

@@ -29,9 +29,13 @@ public sealed record HypernetConfig
     public static HypernetConfig For(VitConfig baseModel, int units, int depth = 3, int? heads = null)
     {
         int d = baseModel.EmbedDim;
-        int h = heads ?? (d % 128 == 0 ? d / 128 : d % 64 == 0 ? d / 64 : new[] { 4, 3, 2, 1 }.First(k => d % k == 0));
+        int h = heads ?? DefaultHeads(d);
         return new HypernetConfig { EmbedDim = d, Depth = depth, NumHeads = h, MlpHidden = d, Units = units, UnitSize = baseModel.MlpHidden }.Validate();
     }
+
+    /// <summary>Heads of width 128 where <paramref name="width"/> allows, else 64, else the largest of 4, 3, 2, 1 that divides it.</summary>
+    public static int DefaultHeads(int width) =>
+        width % 128 == 0 ? width / 128 : width % 64 == 0 ? width / 64 : new[] { 4, 3, 2, 1 }.First(k => width % k == 0);
 
     public HypernetConfig Validate()
     {

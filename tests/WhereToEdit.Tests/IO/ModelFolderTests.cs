@@ -196,7 +196,9 @@ public class ModelFolderTests
         Assert.Contains("no such file or folder", Assert.Throws<CheckpointFormatException>(() => ModelFolder.Resolve(dir.File("nope"))).Message);
         Assert.Contains("no model.safetensors", Assert.Throws<CheckpointFormatException>(() => ModelFolder.Resolve(dir.Path)).Message);
         File.WriteAllBytes(dir.File("pytorch_model.bin"), [1, 2, 3]);
-        Assert.Contains("PyTorch pickle", Assert.Throws<CheckpointFormatException>(() => ModelFolder.Resolve(dir.Path)).Message);
+        Assert.Equal(CheckpointFormat.PyTorch, ModelFolder.Resolve(dir.Path).Format);
+        Assert.Contains("not a PyTorch zip checkpoint", Assert.Throws<CheckpointFormatException>(() => ModelFolder.Load(dir.Path)).Message);
+        File.Delete(dir.File("pytorch_model.bin"));
         File.WriteAllBytes(dir.File("a.safetensors"), [1]);
         File.WriteAllBytes(dir.File("b.npz"), [1]);
         Assert.Contains("several checkpoints", Assert.Throws<CheckpointFormatException>(() => ModelFolder.Resolve(dir.Path)).Message);
