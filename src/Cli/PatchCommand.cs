@@ -3,6 +3,7 @@ using System.Text.Json;
 using WhereToEdit.Engine.Backends.Cpu;
 using WhereToEdit.Engine.Editing;
 using WhereToEdit.Engine.IO;
+using WhereToEdit.Engine.Jobs;
 using WhereToEdit.Engine.Models;
 
 namespace WhereToEdit.Cli;
@@ -54,7 +55,7 @@ public static partial class WteCommands
 
     private static int Rewrite(string modelPath, string patchPath, string outPath, TextWriter stdout, Action<EditPatch, VitModel> change, string verb)
     {
-        RefuseOverwritingInput(outPath, modelPath, patchPath);
+        JobInputs.RefuseOverwritingInput(outPath, modelPath, patchPath);
         var patch = EditPatch.Load(patchPath);
         var loaded = ModelFolder.Load(modelPath);
         using var backend = new CpuBackend();

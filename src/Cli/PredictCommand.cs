@@ -2,14 +2,13 @@ using System.CommandLine;
 using System.Text.Json;
 using WhereToEdit.Engine.Backends;
 using WhereToEdit.Engine.IO;
+using WhereToEdit.Engine.Jobs;
 using WhereToEdit.Engine.Models;
 
 namespace WhereToEdit.Cli;
 
 public static partial class WteCommands
 {
-    private static readonly string[] ImageExtensions = [".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"];
-
     private static Command PredictCommand(TextWriter stdout)
     {
         var model = new Argument<string>("MODEL") { Description = "a .safetensors or .npz file, or a hub-style folder" };
@@ -31,7 +30,7 @@ public static partial class WteCommands
             int k = parse.GetValue(topK), b = parse.GetValue(batch);
             if (k <= 0) throw new ArgumentException($"--top-k {k}: must be positive");
             if (b <= 0) throw new ArgumentException($"--batch {b}: must be positive");
-            var files = ExpandImages(parse.GetValue(images)!);
+            var files = JobInputs.ExpandImages(parse.GetValue(images)!);
             var loaded = ModelFolder.Load(path);
             var preprocessing = pre.Apply(parse, loaded.Preprocessing, path);
             var loader = new ImageLoader();
@@ -56,25 +55,5 @@ public static partial class WteCommands
             return 0;
         });
         return command;
-    }
-
-    /// <summary>Files as given; folders expand to their image files (recursively, sorted).</summary>
-    internal static List<string> ExpandImages(IEnumerable<string> inputs)
-    {
-        var files = new List<string>();
-        foreach (string input in inputs)
-        {
-            if (Directory.Exists(input))
-            {
-                var found = Directory.EnumerateFiles(input, "*", SearchOption.AllDirectories)
-                    .Where(f => ImageExtensions.Contains(Path.GetExtension(f).ToLowerInvariant()))
-                    .Order(StringComparer.Ordinal).ToList();
-                if (found.Count == 0) throw new ArgumentException($"{input}: folder holds no images ({string.Join(", ", ImageExtensions)})");
-                files.AddRange(found);
-            }
-            else if (File.Exists(input)) files.Add(input);
-            else throw new FileNotFoundException($"{input}: no such file or folder", input);
-        }
-        return files;
     }
 }
