@@ -13,18 +13,6 @@ public sealed record EvalGroup(string Subset, string Name, int Label, IReadOnlyL
 public sealed record EvalSetting(EditMethod Method, double Keep, float Coefficient)
 {
     public string Key => Method.IsFineTuning() ? $"{Method.Name()} c={Coefficient:G4}" : $"{Method.Name()} keep={Keep:G4}";
-
-    /// <summary>The paper's sweeps: keep ∈ {0.75, 0.5, 0.25, 0.1, 0.05} (HPRD, random), c ∈ {0.1, …, 0} (FT-L1/L2).</summary>
-    public static IEnumerable<EvalSetting> PaperSweep(IEnumerable<EditMethod> methods)
-    {
-        double[] keeps = [0.75, 0.5, 0.25, 0.1, 0.05];
-        float[] coefficients = [0.1f, 0.05f, 0.025f, 0.01f, 0.005f, 0.001f, 0f];
-        foreach (var m in methods)
-        {
-            if (m.IsFineTuning()) foreach (float c in coefficients) yield return new EvalSetting(m, 1, c);
-            else foreach (double k in keeps) yield return new EvalSetting(m, k, 0);
-        }
-    }
 }
 
 public enum GrFormula
@@ -198,7 +186,7 @@ public sealed class EditEvaluator : IDisposable
             {
                 var editImages = editSet.Select(i => failures[i].Image).ToList();
                 var pixels = editImages.SelectMany(x => x).ToArray();
-                float[]? scores = settings.Any(s => s.Method == EditMethod.Hprd)
+                float[]? scores = settings.Any(s => EditMaskPolicy.NeedsScores(s.Method))
                     ? new MaskPredictor(_model, _hypernet!, _target).Scores(pixels, editImages.Count) : null;
                 var others = failures.Where((_, i) => !editSet.Contains(i)).ToList();
                 foreach (var setting in settings)
@@ -235,12 +223,7 @@ public sealed class EditEvaluator : IDisposable
                                 List<(string Id, float[] Image)> others, EvalSetting setting, EvalOptions options)
     {
         var clock = Stopwatch.StartNew();
-        EditMask mask = setting.Method switch
-        {
-            EditMethod.Hprd => EditMask.TopK(_target, scores!, setting.Keep),
-            EditMethod.Random => EditMask.Random(_target, setting.Keep, options.Seed ^ StableHash($"{group.Subset}/{group.Name}/{editSet[0]}")),
-            _ => EditMask.Full(_target),
-        };
+        var mask = EditMaskPolicy.For(setting.Method, _target, setting.Keep, scores, options.Seed ^ StableHash($"{group.Subset}/{group.Name}/{editSet[0]}"));
         var labels = Enumerable.Repeat(group.Label, editSet.Length).ToArray();
         var result = _editor.Edit(pixels, labels, mask, new EditOptions
         {

@@ -32,7 +32,7 @@ public sealed record PretrainOptions
         if (Batch <= 0) throw new ArgumentOutOfRangeException(nameof(Batch), Batch, "--batch must be positive");
         if (!(LearningRate > 0)) throw new ArgumentOutOfRangeException(nameof(LearningRate), LearningRate, "--lr must be positive");
         if (!(WarmupEpochs >= 0)) throw new ArgumentOutOfRangeException(nameof(WarmupEpochs), WarmupEpochs, "--warmup-epochs must be ≥ 0");
-        if (Shift < 0) throw new ArgumentOutOfRangeException(nameof(Shift), Shift, "--shift must be ≥ 0");
+        if (Shift < 0) throw new ArgumentOutOfRangeException(nameof(Shift), Shift, "shift (pretraining option) must be ≥ 0");
         if (!(Std > 0)) throw new ArgumentOutOfRangeException(nameof(Std), Std, "std must be positive");
     }
 }
