@@ -27,7 +27,7 @@ public sealed class JobsTests
     }
 
     /// <summary>A small model with a large head (so an edit can reach the stop rule), its hypernetwork, and a random image it gets wrong.</summary>
-    private static (string Model, string Hypernet, string Image, int Label) Files(TempDir dir)
+    internal static (string Model, string Hypernet, string Image, int Label) Files(TempDir dir)
     {
         string modelPath = dir.File("model.safetensors"), hyperPath = dir.File("hyper.safetensors"), image = dir.File("img.png");
         var pre = new Preprocessing(ResizeMode.Direct, 16, 16, Interpolation.Bilinear, [0.5f, 0.5f, 0.5f], [0.5f, 0.5f, 0.5f]);
