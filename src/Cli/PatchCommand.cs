@@ -1,10 +1,7 @@
 using System.CommandLine;
 using System.Text.Json;
-using WhereToEdit.Engine.Backends.Cpu;
 using WhereToEdit.Engine.Editing;
-using WhereToEdit.Engine.IO;
 using WhereToEdit.Engine.Jobs;
-using WhereToEdit.Engine.Models;
 
 namespace WhereToEdit.Cli;
 
@@ -19,15 +16,19 @@ public static partial class WteCommands
         var scale = new Option<float>("--scale") { Description = "apply original + α·delta", DefaultValueFactory = _ => 1f };
         var applyOut = new Option<string>("--out") { Description = "the patched model (.safetensors)", Required = true };
         var apply = new Command("apply", "Write MODEL with the patch applied to --out.") { applyModel, applyPatch, scale, applyOut };
-        apply.SetAction(parse => Rewrite(parse.GetValue(applyModel)!, parse.GetValue(applyPatch)!, parse.GetValue(applyOut)!, stdout,
-            (patch, vit) => patch.Apply(vit, parse.GetValue(scale)), "applied"));
+        apply.SetAction(parse => Rewrite(stdout, "applied", new PatchJobOptions
+        {
+            ModelPath = parse.GetValue(applyModel)!, PatchPath = parse.GetValue(applyPatch)!, OutPath = parse.GetValue(applyOut)!, Scale = parse.GetValue(scale),
+        }));
 
         var revertModel = new Argument<string>("MODEL") { Description = "a patched model" };
         var revertPatch = new Argument<string>("PATCH") { Description = "the patch to remove" };
         var revertOut = new Option<string>("--out") { Description = "the restored model (.safetensors)", Required = true };
         var revert = new Command("revert", "Write MODEL with the patch removed to --out (bit-identical to the patch's base).") { revertModel, revertPatch, revertOut };
-        revert.SetAction(parse => Rewrite(parse.GetValue(revertModel)!, parse.GetValue(revertPatch)!, parse.GetValue(revertOut)!, stdout,
-            (patch, vit) => patch.Revert(vit), "reverted"));
+        revert.SetAction(parse => Rewrite(stdout, "reverted", new PatchJobOptions
+        {
+            ModelPath = parse.GetValue(revertModel)!, PatchPath = parse.GetValue(revertPatch)!, OutPath = parse.GetValue(revertOut)!, Revert = true,
+        }));
 
         var infoPatch = new Argument<string>("PATCH");
         var infoJson = new Option<bool>("--json") { Description = "print the patch header as JSON" };
@@ -53,16 +54,10 @@ public static partial class WteCommands
         return command;
     }
 
-    private static int Rewrite(string modelPath, string patchPath, string outPath, TextWriter stdout, Action<EditPatch, VitModel> change, string verb)
+    private static int Rewrite(TextWriter stdout, string verb, PatchJobOptions options)
     {
-        JobInputs.RefuseOverwritingInput(outPath, modelPath, patchPath);
-        var patch = EditPatch.Load(patchPath);
-        var loaded = ModelFolder.Load(modelPath);
-        using var backend = new CpuBackend();
-        using var vit = VitCheckpoint.Load(backend, loaded);
-        change(patch, vit);
-        VitCheckpoint.Save(vit, outPath, loaded.Preprocessing, loaded.Labels);
-        stdout.WriteLine($"{verb} {patchPath} → {outPath} (fingerprint {VitCheckpoint.Fingerprint(vit)})");
+        var result = PatchJob.Run(options);
+        stdout.WriteLine($"{verb} {options.PatchPath} → {result.OutPath} (fingerprint {result.Fingerprint})");
         return 0;
     }
 }

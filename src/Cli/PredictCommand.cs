@@ -1,9 +1,6 @@
 using System.CommandLine;
 using System.Text.Json;
-using WhereToEdit.Engine.Backends;
-using WhereToEdit.Engine.IO;
 using WhereToEdit.Engine.Jobs;
-using WhereToEdit.Engine.Models;
 
 namespace WhereToEdit.Cli;
 
@@ -26,19 +23,12 @@ public static partial class WteCommands
         foreach (var o in pre.All) command.Options.Add(o);
         command.SetAction(parse =>
         {
-            string path = parse.GetValue(model)!;
-            int k = parse.GetValue(topK), b = parse.GetValue(batch);
-            if (k <= 0) throw new ArgumentException($"--top-k {k}: must be positive");
-            if (b <= 0) throw new ArgumentException($"--batch {b}: must be positive");
-            var files = JobInputs.ExpandImages(parse.GetValue(images)!);
-            var loaded = ModelFolder.Load(path);
-            var preprocessing = pre.Apply(parse, loaded.Preprocessing, path);
-            var loader = new ImageLoader();
-            foreach (string f in files) loader.Identify(f);   // refuse unreadable or over-large images before any output
-            using var backend = BackendFactory.Create(parse.GetValue(device)!, parse.GetValue(threads));
-            using var vit = VitCheckpoint.Load(backend, loaded);
-            var results = Predictor.Run(vit, loader, preprocessing, files, b, k, loaded.Labels);
-            foreach (var r in results)
+            var result = PredictJob.Run(new PredictJobOptions
+            {
+                ModelPath = parse.GetValue(model)!, Images = parse.GetValue(images)!, TopK = parse.GetValue(topK), Batch = parse.GetValue(batch),
+                Preprocessing = pre.Parse(parse), Backend = new BackendChoice { Device = parse.GetValue(device)!, Threads = parse.GetValue(threads) },
+            });
+            foreach (var r in result.Predictions)
             {
                 if (parse.GetValue(json))
                     stdout.WriteLine(JsonSerializer.Serialize(new
