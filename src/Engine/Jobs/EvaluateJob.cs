@@ -111,19 +111,27 @@ public static class EvaluateJob
         Directory.CreateDirectory(o.OutDir);
         string jsonl = Path.Combine(o.OutDir, "edits.jsonl");
         List<EditRecord> records;
-        using (var writer = new StreamWriter(jsonl + ".tmp"))
+        try
         {
-            int done = 0;
-            records = evaluator.Run(groups, settings, p, r =>
+            using (var writer = new StreamWriter(jsonl + ".tmp"))
             {
-                writer.WriteLine(EvalReport.JsonLine(r));
-                done++;
-                progress.Report(new JobProgress("edits", done, total, $"{r.Subset}/{r.Group} {r.Setting}",
-                    new Dictionary<string, double> { ["sr"] = r.Sr, ["gr"] = r.Gr, ["lr"] = r.Lr, ["steps"] = r.Steps }));
-                cancel.ThrowIfCancellationRequested();
-            });
+                int done = 0;
+                records = evaluator.Run(groups, settings, p, r =>
+                {
+                    writer.WriteLine(EvalReport.JsonLine(r));
+                    done++;
+                    progress.Report(new JobProgress("edits", done, total, $"{r.Subset}/{r.Group} {r.Setting}",
+                        new Dictionary<string, double> { ["sr"] = r.Sr, ["gr"] = r.Gr, ["lr"] = r.Lr, ["steps"] = r.Steps }));
+                    cancel.ThrowIfCancellationRequested();
+                });
+            }
+            File.Move(jsonl + ".tmp", jsonl, overwrite: true);
         }
-        File.Move(jsonl + ".tmp", jsonl, overwrite: true);
+        catch
+        {
+            File.Delete(jsonl + ".tmp");   // a failed or cancelled run leaves no half-written record file
+            throw;
+        }
 
         var summary = EvalReport.Summarise(records);
         var perGroup = EvalReport.Summarise(records, perGroup: true);
