@@ -1,8 +1,6 @@
 using System.CommandLine;
 using System.Text.Json;
-using WhereToEdit.Engine.Backends;
-using WhereToEdit.Engine.Perf;
-using WhereToEdit.Engine.Models;
+using WhereToEdit.Engine.Jobs;
 
 namespace WhereToEdit.Cli;
 
@@ -25,14 +23,12 @@ public static partial class WteCommands
         };
         command.SetAction(parse =>
         {
-            string name = parse.GetValue(model)!;
-            var config = VitConfig.Preset(name);
-            int b = parse.GetValue(batch);
-            if (b <= 0) throw new ArgumentException($"--batch {b}: must be positive");
-            double k = parse.GetValue(keep);
-            if (!(k > 0 && k <= 1)) throw new ArgumentException($"--keep {k}: must be in (0, 1]");
-            using var backend = BackendFactory.Create(parse.GetValue(device)!, parse.GetValue(threads), ParseGemm(parse.GetValue(gemm)!));
-            var result = VitBenchmark.Run(backend, name, config, b, BackendFactory.DeviceOf(backend), parse.GetValue(seconds), k);
+            var job = BenchJob.Run(new BenchJobOptions
+            {
+                Model = parse.GetValue(model)!, Batch = parse.GetValue(batch), Seconds = parse.GetValue(seconds), Keep = parse.GetValue(keep), Profile = parse.GetValue(profile),
+                Backend = new BackendChoice { Device = parse.GetValue(device)!, Threads = parse.GetValue(threads), Gemm = parse.GetValue(gemm)! },
+            });
+            var result = job.Timing;
             if (parse.GetValue(json))
                 stdout.WriteLine(JsonSerializer.Serialize(result));
             else
@@ -42,12 +38,7 @@ public static partial class WteCommands
                 stdout.WriteLine($"  forward+backward   {result.ForwardBackwardImagesPerS,9:F2} images/s  ({result.GflopsPerS:F1} GFLOP/s)");
                 stdout.WriteLine($"  edit step (B=1)    {result.EditStepMs,9:F2} ms        (blocks {string.Join(",", result.EditBlocks)}, keep {result.EditKeep})");
             }
-            if (parse.GetValue(profile))
-            {
-                using var profiled = new ProfilingBackend(BackendFactory.Create(parse.GetValue(device)!, parse.GetValue(threads), ParseGemm(parse.GetValue(gemm)!)));
-                VitBenchmark.Run(profiled, name, config, b, BackendFactory.DeviceOf(profiled.Inner), Math.Min(1, parse.GetValue(seconds)), k);
-                (parse.GetValue(json) ? Console.Error : stdout).WriteLine(profiled.Report());
-            }
+            if (job.Profile is { } table) (parse.GetValue(json) ? Console.Error : stdout).WriteLine(table);
             return 0;
         });
         return command;

@@ -1,9 +1,7 @@
 using System.CommandLine;
 using System.Globalization;
-using WhereToEdit.Engine.Backends;
 using WhereToEdit.Engine.Evaluation;
-using WhereToEdit.Engine.IO;
-using WhereToEdit.Engine.Models;
+using WhereToEdit.Engine.Jobs;
 using WhereToEdit.Engine.Training;
 
 namespace WhereToEdit.Cli;
@@ -39,25 +37,24 @@ public static partial class WteCommands
         };
         command.SetAction(parse =>
         {
-            string modelPath = parse.GetValue(model)!;
-            string outPath = parse.GetValue(output)!;
-            var options = new BenchmarkBuildOptions
+            var result = BenchmarkBuildJob.Run(new BenchmarkBuildJobOptions
             {
-                Seed = parse.GetValue(seed), Margin = parse.GetValue(margin), MaxPerGroup = parse.GetValue(maxPerGroup),
-                MaxGroups = parse.GetValue(maxGroups), MinPerGroup = parse.GetValue(minPerGroup), MaxLocality = parse.GetValue(maxLocality),
-                Name = parse.GetValue(name)!, Batch = parse.GetValue(batch),
-            }.Validate();
-            var loaded = ModelFolder.Load(modelPath);
-            var test = LabeledImagesIdx.FashionMnist(parse.GetValue(data)!, train: false);
-            using var backend = BackendFactory.Create(parse.GetValue(device)!, parse.GetValue(threads));
-            using var vit = VitCheckpoint.Load(backend, loaded);
-            var result = BenchmarkBuilder.Build(vit, loaded.Preprocessing, loaded.Labels, test, outPath, options, m => stderr.WriteLine($"benchmark: {m}"));
-            PrintBenchmark(stdout, result.Manifest, result.Subsets);
+                ModelPath = parse.GetValue(model)!, DataPath = parse.GetValue(data)!, OutPath = parse.GetValue(output)!,
+                Build = new BenchmarkBuildOptions
+                {
+                    Seed = parse.GetValue(seed), Margin = parse.GetValue(margin), MaxPerGroup = parse.GetValue(maxPerGroup),
+                    MaxGroups = parse.GetValue(maxGroups), MinPerGroup = parse.GetValue(minPerGroup), MaxLocality = parse.GetValue(maxLocality),
+                    Name = parse.GetValue(name)!, Batch = parse.GetValue(batch),
+                },
+                Backend = new BackendChoice { Device = parse.GetValue(device)!, Threads = parse.GetValue(threads) },
+            }, new ProgressBar(stderr));
+            PrintBenchmark(stdout, result.Subsets.Select(s => (s.Name, s.Kind, s.Groups, s.Images, (int?)s.Failures, (int?)s.EligibleGroups)),
+                result.LocalityName, result.LocalityImages, result.Margin, withStats: true);
             stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"base accuracy {result.BaseAccuracy:P2}; locality: {result.LocalityCandidates} candidates below margin {options.Margin}"));
-            foreach (string note in result.Manifest.Notes.Where(n => n.StartsWith("WARNING", StringComparison.Ordinal))) stdout.WriteLine(note);
+                $"base accuracy {result.BaseAccuracy:P2}; locality: {result.LocalityCandidates} candidates below margin {result.Margin}"));
+            foreach (string note in result.Warnings) stdout.WriteLine(note);
             stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"wrote {result.ManifestPath} ({result.Predictions.Count} images, {result.TotalBytes / 1024.0:F1} KiB)"));
+                $"wrote {result.ManifestPath} ({result.Images} images, {result.TotalBytes / 1024.0:F1} KiB)"));
             return 0;
         });
         return command;
@@ -71,25 +68,25 @@ public static partial class WteCommands
         {
             var manifest = BenchmarkManifest.Read(parse.GetValue(path)!);
             stdout.WriteLine($"{manifest.Name}  (base model {manifest.BaseModelFingerprint ?? "unknown"})");
-            PrintBenchmark(stdout, manifest, null);
+            PrintBenchmark(stdout, manifest.Subsets.Select(s => (s.Name, s.Kind, s.Groups.Count, s.Groups.Sum(g => g.Images.Count), (int?)null, (int?)null)),
+                manifest.Locality.Name, manifest.Locality.Images.Count, manifest.Locality.Margin, withStats: false);
             foreach (string note in manifest.Notes) stdout.WriteLine($"  note: {note}");
             return 0;
         });
         return command;
     }
 
-    private static void PrintBenchmark(TextWriter stdout, BenchmarkManifest manifest, IReadOnlyList<BenchmarkSubsetStats>? stats)
+    private static void PrintBenchmark(TextWriter stdout, IEnumerable<(string Name, BenchmarkSubsetKind Kind, int Groups, int Images, int? Failures, int? Eligible)> rows,
+                                       string localityName, int localityImages, double margin, bool withStats)
     {
-        stdout.WriteLine(stats is null ? $"{"subset",-16} {"kind",-8} {"groups",6} {"images",7}"
-                                       : $"{"subset",-16} {"kind",-8} {"groups",6} {"images",7} {"failures",9} {"eligible",9}");
-        var rows = stats?.Select(s => (s.Name, s.Kind, s.Groups, s.Images, (int?)s.Failures, (int?)s.EligibleGroups))
-                   ?? manifest.Subsets.Select(s => (s.Name, s.Kind, s.Groups.Count, s.Groups.Sum(g => g.Images.Count), (int?)null, (int?)null));
+        stdout.WriteLine(withStats ? $"{"subset",-16} {"kind",-8} {"groups",6} {"images",7} {"failures",9} {"eligible",9}"
+                                   : $"{"subset",-16} {"kind",-8} {"groups",6} {"images",7}");
         foreach (var (n, kind, groups, images, failures, eligible) in rows)
         {
             string k = kind == BenchmarkSubsetKind.Natural ? "natural" : "style";
             stdout.WriteLine(failures is null ? $"{n,-16} {k,-8} {groups,6} {images,7}" : $"{n,-16} {k,-8} {groups,6} {images,7} {failures,9} {eligible,9}");
         }
         stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"{"locality",-16} {manifest.Locality.Name,-8} {"",6} {manifest.Locality.Images.Count,7}   margin < {manifest.Locality.Margin}"));
+            $"{"locality",-16} {localityName,-8} {"",6} {localityImages,7}   margin < {margin}"));
     }
 }

@@ -1,4 +1,5 @@
 using System.CommandLine;
+using WhereToEdit.Engine.Jobs;
 using WhereToEdit.Engine.Backends.Cpu;
 using WhereToEdit.Engine.IO;
 
@@ -27,7 +28,7 @@ public static partial class WteCommands
                 var other => throw new ArgumentException($"--dtype {other}: must be f32, f16 or bf16"),
             };
             if (parse.GetValue(heads) is int h && h <= 0) throw new ArgumentException($"--heads {h}: must be positive");
-            RefuseOverwritingInput(outPath, parse.GetValue(input));
+            JobInputs.RefuseOverwritingInput(outPath, parse.GetValue(input));
             var r = CheckpointConversion.Convert(parse.GetValue(input)!, outPath, type, new ModelLoadOptions { NumHeads = parse.GetValue(heads) });
             stdout.WriteLine($"read   {r.InputCheckpoint} ({r.InputFormat.ToString().ToLowerInvariant()}, {NamingText(r.InputNaming)} names)");
             stdout.WriteLine($"wrote  {r.OutputPath} (safetensors, timm names, {type}): {r.Parameters:N0} parameters in {r.Tensors} tensors, fingerprint {r.Fingerprint}");
@@ -45,7 +46,7 @@ public static partial class WteCommands
         command.SetAction(parse =>
         {
             string outPath = parse.GetValue(output)!;
-            RefuseOverwritingInput(outPath, parse.GetValue(input));
+            JobInputs.RefuseOverwritingInput(outPath, parse.GetValue(input));
             using var backend = new CpuBackend(new CpuBackendOptions { Threads = 1 });
             var (c, blocks) = CheckpointConversion.ExportHypernet(backend, parse.GetValue(input)!, outPath);
             stdout.WriteLine($"wrote  {outPath} (PyTorch, reference HyperNetwork_mask names): width {c.EmbedDim}, {c.Depth} blocks, " +

@@ -1,39 +1,14 @@
 using System.CommandLine;
-using WhereToEdit.Engine.Evaluation;
-using WhereToEdit.Engine.Editing;
+using System.Globalization;
+using WhereToEdit.Engine.Jobs;
 
 namespace WhereToEdit.Cli;
 
 public static partial class WteCommands
 {
-    /// <summary>Where the shipped Fashion-MNIST model, hypernetwork and benchmark live, relative to the repository root.</summary>
-    internal const string AssetsFolder = "assets/fashion_mnist";
-
-    /// <summary>
-    /// The edit learning rate for the shipped model: the paper's 2e-5 for ViT-B/16 (width 768) scaled by 768/64 for
-    /// this ViT's width 64 — an RMSprop step moves every selected weight by about lr, and a hidden unit's effect grows
-    /// with its row's width. Measured on the benchmark (docs/RESULTS.md): at 2e-5 even full fine-tuning rarely
-    /// reaches the stop rule within 100 steps here.
-    /// </summary>
-    internal const float DemoLearningRate = 2e-5f * 768 / 64;
-
-    /// <summary>Finds assets/fashion_mnist from the working directory or the binary's location upwards.</summary>
-    internal static string FindAssets(string? given)
-    {
-        if (given is not null)
-            return File.Exists(Path.Combine(given, "vit.safetensors")) ? given : throw new DirectoryNotFoundException($"--assets {given}: no vit.safetensors there");
-        foreach (string start in new[] { Directory.GetCurrentDirectory(), AppContext.BaseDirectory })
-            for (var dir = new DirectoryInfo(start); dir is not null; dir = dir.Parent)
-            {
-                string candidate = Path.Combine(dir.FullName, AssetsFolder);
-                if (File.Exists(Path.Combine(candidate, "vit.safetensors"))) return candidate;
-            }
-        throw new DirectoryNotFoundException($"cannot find {AssetsFolder}/ (the shipped model, hypernetwork and benchmark) above {Directory.GetCurrentDirectory()}; run from the repository or pass --assets");
-    }
-
     private static Command DemoCommand(TextWriter stdout, TextWriter stderr)
     {
-        var assets = new Option<string?>("--assets") { Description = $"folder with vit.safetensors, hypernet.safetensors and benchmark/ (default: {AssetsFolder} of the repository)" };
+        var assets = new Option<string?>("--assets") { Description = $"folder with vit.safetensors, hypernet.safetensors and benchmark/ (default: {DemoSetup.AssetsFolder} of the repository)" };
         var output = new Option<string>("--out") { Description = "output folder for records, tables and plots", DefaultValueFactory = _ => "out/demo" };
         var edits = new Option<int>("--max-edits-per-group") { Description = "edits per group in the reduced sweep", DefaultValueFactory = _ => 3 };
         var threads = ThreadsOption();
@@ -43,26 +18,14 @@ public static partial class WteCommands
         };
         command.SetAction(parse =>
         {
-            string folder = FindAssets(parse.GetValue(assets));
-            string model = Path.Combine(folder, "vit.safetensors"), hypernet = Path.Combine(folder, "hypernet.safetensors");
-            string manifestPath = Path.Combine(folder, "benchmark", BenchmarkManifest.FileName);
-            // The reduced sweep: two keep fractions for the masks, two coefficients for fine-tuning.
-            var settings = new List<EvalSetting>
-            {
-                new(EditMethod.Hprd, 0.25, 0), new(EditMethod.Hprd, 0.1, 0),
-                new(EditMethod.Random, 0.25, 0), new(EditMethod.Random, 0.1, 0),
-                new(EditMethod.FtL1, 1, 0.01f), new(EditMethod.FtL1, 1, 0.001f),
-                new(EditMethod.FtL2, 1, 0.01f), new(EditMethod.FtL2, 1, 0.001f),
-            };
-            var options = new EvalOptions { MaxEditsPerGroup = parse.GetValue(edits), LearningRate = DemoLearningRate };
-            RunEvaluation(new EvalRequest
-            {
-                ModelPath = model, HypernetPath = hypernet, Manifest = BenchmarkManifest.Read(manifestPath), Settings = settings, Options = options,
-                OutDir = parse.GetValue(output)!, Threads = parse.GetValue(threads), Title = "wte demo (Fashion-MNIST, reduced sweep)",
-            }, stdout, stderr);
+            string folder = DemoSetup.FindAssets(parse.GetValue(assets));
+            var options = DemoSetup.Options(folder, parse.GetValue(output)!, parse.GetValue(edits), new BackendChoice { Threads = parse.GetValue(threads) });
+            var result = EvaluateJob.Run(options, new ProgressBar(stderr), world: World);
+            if (result is null) return 0;   // an MPI rank other than 0 ran its share of the edits
+            PrintEvaluation(stdout, result);
             stdout.WriteLine();
             stdout.WriteLine("The full protocol (all keep fractions and FT coefficients, every failure, 1 or 3 images per edit):");
-            stdout.WriteLine($"  wte eval --model {model} --hypernet {hypernet} --benchmark {manifestPath} --lr {DemoLearningRate.ToString(System.Globalization.CultureInfo.InvariantCulture)} --out out/eval");
+            stdout.WriteLine($"  wte eval --model {options.ModelPath} --hypernet {options.HypernetPath} --benchmark {options.BenchmarkPath} --lr {DemoSetup.LearningRate.ToString(CultureInfo.InvariantCulture)} --out out/eval");
             stdout.WriteLine("Results of that run are in docs/RESULTS.md.");
             return 0;
         });

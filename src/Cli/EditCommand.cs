@@ -1,10 +1,7 @@
 using System.CommandLine;
 using System.Globalization;
 using System.Text.Json;
-using WhereToEdit.Engine.Backends;
-using WhereToEdit.Engine.Editing;
-using WhereToEdit.Engine.IO;
-using WhereToEdit.Engine.Models;
+using WhereToEdit.Engine.Jobs;
 
 namespace WhereToEdit.Cli;
 
@@ -33,83 +30,28 @@ public static partial class WteCommands
         };
         command.SetAction(parse =>
         {
-            string modelPath = parse.GetValue(model)!, outPath = parse.GetValue(output)!;
-            var m = EditMethods.Parse(parse.GetValue(method)!);
-            double k = parse.GetValue(keep);
-            if (!(k > 0 && k <= 1)) throw new ArgumentException($"--keep {k.ToString(CultureInfo.InvariantCulture)}: must be in (0, 1]");
-            var options = new EditOptions { Method = m, LearningRate = parse.GetValue(lr), MaxSteps = parse.GetValue(maxSteps), Coefficient = parse.GetValue(coef) };
-            options.Validate();
-            if (m == EditMethod.Hprd && parse.GetValue(hypernet) is null) throw new ArgumentException("--method hprd needs --hypernet");
-            RefuseOverwritingInput(outPath, modelPath);
-
-            var loaded = ModelFolder.Load(modelPath);
-            int y = ParseLabel(parse.GetValue(label)!, loaded.Architecture.NumClasses, loaded.Labels);
-            var files = ExpandImages(parse.GetValue(images)!);
-            var loader = new ImageLoader();
-            var pixels = files.SelectMany(f => loader.Load(f, loaded.Preprocessing)).ToArray();
-
-            using var backend = BackendFactory.Create(parse.GetValue(device)!, parse.GetValue(threads));
-            using var vit = VitCheckpoint.Load(backend, loaded);
-            string fingerprint = VitCheckpoint.Fingerprint(vit);
-            EditTarget target;
-            EditMask? mask = null;
-            if (m == EditMethod.Hprd)
+            var job = EditJob.Run(new EditJobOptions
             {
-                using var original = parse.GetValue(baseModel) is { } b ? VitCheckpoint.Load(backend, ModelFolder.Load(b)) : null;
-                var reference = original ?? vit;
-                if (reference.Config != vit.Config) throw new ArgumentException($"--base {parse.GetValue(baseModel)}: its architecture differs from {modelPath}");
-                using var net = HypernetFile.Load(backend, parse.GetValue(hypernet)!, reference, original is null ? fingerprint : null);
-                target = new EditTarget(vit.Config, net.EditBlocks);
-                mask = new MaskPredictor(reference, net.Network, target).Predict(pixels, files.Count, k);
-            }
-            else
-            {
-                target = EditTarget.Default(vit.Config);
-                if (m == EditMethod.Random) mask = EditMask.Random(target, k, parse.GetValue(seed));
-            }
-            using var editor = new ModelEditor(vit, target);
-            var labels = Enumerable.Repeat(y, files.Count).ToArray();
-            var result = editor.Edit(pixels, labels, mask ?? EditMask.Full(target), options);
-            var patch = EditPatch.FromEdit(vit, target, mask, target.Units.Select(u => editor.OriginalValues(u.Index)).ToList(),
-                fingerprint, m.Name(), m.IsFineTuning() ? 1.0 : k, labels, files.Select(Path.GetFileName).ToArray()!, result);
-            patch.Save(outPath);
+                ModelPath = parse.GetValue(model)!, HypernetPath = parse.GetValue(hypernet), Images = parse.GetValue(images)!, Label = parse.GetValue(label)!,
+                Method = parse.GetValue(method)!, Keep = parse.GetValue(keep), LearningRate = parse.GetValue(lr), MaxSteps = parse.GetValue(maxSteps),
+                Coefficient = parse.GetValue(coef), Seed = parse.GetValue(seed), BasePath = parse.GetValue(baseModel), OutPath = parse.GetValue(output)!,
+                Backend = new BackendChoice { Device = parse.GetValue(device)!, Threads = parse.GetValue(threads) },
+            });
+            var result = job.Edit;
             if (parse.GetValue(json)) stdout.WriteLine(JsonSerializer.Serialize(result));
             else
             {
-                string Name(int c) => loaded.Labels is { } l && c < l.Count ? $"{c} ({l[c]})" : c.ToString(CultureInfo.InvariantCulture);
-                stdout.WriteLine($"{(result.Success ? "fixed" : "NOT fixed")}: {files.Count} image(s) → {Name(y)} with {result.Method}, {result.Steps} steps, {result.WallMs:F0} ms");
+                string Name(int c) => job.ClassNames is { } l && c < l.Count ? $"{c} ({l[c]})" : c.ToString(CultureInfo.InvariantCulture);
+                string Probs(float[] p) => string.Join(", ", p.Select(v => v.ToString("F4", CultureInfo.InvariantCulture)));
+                stdout.WriteLine($"{(result.Success ? "fixed" : "NOT fixed")}: {job.Images.Count} image(s) → {Name(job.Label)} with {result.Method}, {result.Steps} steps, {result.WallMs:F0} ms");
                 stdout.WriteLine($"  prediction  {string.Join(", ", result.PredictionsBefore.Select(Name))} → {string.Join(", ", result.PredictionsAfter.Select(Name))}");
-                stdout.WriteLine($"  p(label)    {string.Join(", ", result.TargetProbBefore.Select(p => p.ToString("F4", CultureInfo.InvariantCulture)))} → {string.Join(", ", result.TargetProbAfter.Select(p => p.ToString("F4", CultureInfo.InvariantCulture)))}");
+                stdout.WriteLine($"  p(label)    {Probs(result.TargetProbBefore)} → {Probs(result.TargetProbAfter)}");
                 stdout.WriteLine($"  loss        {result.InitialLoss:F4} → {result.FinalLoss:F4}");
                 stdout.WriteLine($"  mask        {result.KeptGates} of {result.TotalGates} hidden units; {result.WeightsChanged:N0} of {result.WeightsEditable:N0} editable weights changed");
-                stdout.WriteLine($"  patch       {outPath}");
+                stdout.WriteLine($"  patch       {job.PatchPath}");
             }
             return 0;
         });
         return command;
-    }
-
-    internal static int ParseLabel(string text, int classes, IReadOnlyList<string>? labels)
-    {
-        if (int.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out int index))
-            return index >= 0 && index < classes ? index : throw new ArgumentException($"--label {index}: the model has classes 0..{classes - 1}");
-        if (labels is not null)
-            for (int i = 0; i < labels.Count; i++)
-                if (string.Equals(labels[i], text, StringComparison.OrdinalIgnoreCase)) return i;
-        throw new ArgumentException($"--label '{text}': not a class index or one of the model's label names");
-    }
-
-    /// <summary>Never write over a user's input: the output must be another file.</summary>
-    internal static void RefuseOverwritingInput(string output, params string?[] inputs)
-    {
-        string full = Path.GetFullPath(output);
-        foreach (string? input in inputs)
-        {
-            if (input is null) continue;
-            string inFull = Path.GetFullPath(input);
-            if (full == inFull || (Directory.Exists(inFull) && full.StartsWith(inFull + Path.DirectorySeparatorChar, StringComparison.Ordinal) && Path.GetFileName(full) == "model.safetensors"))
-                throw new ArgumentException($"--out {output}: would overwrite the input {input}; write to another file");
-        }
-        if (Directory.Exists(full)) throw new ArgumentException($"--out {output}: is a folder; give a file name");
     }
 }

@@ -1,18 +1,14 @@
 using System.CommandLine;
-using System.Diagnostics;
+using WhereToEdit.Engine.Distributed;
 using System.Globalization;
 using System.Text.Json;
-using WhereToEdit.Engine.Backends;
-using WhereToEdit.Engine.Distributed;
-using WhereToEdit.Engine.IO;
-using WhereToEdit.Engine.MetaTraining;
-using WhereToEdit.Engine.Models;
+using WhereToEdit.Engine.Jobs;
 
 namespace WhereToEdit.Cli;
 
 public static partial class WteCommands
 {
-    /// <summary>The meta-training knobs; null = the default (fresh run) or the checkpoint's value (resume).</summary>
+    /// <summary>The meta-training knobs; unset = the default (fresh run) or the checkpoint's value (resume).</summary>
     private sealed class MetaKnobs
     {
         public readonly Option<int?> Iterations = new("--iterations") { Description = "meta-training iterations (default 10000; 1 with --bench)" };
@@ -35,24 +31,13 @@ public static partial class WteCommands
         public IEnumerable<Option> All => [Iterations, Batch, OuterSteps, InnerSteps, MaskLr, InnerLr, SparsityWeight, Temperature, HypernetLr, TMax,
             StageBSteps, Depth, Seed, EditBlocks, ReferenceBounds, CheckpointEvery];
 
-        public MetaTrainOptions Apply(ParseResult p, MetaTrainOptions o) => o with
+        public MetaTrainOverrides Parse(ParseResult p) => new()
         {
-            Iterations = p.GetValue(Iterations) ?? o.Iterations,
-            Batch = p.GetValue(Batch) ?? o.Batch,
-            OuterSteps = p.GetValue(OuterSteps) ?? o.OuterSteps,
-            InnerSteps = p.GetValue(InnerSteps) ?? o.InnerSteps,
-            MaskLr = p.GetValue(MaskLr) ?? o.MaskLr,
-            InnerLr = p.GetValue(InnerLr) ?? o.InnerLr,
-            SparsityWeight = p.GetValue(SparsityWeight) ?? o.SparsityWeight,
-            Temperature = p.GetValue(Temperature) ?? o.Temperature,
-            HypernetLr = p.GetValue(HypernetLr) ?? o.HypernetLr,
-            CosineTMax = p.GetValue(TMax) ?? o.CosineTMax,
-            StageBSteps = p.GetValue(StageBSteps) ?? o.StageBSteps,
-            HypernetDepth = p.GetValue(Depth) ?? o.HypernetDepth,
-            Seed = p.GetValue(Seed) ?? o.Seed,
-            EditBlocks = p.GetValue(EditBlocks) is { } blocks ? ParseBlocks(blocks) : o.EditBlocks,
-            CutMixReferenceBounds = p.GetValue(ReferenceBounds) || o.CutMixReferenceBounds,
-            CheckpointEvery = p.GetValue(CheckpointEvery) ?? o.CheckpointEvery,
+            Iterations = p.GetValue(Iterations), Batch = p.GetValue(Batch), OuterSteps = p.GetValue(OuterSteps), InnerSteps = p.GetValue(InnerSteps),
+            MaskLr = p.GetValue(MaskLr), InnerLr = p.GetValue(InnerLr), SparsityWeight = p.GetValue(SparsityWeight), Temperature = p.GetValue(Temperature),
+            HypernetLr = p.GetValue(HypernetLr), CosineTMax = p.GetValue(TMax), StageBSteps = p.GetValue(StageBSteps), HypernetDepth = p.GetValue(Depth),
+            Seed = p.GetValue(Seed), EditBlocks = p.GetValue(EditBlocks) is { } blocks ? ParseBlocks(blocks) : null,
+            CutMixReferenceBounds = p.GetValue(ReferenceBounds), CheckpointEvery = p.GetValue(CheckpointEvery),
         };
 
         private static int[] ParseBlocks(string text)
@@ -86,124 +71,18 @@ public static partial class WteCommands
         foreach (var o in knobs.All) command.Options.Add(o);
         command.SetAction(parse =>
         {
-            string modelPath = parse.GetValue(model)!;
-            bool isBench = parse.GetValue(bench);
-            string? outPath = parse.GetValue(output), ckptDir = parse.GetValue(checkpointDir), resumePath = parse.GetValue(resume), logPath = parse.GetValue(log);
-            string? dataPath = parse.GetValue(data), idxPath = parse.GetValue(idx);
-            if (dataPath is not null && idxPath is not null) throw new ArgumentException("give either --data FOLDER or --idx IMAGES, not both");
-            if (dataPath is null && idxPath is null && !isBench) throw new ArgumentException("meta-train needs training images: --data FOLDER or --idx IMAGES");
-            if (outPath is null && !isBench) throw new ArgumentException("--out HYPERNET is required (where the trained hypernetwork goes)");
-            if (resumePath is not null && !File.Exists(resumePath)) throw new FileNotFoundException($"--resume {resumePath}: no such file");
-            var defaults = new MetaTrainOptions { Iterations = isBench ? 1 : new MetaTrainOptions().Iterations };
-            var fresh = knobs.Apply(parse, defaults).Validate();   // option errors before any loading
-
-            // Data before the model: a bad data path fails fast.
-            IImageSource source = dataPath is not null ? new FolderImageSource(dataPath)
-                : idxPath is not null ? new IdxImageSource(IdxReader.ReadImages(idxPath))
-                : new SyntheticImageSource(Math.Max(64, 2 * fresh.Batch), 256, 256);
-
-            var world = World;   // under mpirun: each rank runs its slice of every batch; rank 0 writes and prints
-            using var backend = BackendFactory.Create(parse.GetValue(device)!, world.ThreadsPerRank(parse.GetValue(threads)), ParseGemm(parse.GetValue(gemm)!));
-            float[] mean, std;
-            VitModel vit;
-            if (isBench && !File.Exists(modelPath) && !Directory.Exists(modelPath) && VitConfig.Presets.ContainsKey(modelPath))
+            var result = MetaTrainJob.Run(new MetaTrainJobOptions
             {
-                vit = new VitModel(backend, VitConfig.Preset(modelPath));
-                vit.InitializeRandom(fresh.Seed);
-                mean = Enumerable.Repeat(0.5f, vit.Config.InChans).ToArray();
-                std = mean.ToArray();
-            }
-            else
-            {
-                var loaded = ModelFolder.Load(modelPath);
-                vit = VitCheckpoint.Load(backend, loaded);
-                mean = loaded.Preprocessing.Mean;
-                std = loaded.Preprocessing.Std;
-            }
-            using var _ = vit;
-            if (outPath is not null) EnsureParentFolder(outPath);
-            if (logPath is not null) EnsureParentFolder(logPath);
-
-            using var trainer = resumePath is not null
-                ? MetaTrainer.Resume(vit, mean, std, source, resumePath, o => knobs.Apply(parse, o), communicator: world)
-                : new MetaTrainer(vit, mean, std, source, fresh, communicator: world);
-            var o = trainer.Options;
-            using var csv = logPath is null || !world.IsRoot() ? null : OpenLog(logPath, append: resumePath is not null);
-            bool showProgress = !parse.GetValue(noProgress) && world.IsRoot();
-            string ranks = world.Size > 1 ? $" × {world.Size} MPI ranks" : "";
-            bool inPlace = ReferenceEquals(stderr, Console.Error) && !Console.IsErrorRedirected;
-            int startIteration = trainer.Iteration;
-            var clock = Stopwatch.StartNew();
-            var cpuBefore = Process.GetCurrentProcess().TotalProcessorTime;
-            var all = new List<IterationStats>();
-            if (showProgress)
-                stderr.WriteLine($"meta-train: {source.Description}; blocks [{string.Join(",", trainer.Target.Blocks)}], B {o.Batch}, " +
-                                 $"{o.OuterSteps}×({o.InnerSteps}+1) batched passes per iteration; iterations {trainer.Iteration + 1}..{o.Iterations}; {backend.Name}{ranks}");
-            trainer.Run(ckptDir, stats =>
-            {
-                all.Add(stats);
-                csv?.WriteLine(stats.ToCsv());
-                csv?.Flush();
-                if (showProgress) Progress(stderr, inPlace, stats, o.Iterations, startIteration, clock.Elapsed.TotalSeconds, ranks);
-            });
-            double cpuSeconds = (Process.GetCurrentProcess().TotalProcessorTime - cpuBefore).TotalSeconds;
-            if (showProgress && inPlace && all.Count > 0) stderr.WriteLine();
-            if (!world.IsRoot()) return 0;
-            if (outPath is not null) trainer.SaveHypernet(outPath);
-
-            if (isBench)
-            {
-                int passes = o.OuterSteps * (o.InnerSteps + 1);
-                stdout.WriteLine(JsonSerializer.Serialize(new
-                {
-                    model = modelPath, backend = backend.Name, threads = backend.Threads, ranks = world.Size, batch = o.Batch, outer_steps = o.OuterSteps, inner_steps = o.InnerSteps,
-                    edit_blocks = trainer.Target.Blocks, blocks_per_pass = vit.Config.Depth - trainer.Target.FirstBlock,
-                    batched_passes_per_iteration = passes, single_image_passes_per_iteration = passes * o.Batch, iterations = all.Count,
-                    seconds_per_iteration = all.Count == 0 ? 0 : all.Average(s => s.Seconds),
-                    first_iteration_s = all.Count == 0 ? 0 : all[0].Seconds,
-                    cpu_seconds_per_iteration = all.Count == 0 ? 0 : cpuSeconds / all.Count,   // process CPU time (all threads; includes spin-waits)
-                    data_s = all.Count == 0 ? 0 : all.Average(s => s.DataSeconds),
-                    stage_a_s = all.Count == 0 ? 0 : all.Average(s => s.StageASeconds),
-                    stage_b_s = all.Count == 0 ? 0 : all.Average(s => s.StageBSeconds),
-                }));
-            }
-            else stdout.WriteLine($"wrote {outPath} ({trainer.Iteration} iterations, base {trainer.BaseFingerprint})");
+                ModelPath = parse.GetValue(model)!, DataPath = parse.GetValue(data), IdxPath = parse.GetValue(idx), OutPath = parse.GetValue(output),
+                CheckpointDir = parse.GetValue(checkpointDir), ResumePath = parse.GetValue(resume), LogPath = parse.GetValue(log), Bench = parse.GetValue(bench),
+                Overrides = knobs.Parse(parse),
+                Backend = new BackendChoice { Device = parse.GetValue(device)!, Threads = parse.GetValue(threads), Gemm = parse.GetValue(gemm)! },
+            }, parse.GetValue(noProgress) ? NullJobProgress.Instance : new ProgressBar(stderr), world: World);
+            if (!World.IsRoot()) return 0;
+            if (result.Timing is { } timing) stdout.WriteLine(JsonSerializer.Serialize(timing));
+            else stdout.WriteLine($"wrote {result.OutPath} ({result.Iteration} iterations, base {result.BaseFingerprint})");
             return 0;
         });
         return command;
-    }
-
-    private static void EnsureParentFolder(string path)
-    {
-        string? dir = Path.GetDirectoryName(Path.GetFullPath(path));
-        if (dir is not null) Directory.CreateDirectory(dir);
-    }
-
-    private static StreamWriter OpenLog(string path, bool append)
-    {
-        bool header = !append || !File.Exists(path) || new FileInfo(path).Length == 0;
-        var writer = new StreamWriter(path, append);
-        if (header) writer.WriteLine(IterationStats.CsvHeader);
-        return writer;
-    }
-
-    private static void Progress(TextWriter stderr, bool inPlace, IterationStats s, int total, int start, double elapsed, string ranks = "")
-    {
-        int done = s.Iteration - start, left = total - s.Iteration;
-        double rate = done / Math.Max(elapsed, 1e-9);
-        const int width = 24;
-        int filled = total == 0 ? width : (int)((long)width * s.Iteration / total);
-        string bar = new string('#', filled) + new string('-', width - filled);
-        string line = string.Create(CultureInfo.InvariantCulture,
-            $"[{bar}] {s.Iteration}/{total}  {rate:0.000} it/s  ETA {Eta(left / Math.Max(rate, 1e-12))}  outer KL {s.OuterKl:G4}  mask sparsity {100 * s.MaskSparsity:0.00}%  bce {s.BceLast:G4}{ranks}");
-        if (inPlace) stderr.Write("\r" + line);
-        else stderr.WriteLine(line);
-    }
-
-    private static string Eta(double seconds)
-    {
-        if (!double.IsFinite(seconds) || seconds > 1e8) return "--";
-        var t = TimeSpan.FromSeconds(Math.Round(seconds));
-        return t.TotalHours >= 1 ? $"{(int)t.TotalHours}h{t.Minutes:00}m" : t.TotalMinutes >= 1 ? $"{t.Minutes}m{t.Seconds:00}s" : $"{t.Seconds}s";
     }
 }

@@ -1,6 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
-using WhereToEdit.Engine.IO;
+using WhereToEdit.Engine.Jobs;
 
 namespace WhereToEdit.Cli;
 
@@ -16,45 +16,20 @@ internal sealed class PreprocessingOptions
 
     public IEnumerable<Option> All => [Resize, Crop, ResizeMode, Interpolation, Mean, Std];
 
-    public Preprocessing Apply(ParseResult parse, Preprocessing p, string modelPath)
+    public PreprocessingOverrides Parse(ParseResult parse) => new()
     {
-        if (parse.GetValue(ResizeMode) is { } mode)
-            p = p with
-            {
-                ResizeMode = mode.Trim().ToLowerInvariant() switch
-                {
-                    "shorter" or "shorter_side" => Engine.IO.ResizeMode.ShorterSide,
-                    "direct" => Engine.IO.ResizeMode.Direct,
-                    _ => throw new ArgumentException($"--resize-mode '{mode}': expected shorter or direct"),
-                },
-            };
-        if (parse.GetValue(Resize) is int r) p = p with { ResizeSize = r };
-        if (parse.GetValue(Crop) is int c) p = p with { CropSize = c };
-        if (parse.GetValue(Interpolation) is { } i)
-            p = p with
-            {
-                Interpolation = i.Trim().ToLowerInvariant() switch
-                {
-                    "bilinear" => Engine.IO.Interpolation.Bilinear,
-                    "bicubic" => Engine.IO.Interpolation.Bicubic,
-                    _ => throw new ArgumentException($"--interpolation '{i}': expected bilinear or bicubic"),
-                },
-            };
-        if (parse.GetValue(Mean) is { } m) p = p with { Mean = Floats(m, "--mean", p.Channels) };
-        if (parse.GetValue(Std) is { } s) p = p with { Std = Floats(s, "--std", p.Channels) };
-        p.EnsureValid(modelPath);
-        return p;
-    }
+        Resize = parse.GetValue(Resize), Crop = parse.GetValue(Crop), ResizeMode = parse.GetValue(ResizeMode), Interpolation = parse.GetValue(Interpolation),
+        Mean = parse.GetValue(Mean) is { } m ? Floats(m, "--mean") : null,
+        Std = parse.GetValue(Std) is { } s ? Floats(s, "--std") : null,
+    };
 
-    private static float[] Floats(string text, string option, int channels)
+    private static float[] Floats(string text, string option)
     {
         var parts = text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
         var values = new float[parts.Length];
         for (int k = 0; k < parts.Length; k++)
             if (!float.TryParse(parts[k], NumberStyles.Float, CultureInfo.InvariantCulture, out values[k]))
                 throw new ArgumentException($"{option} '{text}': '{parts[k]}' is not a number");
-        if (values.Length == 1 && channels > 1) values = Enumerable.Repeat(values[0], channels).ToArray();
-        if (values.Length != channels) throw new ArgumentException($"{option} '{text}': {values.Length} values for a {channels}-channel model");
         return values;
     }
 }

@@ -1,9 +1,8 @@
 using System.CommandLine;
-using System.Text.Json;
-using WhereToEdit.Engine.Backends.Cpu;
-using WhereToEdit.Engine.Editing;
 using WhereToEdit.Engine.IO;
-using WhereToEdit.Engine.Models;
+using System.Text.Json;
+using WhereToEdit.Engine.Editing;
+using WhereToEdit.Engine.Jobs;
 
 namespace WhereToEdit.Cli;
 
@@ -23,15 +22,20 @@ public static partial class WteCommands
             DefaultValueFactory = _ => "wte",
         };
         var apply = new Command("apply", "Write MODEL with the patch applied to --out.") { applyModel, applyPatch, scale, applyOut, format };
-        apply.SetAction(parse => Rewrite(parse.GetValue(applyModel)!, parse.GetValue(applyPatch)!, parse.GetValue(applyOut)!, stdout,
-            (patch, vit) => patch.Apply(vit, parse.GetValue(scale)), "applied", ModelExport.ParseFormat(parse.GetValue(format)!)));
+        apply.SetAction(parse => Rewrite(stdout, "applied", new PatchJobOptions
+        {
+            ModelPath = parse.GetValue(applyModel)!, PatchPath = parse.GetValue(applyPatch)!, OutPath = parse.GetValue(applyOut)!, Scale = parse.GetValue(scale),
+            Format = ModelExport.ParseFormat(parse.GetValue(format)!),
+        }));
 
         var revertModel = new Argument<string>("MODEL") { Description = "a patched model" };
         var revertPatch = new Argument<string>("PATCH") { Description = "the patch to remove" };
         var revertOut = new Option<string>("--out") { Description = "the restored model (.safetensors)", Required = true };
         var revert = new Command("revert", "Write MODEL with the patch removed to --out (bit-identical to the patch's base).") { revertModel, revertPatch, revertOut };
-        revert.SetAction(parse => Rewrite(parse.GetValue(revertModel)!, parse.GetValue(revertPatch)!, parse.GetValue(revertOut)!, stdout,
-            (patch, vit) => patch.Revert(vit), "reverted"));
+        revert.SetAction(parse => Rewrite(stdout, "reverted", new PatchJobOptions
+        {
+            ModelPath = parse.GetValue(revertModel)!, PatchPath = parse.GetValue(revertPatch)!, OutPath = parse.GetValue(revertOut)!, Revert = true,
+        }));
 
         var infoPatch = new Argument<string>("PATCH");
         var infoJson = new Option<bool>("--json") { Description = "print the patch header as JSON" };
@@ -57,19 +61,11 @@ public static partial class WteCommands
         return command;
     }
 
-    private static int Rewrite(string modelPath, string patchPath, string outPath, TextWriter stdout, Action<EditPatch, VitModel> change, string verb,
-                               ExportFormat format = ExportFormat.Wte)
+    private static int Rewrite(TextWriter stdout, string verb, PatchJobOptions options)
     {
-        // A folder export refuses any non-empty --out, so it can never hold an input.
-        if (format == ExportFormat.Wte) RefuseOverwritingInput(outPath, modelPath, patchPath);
-        var patch = EditPatch.Load(patchPath);
-        var loaded = ModelFolder.Load(modelPath);
-        using var backend = new CpuBackend();
-        using var vit = VitCheckpoint.Load(backend, loaded);
-        change(patch, vit);
-        foreach (string note in ModelExport.Write(outPath, format, VitCheckpoint.ToTensorFile(vit), VitCheckpoint.ToArchitecture(vit.Config), loaded.Preprocessing, loaded.Labels))
-            stdout.WriteLine($"note: {note}");
-        stdout.WriteLine($"{verb} {patchPath} → {outPath} (fingerprint {VitCheckpoint.Fingerprint(vit)})");
+        var result = PatchJob.Run(options);
+        foreach (string note in result.Notes) stdout.WriteLine($"note: {note}");
+        stdout.WriteLine($"{verb} {options.PatchPath} → {result.OutPath} (fingerprint {result.Fingerprint})");
         return 0;
     }
 }

@@ -1,15 +1,11 @@
 using System.CommandLine;
 using System.Text.Json;
-using WhereToEdit.Engine.Backends;
-using WhereToEdit.Engine.IO;
-using WhereToEdit.Engine.Models;
+using WhereToEdit.Engine.Jobs;
 
 namespace WhereToEdit.Cli;
 
 public static partial class WteCommands
 {
-    private static readonly string[] ImageExtensions = [".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"];
-
     private static Command PredictCommand(TextWriter stdout)
     {
         var model = new Argument<string>("MODEL") { Description = "a .safetensors or .npz file, or a hub-style folder" };
@@ -27,19 +23,12 @@ public static partial class WteCommands
         foreach (var o in pre.All) command.Options.Add(o);
         command.SetAction(parse =>
         {
-            string path = parse.GetValue(model)!;
-            int k = parse.GetValue(topK), b = parse.GetValue(batch);
-            if (k <= 0) throw new ArgumentException($"--top-k {k}: must be positive");
-            if (b <= 0) throw new ArgumentException($"--batch {b}: must be positive");
-            var files = ExpandImages(parse.GetValue(images)!);
-            var loaded = ModelFolder.Load(path);
-            var preprocessing = pre.Apply(parse, loaded.Preprocessing, path);
-            var loader = new ImageLoader();
-            foreach (string f in files) loader.Identify(f);   // refuse unreadable or over-large images before any output
-            using var backend = BackendFactory.Create(parse.GetValue(device)!, parse.GetValue(threads));
-            using var vit = VitCheckpoint.Load(backend, loaded);
-            var results = Predictor.Run(vit, loader, preprocessing, files, b, k, loaded.Labels);
-            foreach (var r in results)
+            var result = PredictJob.Run(new PredictJobOptions
+            {
+                ModelPath = parse.GetValue(model)!, Images = parse.GetValue(images)!, TopK = parse.GetValue(topK), Batch = parse.GetValue(batch),
+                Preprocessing = pre.Parse(parse), Backend = new BackendChoice { Device = parse.GetValue(device)!, Threads = parse.GetValue(threads) },
+            });
+            foreach (var r in result.Predictions)
             {
                 if (parse.GetValue(json))
                     stdout.WriteLine(JsonSerializer.Serialize(new
@@ -56,25 +45,5 @@ public static partial class WteCommands
             return 0;
         });
         return command;
-    }
-
-    /// <summary>Files as given; folders expand to their image files (recursively, sorted).</summary>
-    internal static List<string> ExpandImages(IEnumerable<string> inputs)
-    {
-        var files = new List<string>();
-        foreach (string input in inputs)
-        {
-            if (Directory.Exists(input))
-            {
-                var found = Directory.EnumerateFiles(input, "*", SearchOption.AllDirectories)
-                    .Where(f => ImageExtensions.Contains(Path.GetExtension(f).ToLowerInvariant()))
-                    .Order(StringComparer.Ordinal).ToList();
-                if (found.Count == 0) throw new ArgumentException($"{input}: folder holds no images ({string.Join(", ", ImageExtensions)})");
-                files.AddRange(found);
-            }
-            else if (File.Exists(input)) files.Add(input);
-            else throw new FileNotFoundException($"{input}: no such file or folder", input);
-        }
-        return files;
     }
 }

@@ -1,8 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
-using WhereToEdit.Engine.Backends;
-using WhereToEdit.Engine.IO;
-using WhereToEdit.Engine.Models;
+using WhereToEdit.Engine.Jobs;
 using WhereToEdit.Engine.Training;
 
 namespace WhereToEdit.Cli;
@@ -33,49 +31,19 @@ public static partial class WteCommands
         };
         command.SetAction(parse =>
         {
-            string outPath = parse.GetValue(output)!;
-            RefuseOverwritingInput(outPath, parse.GetValue(resume));
-            var options = new PretrainOptions
+            var result = PretrainJob.Run(new PretrainJobOptions
             {
-                Epochs = parse.GetValue(epochs), Batch = parse.GetValue(batch), LearningRate = parse.GetValue(lr),
-                WeightDecay = parse.GetValue(wd), WarmupEpochs = parse.GetValue(warmup), Seed = parse.GetValue(seed),
-                CheckpointEvery = parse.GetValue(checkpointEvery),
-            };
-            options.Validate();
-            var config = VitConfig.Preset(parse.GetValue(preset)!);
-            var train = LabeledImagesIdx.FashionMnist(parse.GetValue(data)!, train: true);
-            var test = LabeledImagesIdx.FashionMnist(parse.GetValue(data)!, train: false);
-            if (parse.GetValue(limit) is > 0 and var n && n < train.Count)
-                train = new LabeledImages(train.Pixels.AsSpan(0, n * train.PixelsPerImage).ToArray(), train.Labels.AsSpan(0, n).ToArray(), train.Height, train.Width, train.Source + $" (first {n})");
-            string? dir = parse.GetValue(checkpointDir);
-            if (dir is not null) Directory.CreateDirectory(dir);
-
-            using var backend = BackendFactory.Create(parse.GetValue(device)!, parse.GetValue(threads));
-            using var model = new VitModel(backend, config);
-            model.InitializeRandom(options.Seed);
-            using var trainer = new Pretrainer(model, options);
-            if (parse.GetValue(resume) is { } r) trainer.LoadCheckpoint(r);
-            stderr.WriteLine($"pretrain {parse.GetValue(preset)} ({config.ParameterCount():N0} parameters) on {train.Count} images, {backend.Name}, from step {trainer.Step}");
-            using var csv = parse.GetValue(log) is { } logPath ? new StreamWriter(logPath, append: trainer.Step > 0) : null;
-            if (csv is not null && trainer.Step == 0) csv.WriteLine("step,epoch,loss,lr,steps_per_s,test_accuracy");
-            var bar = new ProgressBar(stderr, "pretrain");
-            double lastAccuracy = double.NaN;
-            trainer.Train(train, test, p =>
-            {
-                if (p.TestAccuracy is double acc) lastAccuracy = acc;
-                csv?.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{p.Step},{p.Epoch},{p.Loss:G6},{p.LearningRate:G4},{p.StepsPerSecond:F3},{(p.TestAccuracy is double a ? a.ToString("F4", CultureInfo.InvariantCulture) : "")}"));
-                bar.Report(p.Step, p.TotalSteps, p.StepsPerSecond, p.Eta,
-                    string.Create(CultureInfo.InvariantCulture, $"epoch {p.Epoch} loss {p.Loss:F4} lr {p.LearningRate:G3}{(double.IsNaN(lastAccuracy) ? "" : $" test acc {lastAccuracy:P2}")}"),
-                    force: p.TestAccuracy is not null);
-            }, step =>
-            {
-                if (dir is not null) trainer.SaveCheckpoint(Path.Combine(dir, $"pretrain-{step:D6}.safetensors"));
-                csv?.Flush();
-            });
-            double accuracy = trainer.Evaluate(test);
-            var preprocessing = new Preprocessing(ResizeMode.Direct, config.ImageSize, config.ImageSize, Interpolation.Bilinear, [options.Mean], [options.Std]);
-            VitCheckpoint.Save(model, outPath, preprocessing, LabeledImages.FashionMnistLabels);
-            stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"test accuracy {accuracy:P2} on {test.Count} images; wrote {outPath} (fingerprint {VitCheckpoint.Fingerprint(model)})"));
+                DataPath = parse.GetValue(data)!, OutPath = parse.GetValue(output)!, Preset = parse.GetValue(preset)!,
+                Training = new PretrainOptions
+                {
+                    Epochs = parse.GetValue(epochs), Batch = parse.GetValue(batch), LearningRate = parse.GetValue(lr),
+                    WeightDecay = parse.GetValue(wd), WarmupEpochs = parse.GetValue(warmup), Seed = parse.GetValue(seed),
+                    CheckpointEvery = parse.GetValue(checkpointEvery),
+                },
+                TrainLimit = parse.GetValue(limit), CheckpointDir = parse.GetValue(checkpointDir), ResumePath = parse.GetValue(resume), LogPath = parse.GetValue(log),
+                Backend = new BackendChoice { Device = parse.GetValue(device)!, Threads = parse.GetValue(threads) },
+            }, new ProgressBar(stderr));
+            stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"test accuracy {result.TestAccuracy:P2} on {result.TestImages} images; wrote {result.OutPath} (fingerprint {result.Fingerprint})"));
             return 0;
         });
         return command;

@@ -1,5 +1,4 @@
 using System.CommandLine;
-using WhereToEdit.Engine.Backends.Cpu;
 using WhereToEdit.Engine.Distributed;
 
 namespace WhereToEdit.Cli;
@@ -73,15 +72,7 @@ public static partial class WteCommands
 
     internal static Option<string> GemmOption() => new("--gemm")
     {
-        Description = "CPU GEMM: auto (OpenBLAS when it loads), openblas, or managed (also WTE_GEMM)",
+        Description = "CPU GEMM: auto (managed on AVX-512 or AVX2+FMA CPUs, else OpenBLAS when it loads), openblas, or managed (also WTE_GEMM)",
         DefaultValueFactory = _ => "auto",
-    };
-
-    internal static GemmKind ParseGemm(string value) => value.Trim().ToLowerInvariant() switch
-    {
-        "auto" => GemmKind.Auto,
-        "openblas" => GemmKind.OpenBlas,
-        "managed" => GemmKind.Managed,
-        _ => throw new ArgumentException($"--gemm '{value}': expected auto, openblas or managed"),
     };
 }

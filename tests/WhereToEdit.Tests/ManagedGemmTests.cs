@@ -278,14 +278,14 @@ public sealed unsafe class ManagedGemmAllocationTests
             // Measured per thread (the caller, and inside each worker), so background allocations of the test
             // host cannot make this flaky.
             long thread0 = GC.GetAllocatedBytesForCurrentThread();
-            long workers0 = ManagedGemm.WorkerPool.WorkerAllocatedBytes;
+            long workers0 = ManagedGemm.SharedPool.WorkerAllocatedBytes;
             Call(false, true, m, n, k, 1);
             Call(false, true, m, n, k, 2);
             Call(true, false, m, n, k, 2);
             Call(true, true, m / 2, n - 33, k / 3, 2);   // smaller sizes: buffers are reused
             Call(false, false, 17, 19, 23, 2);            // small: caller-only path
             Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - thread0);
-            Assert.Equal(0, ManagedGemm.WorkerPool.WorkerAllocatedBytes - workers0);
+            Assert.Equal(0, ManagedGemm.SharedPool.WorkerAllocatedBytes - workers0);
         }
     }
 }

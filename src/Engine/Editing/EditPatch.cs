@@ -16,6 +16,9 @@ public sealed class EditPatch
 {
     public const string MetadataKey = "wte.patch";
 
+    /// <summary>The patch layout this code writes and reads (<see cref="Header.FormatVersion"/>; a patch without the field is version 1).</summary>
+    public const int CurrentFormatVersion = 1;
+
     public sealed record Unit(int Index, string Parameter, MaskAxis Axis, int[] Indices, float[] Original, float[] Edited)
     {
         public float[] Delta() => Edited.Select((e, i) => e - Original[i]).ToArray();
@@ -23,7 +26,7 @@ public sealed class EditPatch
 
     public sealed record Header
     {
-        public int FormatVersion { get; init; } = 1;
+        public int FormatVersion { get; init; } = CurrentFormatVersion;
         public required string BaseFingerprint { get; init; }
         public required string EditedFingerprint { get; init; }
         public required int[] EditBlocks { get; init; }
@@ -168,6 +171,8 @@ public sealed class EditPatch
         Header header;
         try { header = JsonSerializer.Deserialize<Header>(json, Json) ?? throw new JsonException("null"); }
         catch (JsonException e) { throw new CheckpointFormatException(path, $"patch metadata is malformed: {e.Message}", e); }
+        if (header.FormatVersion != CurrentFormatVersion)
+            throw new CheckpointFormatException(path, $"patch format_version {header.FormatVersion} is not supported (this wte reads version {CurrentFormatVersion})");
         var units = new List<Unit>();
         for (int r = 0; r < 2 * header.EditBlocks.Length; r++)
         {

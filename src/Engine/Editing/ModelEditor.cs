@@ -135,6 +135,31 @@ public sealed class ModelEditor : IDisposable
     /// </summary>
     public EditResult Edit(float[] images, int[] labels, EditMask mask, EditOptions options)
     {
+        Begin(images, labels, mask, options);
+        while (Step()) { }
+        return Finish();
+    }
+
+    // The edit in progress (between Begin and Finish).
+    private EditOptions? _options;
+    private EditMask? _mask;
+    private UpdateMask[] _updateMasks = [];
+    private Stopwatch? _clock;
+    private Dictionary<string, string>? _hashesBefore;
+    private float[][] _before = [];
+    private float _lossBefore, _loss;
+    private int[] _predBefore = [];
+    private float[] _probBefore = [];
+    private readonly List<float> _history = [];
+    private int _n, _steps;
+
+    /// <summary>
+    /// Starts an edit (<see cref="Edit"/> is Begin, <see cref="Step"/> until it returns false, <see cref="Finish"/>):
+    /// checks the inputs, resets the optimizer state, sets the gates and runs the full forward that caches the input of
+    /// the first edited block.
+    /// </summary>
+    public void Begin(float[] images, int[] labels, EditMask mask, EditOptions options)
+    {
         options.Validate();
         var c = _model.Config;
         int n = labels.Length;
@@ -147,71 +172,98 @@ public sealed class ModelEditor : IDisposable
         TensorChecks.EnsureFinite(images, "edit images");
         if (mask.Target.TotalGates != Target.TotalGates) throw new ArgumentException("the mask was made for a different edit target");
 
-        var clock = Stopwatch.StartNew();
+        _clock = Stopwatch.StartNew();
         EnsureBuffers(n);
         _images!.CopyFrom(images);
         _labels!.CopyFrom(labels.Select(l => (float)l).ToArray());
         labels.CopyTo(_labelHost, 0);
-        var ws = _ws!;
-        var hashesBefore = Hashes(out var before);
+        _hashesBefore = Hashes(out _before);
         for (int i = 0; i < _state.Length; i++) _be.Fill(_state[i], 0f);
         bool useMask = !options.Method.IsFineTuning();
         for (int r = 0; r < _gates.Length; r++) _gates[r].CopyFrom(useMask ? mask.UnitAsFloats(r) : Enumerable.Repeat(1f, Target.UnitSize).ToArray());
-        var updateMasks = Target.Units.Select(u => useMask ? Target.UpdateMaskFor(u, _gates[u.Index]) : UpdateMask.None(_params[u.Index].Length)).ToArray();
+        _updateMasks = Target.Units.Select(u => useMask ? Target.UpdateMaskFor(u, _gates[u.Index]) : UpdateMask.None(_params[u.Index].Length)).ToArray();
+        _options = options;
+        _mask = mask;
+        _n = n;
+        _steps = 0;
+        _history.Clear();
+        _history.EnsureCapacity(Math.Min(options.MaxSteps, 4096));   // no growth inside the step loop
 
-        _model.Forward(ws, _images, n);   // caches the input of the first edited block
-        var (lossBefore, predBefore, probBefore) = Evaluate(n);
-        float loss = lossBefore;
-        var history = new List<float>();
-        int steps = 0;
-        for (; steps < options.MaxSteps; steps++)
+        _model.Forward(_ws!, _images, n);   // caches the input of the first edited block
+        (_lossBefore, _predBefore, _probBefore) = Evaluate(n);
+        _loss = _lossBefore;
+    }
+
+    /// <summary>
+    /// One update step: (after the first) the forward from the first edited block and the stop check — every image
+    /// right and the mean CE ≤ <see cref="EditOptions.StopLoss"/> — then the truncated backward and the masked
+    /// RMSprop (FT: penalty gradient, SGD first). Returns false, without updating, once the edit is done or has used
+    /// <see cref="EditOptions.MaxSteps"/>.
+    /// </summary>
+    public bool Step()
+    {
+        var options = _options ?? throw new InvalidOperationException("Step before Begin");
+        if (_steps >= options.MaxSteps) return false;
+        if (_steps > 0)
         {
-            if (steps > 0)
-            {
-                _model.ForwardFrom(ws, Target.FirstBlock, n);
-                loss = Evaluate(n, out bool done);
-                if (done && loss <= options.StopLoss) break;
-            }
-            else if (Done(predBefore, labels) && loss <= options.StopLoss) break;
-            TensorChecks.EnsureFinite(loss, "edit loss");
-            history.Add(loss);
-            foreach (var p in _params) _be.Fill(p.Grad, 0f);
-            _model.Backward(ws, n, _backward);
-            for (int i = 0; i < _params.Length; i++)
-            {
-                var p = _params[i];
-                if (options.Method == EditMethod.FtL1)
-                    _be.L1PenaltyGradient(p.Grad, p.Value, _original[i], options.Coefficient, p.Length);
-                else if (options.Method == EditMethod.FtL2 && options.Coefficient != 0)
-                {
-                    _be.Axpy(options.Coefficient, p.Value, p.Grad, p.Length);
-                    _be.Axpy(-options.Coefficient, _original[i], p.Grad, p.Length);
-                }
-                // The reference takes FT's first step with SGD, then RMSprop (whose state starts at the second step).
-                if (options.Method.IsFineTuning() && steps == 0)
-                    _be.SgdStep(p.Value, p.Grad, options.LearningRate, 0f, updateMasks[i]);
-                else
-                    _be.RmsPropStep(p.Value, p.Grad, _state[i], options.LearningRate, 0.99f, 1e-8f, 0f, updateMasks[i]);
-            }
+            _model.ForwardFrom(_ws!, Target.FirstBlock, _n);
+            _loss = Evaluate(_n, out bool done);
+            if (done && _loss <= options.StopLoss) return false;
         }
-        _model.ForwardFrom(ws, Target.FirstBlock, n);
+        else if (Done(_predBefore, _labelHost) && _loss <= options.StopLoss) return false;
+        TensorChecks.EnsureFinite(_loss, "edit loss");
+        _history.Add(_loss);
+        foreach (var p in _params) _be.Fill(p.Grad, 0f);
+        _model.Backward(_ws!, _n, _backward);
+        for (int i = 0; i < _params.Length; i++)
+        {
+            var p = _params[i];
+            if (options.Method == EditMethod.FtL1)
+                _be.L1PenaltyGradient(p.Grad, p.Value, _original[i], options.Coefficient, p.Length);
+            else if (options.Method == EditMethod.FtL2 && options.Coefficient != 0)
+            {
+                _be.Axpy(options.Coefficient, p.Value, p.Grad, p.Length);
+                _be.Axpy(-options.Coefficient, _original[i], p.Grad, p.Length);
+            }
+            // The reference takes FT's first step with SGD, then RMSprop (whose state starts at the second step).
+            if (options.Method.IsFineTuning() && _steps == 0)
+                _be.SgdStep(p.Value, p.Grad, options.LearningRate, 0f, _updateMasks[i]);
+            else
+                _be.RmsPropStep(p.Value, p.Grad, _state[i], options.LearningRate, 0.99f, 1e-8f, 0f, _updateMasks[i]);
+        }
+        _steps++;
+        return true;
+    }
+
+    /// <summary>Ends the edit: the forward of the edited weights, and the record of what changed.</summary>
+    public EditResult Finish()
+    {
+        var options = _options ?? throw new InvalidOperationException("Finish before Begin");
+        int n = _n;
+        var labels = _labelHost.AsSpan(0, n).ToArray();
+        _model.ForwardFrom(_ws!, Target.FirstBlock, n);
         var (lossAfter, predAfter, probAfter) = Evaluate(n);
         _be.Synchronize();
         var hashesAfter = Hashes(out var after);
         long changed = 0;
-        for (int i = 0; i < before.Length; i++)
-            for (int j = 0; j < before[i].Length; j++)
-                if (BitConverter.SingleToInt32Bits(before[i][j]) != BitConverter.SingleToInt32Bits(after[i][j])) changed++;
-        return new EditResult
+        for (int i = 0; i < _before.Length; i++)
+            for (int j = 0; j < _before[i].Length; j++)
+                if (BitConverter.SingleToInt32Bits(_before[i][j]) != BitConverter.SingleToInt32Bits(after[i][j])) changed++;
+        bool useMask = !options.Method.IsFineTuning();
+        var result = new EditResult
         {
-            Method = options.Method.Name(), Success = Done(predAfter, labels), Steps = steps,
-            InitialLoss = lossBefore, FinalLoss = lossAfter, LossHistory = history.ToArray(), Labels = labels.ToArray(),
-            PredictionsBefore = predBefore, PredictionsAfter = predAfter, TargetProbBefore = probBefore, TargetProbAfter = probAfter,
-            KeptGates = useMask ? mask.Kept : Target.TotalGates, TotalGates = Target.TotalGates,
+            Method = options.Method.Name(), Success = Done(predAfter, labels), Steps = _steps,
+            InitialLoss = _lossBefore, FinalLoss = lossAfter, LossHistory = _history.ToArray(), Labels = labels,
+            PredictionsBefore = _predBefore, PredictionsAfter = predAfter, TargetProbBefore = _probBefore, TargetProbAfter = probAfter,
+            KeptGates = useMask ? _mask!.Kept : Target.TotalGates, TotalGates = Target.TotalGates,
             WeightsChanged = changed, WeightsEditable = _params.Sum(p => p.Length),
-            WallMs = clock.Elapsed.TotalMilliseconds, PeakMemoryBytes = Environment.WorkingSet > 0 ? Process.GetCurrentProcess().PeakWorkingSet64 : 0,
-            HashesBefore = hashesBefore, HashesAfter = hashesAfter, LearningRate = options.LearningRate, Coefficient = options.Coefficient,
+            WallMs = _clock!.Elapsed.TotalMilliseconds, PeakMemoryBytes = Environment.WorkingSet > 0 ? Process.GetCurrentProcess().PeakWorkingSet64 : 0,
+            HashesBefore = _hashesBefore!, HashesAfter = hashesAfter, LearningRate = options.LearningRate, Coefficient = options.Coefficient,
         };
+        _options = null;
+        _mask = null;
+        _before = [];
+        return result;
     }
 
     private static bool Done(int[] predictions, int[] labels) => predictions.AsSpan().SequenceEqual(labels);

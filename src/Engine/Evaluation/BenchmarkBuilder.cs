@@ -289,26 +289,15 @@ public static class BenchmarkBuilder
         ArgumentNullException.ThrowIfNull(preprocessing);
         ArgumentNullException.ThrowIfNull(pixels);
         var c = model.Config;
-        int per = side * side, input = preprocessing.OutputLength;
+        int per = side * side;
         if (pixels.Length != (long)count * per) throw new ArgumentException($"{pixels.Length} pixels for {count} images of {side}×{side}");
-        var logits = new float[count * c.NumClasses];
-        if (count == 0) return logits;
-        batch = Math.Max(1, Math.Min(batch, count));
-        using var ws = model.CreateWorkspace(batch);
-        using var x = model.Backend.Allocate("benchmark.images", batch, c.InChans, c.ImageSize, c.ImageSize);
-        var host = new float[batch * input];
-        for (int start = 0; start < count; start += batch)
+        if (preprocessing.OutputLength != c.InChans * c.ImageSize * c.ImageSize)
+            throw new ArgumentException($"preprocessing gives {preprocessing.OutputLength} values per image, the model takes {c.InChans}×{c.ImageSize}×{c.ImageSize}");
+        var logits = BatchedInference.Logits(model, count, batch, (i, host) =>
         {
-            int b = Math.Min(batch, count - start);
-            for (int i = 0; i < b; i++)
-            {
-                var image = new DecodedImage(side, side, 1, pixels.AsSpan((start + i) * per, per).ToArray());
-                ImageLoader.Preprocess(image, preprocessing, host.AsSpan(i * input, input));
-            }
-            x.CopyFrom(host.AsSpan(0, b * input));
-            model.Forward(ws, x, b);
-            ws.Logits.CopyTo(logits.AsSpan(start * c.NumClasses, b * c.NumClasses));
-        }
+            var image = new DecodedImage(side, side, 1, pixels.AsSpan(i * per, per).ToArray());
+            ImageLoader.Preprocess(image, preprocessing, host);
+        });
         TensorChecks.EnsureFinite(logits, "benchmark logits");
         return logits;
     }

@@ -15,18 +15,6 @@ public sealed record EvalGroup(string Subset, string Name, int Label, IReadOnlyL
 public sealed record EvalSetting(EditMethod Method, double Keep, float Coefficient)
 {
     public string Key => Method.IsFineTuning() ? $"{Method.Name()} c={Coefficient:G4}" : $"{Method.Name()} keep={Keep:G4}";
-
-    /// <summary>The paper's sweeps: keep ∈ {0.75, 0.5, 0.25, 0.1, 0.05} (HPRD, random), c ∈ {0.1, …, 0} (FT-L1/L2).</summary>
-    public static IEnumerable<EvalSetting> PaperSweep(IEnumerable<EditMethod> methods)
-    {
-        double[] keeps = [0.75, 0.5, 0.25, 0.1, 0.05];
-        float[] coefficients = [0.1f, 0.05f, 0.025f, 0.01f, 0.005f, 0.001f, 0f];
-        foreach (var m in methods)
-        {
-            if (m.IsFineTuning()) foreach (float c in coefficients) yield return new EvalSetting(m, 1, c);
-            else foreach (double k in keeps) yield return new EvalSetting(m, k, 0);
-        }
-    }
 }
 
 public enum GrFormula
@@ -109,8 +97,7 @@ public sealed class EditEvaluator : IDisposable
     private readonly Hypernetwork? _hypernet;
     private readonly EditTarget _target;
     private readonly ModelEditor _editor;
-    private readonly VitWorkspace _ws;
-    private readonly Tensor _chunkImages;
+    private readonly BatchedInference _inference;
     private readonly Tensor _localityCache;   // [L, tokens, dim]: input of the first edited block, original model
     private readonly int _localityCount;
     private readonly int[] _localityOriginal;
@@ -123,20 +110,17 @@ public sealed class EditEvaluator : IDisposable
         _target = target;
         _editor = new ModelEditor(model, target);
         var c = model.Config;
-        _ws = model.CreateWorkspace(Chunk);
-        _chunkImages = model.Backend.Allocate("eval.images", Chunk, c.InChans, c.ImageSize, c.ImageSize);
+        _inference = new BatchedInference(model, Chunk);
         _logits = new float[Chunk * c.NumClasses];
         _localityCount = locality.Count;
         long perImage = (long)c.Tokens * c.EmbedDim;
         _localityCache = model.Backend.Allocate("eval.locality.cache", Math.Max(1, locality.Count), c.Tokens, c.EmbedDim);
         _localityOriginal = new int[locality.Count];
-        for (int start = 0; start < locality.Count; start += Chunk)
+        _inference.Run(locality.Count, (i, pixels) => locality[i].CopyTo(pixels), (start, n, logits) =>
         {
-            int n = Math.Min(Chunk, locality.Count - start);
-            var preds = Predict(locality.Skip(start).Take(n).ToList());
-            Array.Copy(preds, 0, _localityOriginal, start, n);
-            model.Backend.Copy(_ws.BlockInput[target.FirstBlock], 0, _localityCache, start * perImage, n * perImage);
-        }
+            for (int i = 0; i < n; i++) _localityOriginal[start + i] = HostMath.ArgMax(logits.Slice(i * c.NumClasses, c.NumClasses));
+            model.Backend.Copy(_inference.Workspace.BlockInput[target.FirstBlock], 0, _localityCache, start * perImage, n * perImage);
+        });
     }
 
     /// <summary>The original model's predictions on the locality set (cached once).</summary>
@@ -145,23 +129,19 @@ public sealed class EditEvaluator : IDisposable
     /// <summary>Argmax predictions of the current weights (full forward).</summary>
     public int[] Predict(IReadOnlyList<float[]> images)
     {
-        var c = _model.Config;
+        int k = _model.Config.NumClasses;
         var result = new int[images.Count];
-        for (int start = 0; start < images.Count; start += Chunk)
+        _inference.Run(images.Count, (i, pixels) => images[i].CopyTo(pixels), (start, n, logits) =>
         {
-            int n = Math.Min(Chunk, images.Count - start);
-            int per = c.InChans * c.ImageSize * c.ImageSize;
-            for (int i = 0; i < n; i++) _chunkImages.CopyFrom(images[start + i], (long)i * per);
-            _model.Forward(_ws, _chunkImages, n);
-            ArgMax(n, result, start);
-        }
+            for (int i = 0; i < n; i++) result[start + i] = HostMath.ArgMax(logits.Slice(i * k, k));
+        });
         return result;
     }
 
-    private void ArgMax(int n, int[] into, int offset)
+    private void ArgMax(VitWorkspace ws, int n, int[] into, int offset)
     {
         int k = _model.Config.NumClasses;
-        _ws.Logits.CopyTo(_logits.AsSpan(0, n * k));
+        ws.Logits.CopyTo(_logits.AsSpan(0, n * k));
         for (int i = 0; i < n; i++) into[offset + i] = HostMath.ArgMax(_logits.AsSpan(i * k, k));
     }
 
@@ -175,10 +155,11 @@ public sealed class EditEvaluator : IDisposable
         for (int start = 0; start < _localityCount; start += Chunk)
         {
             int n = Math.Min(Chunk, _localityCount - start);
-            _model.Backend.Copy(_localityCache, start * perImage, _ws.BlockInput[_target.FirstBlock], 0, n * perImage);
-            _ws.CachedBatch = n;
-            _model.ForwardFrom(_ws, _target.FirstBlock, n);
-            ArgMax(n, now, start);
+            var ws = _inference.Workspace;
+            _model.Backend.Copy(_localityCache, start * perImage, ws.BlockInput[_target.FirstBlock], 0, n * perImage);
+            ws.CachedBatch = n;
+            _model.ForwardFrom(ws, _target.FirstBlock, n);
+            ArgMax(ws, n, now, start);
         }
         return EditMetrics.Lr(_localityOriginal, now);
     }
@@ -231,7 +212,7 @@ public sealed class EditEvaluator : IDisposable
             var group = groups[g];
             var editImages = editSet.Select(i => failures[g][i].Image).ToList();
             var pixels = editImages.SelectMany(x => x).ToArray();
-            if (settings[s].Method == EditMethod.Hprd && scoresFor != SetKey(index, s, settings.Count))
+            if (EditMaskPolicy.NeedsScores(settings[s].Method) && scoresFor != SetKey(index, s, settings.Count))
             {
                 scores = new MaskPredictor(_model, _hypernet!, _target).Scores(pixels, editImages.Count);
                 scoresFor = SetKey(index, s, settings.Count);
@@ -313,12 +294,7 @@ public sealed class EditEvaluator : IDisposable
                                 List<(string Id, float[] Image)> others, EvalSetting setting, EvalOptions options)
     {
         var clock = Stopwatch.StartNew();
-        EditMask mask = setting.Method switch
-        {
-            EditMethod.Hprd => EditMask.TopK(_target, scores!, setting.Keep),
-            EditMethod.Random => EditMask.Random(_target, setting.Keep, options.Seed ^ Rng.StableHash($"{group.Subset}/{group.Name}/{editSet[0]}")),
-            _ => EditMask.Full(_target),
-        };
+        var mask = EditMaskPolicy.For(setting.Method, _target, setting.Keep, scores, options.Seed ^ Rng.StableHash($"{group.Subset}/{group.Name}/{editSet[0]}"));
         var labels = Enumerable.Repeat(group.Label, editSet.Length).ToArray();
         var result = _editor.Edit(pixels, labels, mask, new EditOptions
         {
@@ -343,8 +319,7 @@ public sealed class EditEvaluator : IDisposable
     public void Dispose()
     {
         _editor.Dispose();
-        _ws.Dispose();
-        _chunkImages.Dispose();
+        _inference.Dispose();
         _localityCache.Dispose();
     }
 }

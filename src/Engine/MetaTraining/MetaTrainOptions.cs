@@ -60,9 +60,9 @@ public sealed record MetaTrainOptions
         NonNegative(InnerLr, "--inner-lr");
         NonNegative(SparsityWeight, "--sparsity-weight");
         PositiveF(Temperature, "--temperature");
-        PositiveF(MaskScale, "--mask-scale");
-        PositiveF(LabelScale, "--label-scale");
-        PositiveF(BceWeight, "--bce-weight");
+        PositiveF(MaskScale, "mask_scale");
+        PositiveF(LabelScale, "label_scale");
+        PositiveF(BceWeight, "bce_weight");
         PositiveF(HypernetLr, "--hypernet-lr");
         PositiveF(CosineTMax, "--t-max");
         Positive(StageBSteps, "--stage-b-steps");
@@ -70,7 +70,7 @@ public sealed record MetaTrainOptions
         if (CheckpointEvery < 0) throw new ArgumentException($"--checkpoint-every {CheckpointEvery}: must be ≥ 0");
         Positive(HypernetDepth, "--hypernet-depth");
         if (!(CropScaleMin > 0 && CropScaleMin <= CropScaleMax && CropScaleMax <= 1))
-            throw new ArgumentException($"--crop-scale {CropScaleMin},{CropScaleMax}: must satisfy 0 < min ≤ max ≤ 1");
+            throw new ArgumentException($"crop_scale_min {CropScaleMin}, crop_scale_max {CropScaleMax} (meta-training options): must satisfy 0 < min ≤ max ≤ 1");
         return this;
     }
 

@@ -281,12 +281,6 @@ public sealed class MetaTrainingStep : IDisposable
         return new StageBResult(losses, labelMean, hyperMean);
     }
 
-    /// <summary>Zeroes the hypernetwork's RMSprop state (a fresh optimizer).</summary>
-    public void ResetHypernetOptimizer()
-    {
-        foreach (var t in _hyperSquareAvg) _be.Fill(t, 0f);
-    }
-
     private float Mean(Tensor t) => (float)(Sum(t, GateCount) / GateCount);
 
     private double Sum(Tensor t, int count)

@@ -28,6 +28,10 @@ public static class HypernetFile
     public const string ConfigKey = "wte.hypernet.config";
     public const string FingerprintKey = "wte.hypernet.base_fingerprint";
     public const string EditBlocksKey = "wte.hypernet.edit_blocks";
+    public const string FormatVersionKey = "wte.hypernet.format_version";
+
+    /// <summary>The file layout this code writes and reads; a file without <see cref="FormatVersionKey"/> (the first ones, e.g. the shipped asset) is version 1.</summary>
+    public const int CurrentFormatVersion = 1;
 
     /// <summary>The metadata that describes a hypernetwork (also written into meta-training checkpoints).</summary>
     public static Dictionary<string, string> Metadata(HypernetConfig config, IReadOnlyList<int> editBlocks, string baseFingerprint) => new()
@@ -35,6 +39,7 @@ public static class HypernetFile
         [ConfigKey] = config.ToJson(),
         [FingerprintKey] = baseFingerprint,
         [EditBlocksKey] = JsonSerializer.Serialize(editBlocks),
+        [FormatVersionKey] = CurrentFormatVersion.ToString(System.Globalization.CultureInfo.InvariantCulture),
     };
 
     /// <summary>The parameters as host tensors, in <see cref="Hypernetwork.Parameters"/> order, optionally under a name prefix.</summary>
@@ -133,6 +138,8 @@ public static class HypernetFile
     {
         string Get(string key) => metadata.TryGetValue(key, out var v) && !string.IsNullOrWhiteSpace(v)
             ? v : throw new CheckpointFormatException(path, $"not a WhereToEdit hypernetwork file: metadata '{key}' is missing");
+        if (metadata.TryGetValue(FormatVersionKey, out var version) && version != CurrentFormatVersion.ToString(System.Globalization.CultureInfo.InvariantCulture))
+            throw new CheckpointFormatException(path, $"hypernetwork metadata '{FormatVersionKey}' is '{version}'; this wte reads version {CurrentFormatVersion}");
         HypernetConfig config;
         int[] blocks;
         try

@@ -16,27 +16,18 @@ public static class Predictor
         var c = model.Config;
         if (preprocessing.CropSize != c.ImageSize || preprocessing.Channels != c.InChans)
             throw new ArgumentException($"preprocessing gives {preprocessing.Channels}×{preprocessing.CropSize}×{preprocessing.CropSize} but the model takes {c.InChans}×{c.ImageSize}×{c.ImageSize}");
-        batch = Math.Max(1, Math.Min(batch, files.Count));
-        int per = c.InChans * c.ImageSize * c.ImageSize;
-        using var ws = model.CreateWorkspace(batch);
-        using var input = model.Backend.Allocate("images", batch, c.InChans, c.ImageSize, c.ImageSize);
-        var host = new float[batch * per];
-        var logits = new float[batch * c.NumClasses];
         var results = new List<Prediction>(files.Count);
-        for (int start = 0; start < files.Count; start += batch)
+        if (files.Count == 0) return results;
+        using var inference = new BatchedInference(model, BatchedInference.BatchFor(batch, files.Count));
+        inference.Run(files.Count, (i, pixels) => loader.Load(files[i], preprocessing, pixels), (start, n, logits) =>
         {
-            int n = Math.Min(batch, files.Count - start);
-            for (int i = 0; i < n; i++) loader.Load(files[start + i], preprocessing, host.AsSpan(i * per, per));
-            input.CopyFrom(host.AsSpan(0, n * per));
-            model.Forward(ws, input, n);
-            ws.Logits.CopyTo(logits.AsSpan(0, n * c.NumClasses));
             for (int i = 0; i < n; i++)
             {
-                var row = logits.AsSpan(i * c.NumClasses, c.NumClasses).ToArray();
+                var row = logits.Slice(i * c.NumClasses, c.NumClasses).ToArray();
                 TensorChecks.EnsureFinite(row, $"logits of {files[start + i]}");
                 results.Add(new Prediction(files[start + i], row, TopK(row, topK, labels)));
             }
-        }
+        });
         return results;
     }
 

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Text.Json.Serialization;
+using WhereToEdit.Engine.Editing;
 using WhereToEdit.Engine.Models;
 using WhereToEdit.Engine.Tensors;
 
@@ -31,12 +32,7 @@ public sealed record BenchResult
 public static class VitBenchmark
 {
     /// <summary>The paper's edited blocks (7, 8, 9 of 12), scaled to other depths.</summary>
-    public static int[] DefaultEditBlocks(int depth)
-    {
-        if (depth == 12) return [7, 8, 9];
-        int first = Math.Clamp((int)Math.Round(depth * 7 / 12.0), 0, Math.Max(0, depth - 1));
-        return Enumerable.Range(first, Math.Min(3, depth - first)).ToArray();
-    }
+    public static int[] DefaultEditBlocks(int depth) => EditTarget.DefaultBlocks(depth);
 
     public static BenchResult Run(IBackend backend, string modelName, VitConfig config, int batch, string device,
                                   double secondsPerMeasurement = 3, double keep = 0.1, ulong seed = 0)
@@ -103,43 +99,30 @@ public static class VitBenchmark
     }
 
     /// <summary>
-    /// The HPRD edit step at batch 1: blocks before the first edited block are computed once and cached; each
-    /// step re-runs the rest forward, backward with weight gradients for the edited matrices only, and a masked
-    /// RMSprop update (row masks on fc1, column masks on fc2, keeping a <paramref name="keep"/> fraction).
+    /// The HPRD edit step at batch 1, timed on the editor users run (<see cref="ModelEditor.Step"/>): blocks before the
+    /// first edited block are computed once and cached; each step re-runs the rest forward, checks the stop rule,
+    /// runs the backward with weight gradients for the edited matrices only and the masked RMSprop update (a random
+    /// mask keeping a <paramref name="keep"/> fraction of each unit's hidden neurons). The stop rule is switched off
+    /// (StopLoss −1) so every timed call is a full step. The model's weights are restored afterwards.
     /// </summary>
     public static double EditStepMilliseconds(IBackend backend, VitModel model, int[] editBlocks, double keep, ulong seed, double seconds)
     {
+        if (!ReferenceEquals(backend, model.Backend)) throw new ArgumentException("the model lives on another backend", nameof(backend));
         var config = model.Config;
-        using var ws = model.CreateWorkspace(1);
         var rng = new Rng(seed + 2);
         var pixels = new float[config.InChans * config.ImageSize * config.ImageSize];
         for (int i = 0; i < pixels.Length; i++) pixels[i] = (float)rng.NextNormal();
-        using var image = backend.FromHost("edit.image", pixels, 1, config.InChans, config.ImageSize, config.ImageSize);
-        using var label = backend.FromHost("edit.label", [rng.NextInt(0, config.NumClasses)], 1);
-        var names = editBlocks.SelectMany(b => new[] { $"blocks.{b}.mlp.fc1.weight", $"blocks.{b}.mlp.fc2.weight" }).ToArray();
-        var options = BackwardOptions.Truncated(editBlocks.Min(), names);
-        var maskValues = new float[config.MlpHidden];
-        for (int i = 0; i < maskValues.Length; i++) maskValues[i] = rng.NextDouble() < keep ? 1 : 0;
-        using var mask = backend.FromHost("edit.mask", maskValues, config.MlpHidden);
-        var squareAvg = names.Select(n => backend.Allocate(n + ".square_avg", model[n].Shape)).ToArray();
-        var masks = names.Select(n => n.Contains("fc1", StringComparison.Ordinal)
-            ? UpdateMask.RowMask(mask, config.MlpHidden, config.EmbedDim)
-            : UpdateMask.ColumnMask(mask, config.EmbedDim, config.MlpHidden)).ToArray();
-        var parameters = names.Select(n => model[n]).ToArray();
-
-        model.Forward(ws, image, 1);   // caches the input of the first edited block
-        void Step()
+        int label = rng.NextInt(0, config.NumClasses);
+        var target = new EditTarget(config, editBlocks);
+        using var editor = new ModelEditor(model, target);
+        var options = new EditOptions { Method = EditMethod.Hprd, LearningRate = 2e-5f, MaxSteps = int.MaxValue, StopLoss = -1 };
+        editor.Begin(pixels, [label], EditMask.Random(target, keep, seed + 3), options);
+        double perSecond = ImagesPerSecond(1, seconds, () =>
         {
-            model.ForwardFrom(ws, editBlocks.Min(), 1);
-            backend.CrossEntropy(ws.Logits, label, ws.Losses, ws.DLogits, 1, config.NumClasses, 1f);
-            foreach (var p in parameters) backend.Fill(p.Grad, 0);
-            model.Backward(ws, 1, options);
-            for (int i = 0; i < parameters.Length; i++)
-                backend.RmsPropStep(parameters[i].Value, parameters[i].Grad, squareAvg[i], 2e-5f, 0.99f, 1e-8f, 0, masks[i]);
+            editor.Step();
             backend.Synchronize();
-        }
-        double perSecond = ImagesPerSecond(1, seconds, Step);
-        foreach (var t in squareAvg) t.Dispose();
+        });
+        editor.Revert();
         return 1000 / perSecond;
     }
 

@@ -32,7 +32,7 @@ public sealed record PretrainOptions
         if (Batch <= 0) throw new ArgumentOutOfRangeException(nameof(Batch), Batch, "--batch must be positive");
         if (!(LearningRate > 0)) throw new ArgumentOutOfRangeException(nameof(LearningRate), LearningRate, "--lr must be positive");
         if (!(WarmupEpochs >= 0)) throw new ArgumentOutOfRangeException(nameof(WarmupEpochs), WarmupEpochs, "--warmup-epochs must be ≥ 0");
-        if (Shift < 0) throw new ArgumentOutOfRangeException(nameof(Shift), Shift, "--shift must be ≥ 0");
+        if (Shift < 0) throw new ArgumentOutOfRangeException(nameof(Shift), Shift, "shift (pretraining option) must be ≥ 0");
         if (!(Std > 0)) throw new ArgumentOutOfRangeException(nameof(Std), Std, "std must be positive");
     }
 }
@@ -191,23 +191,16 @@ public sealed class Pretrainer : IDisposable
     public static int[] Predict(VitModel model, LabeledImages data, float mean, float std, int batch, out float[] logits)
     {
         var c = model.Config;
-        var be = model.Backend;
         int per = data.PixelsPerImage;
-        batch = Math.Min(batch, data.Count);
-        using var ws = model.CreateWorkspace(batch);
-        using var x = be.Allocate("eval.images", batch, 1, data.Height, data.Width);
-        var host = new float[batch * per];
-        logits = new float[data.Count * c.NumClasses];
+        if (per != c.InChans * c.ImageSize * c.ImageSize)
+            throw new ArgumentException($"{data.Source}: images are {data.Height}×{data.Width}, the model takes {c.InChans}×{c.ImageSize}×{c.ImageSize}");
         var predictions = new int[data.Count];
         float scale = 1f / (255f * std), offset = mean / std;
-        for (int start = 0; start < data.Count; start += batch)
+        logits = BatchedInference.Logits(model, data.Count, batch, (i, pixels) =>
         {
-            int n = Math.Min(batch, data.Count - start);
-            for (int i = 0; i < n * per; i++) host[i] = data.Pixels[start * per + i] * scale - offset;
-            x.CopyFrom(host.AsSpan(0, n * per));
-            model.Forward(ws, x, n);
-            ws.Logits.CopyTo(logits.AsSpan(start * c.NumClasses, n * c.NumClasses));
-        }
+            var src = data.Pixels.AsSpan(i * per, per);
+            for (int k = 0; k < per; k++) pixels[k] = src[k] * scale - offset;
+        });
         for (int i = 0; i < data.Count; i++) predictions[i] = HostMath.ArgMax(logits.AsSpan(i * c.NumClasses, c.NumClasses));
         return predictions;
     }

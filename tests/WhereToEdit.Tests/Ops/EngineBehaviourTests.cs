@@ -1,4 +1,5 @@
 using WhereToEdit.Engine.Backends.Cpu;
+using WhereToEdit.Engine.Editing;
 using WhereToEdit.Engine.Models;
 using WhereToEdit.Engine.Tensors;
 using Xunit;
@@ -154,24 +155,13 @@ public sealed class EngineBehaviourTests
         using var be = Backends.Cpu(GemmKind.Managed, threads: 2);
         using var model = new VitModel(be, Tiny);
         model.InitializeRandom(3);
-        using var ws = model.CreateWorkspace(2);
-        var images = be.FromHost("x", RandomImages(Tiny, 2, 5), 2, 3, 32, 32);
-        var labels = be.FromHost("y", [1f, 4f], 2);
-        string[] names = ["blocks.2.mlp.fc1.weight", "blocks.2.mlp.fc2.weight"];
-        var options = BackwardOptions.Truncated(2, names);
-        var state = names.ToDictionary(n => n, n => be.Allocate(n + ".sq", model[n].Shape));
-        var mask = be.FromHost("mask", Enumerable.Range(0, 64).Select(i => i % 3 == 0 ? 1f : 0f).ToArray(), 64);
-        model.Forward(ws, images, 2);
-        void Step()
-        {
-            model.ForwardFrom(ws, 2, 2);
-            be.CrossEntropy(ws.Logits, labels, ws.Losses, ws.DLogits, 2, 10, 0.5f);
-            foreach (string n in names) be.Fill(model[n].Grad, 0);
-            model.Backward(ws, 2, options);
-            var fc1 = model[names[0]]; var fc2 = model[names[1]];
-            be.RmsPropStep(fc1.Value, fc1.Grad, state[names[0]], 1e-3f, 0.99f, 1e-8f, 0, UpdateMask.RowMask(mask, 64, 32));
-            be.RmsPropStep(fc2.Value, fc2.Grad, state[names[1]], 1e-3f, 0.99f, 1e-8f, 0, UpdateMask.ColumnMask(mask, 32, 64));
-        }
+        // The editor users run (wte edit, the evaluation, wte bench), on block 2, with the stop rule off.
+        var target = new EditTarget(Tiny, [2]);
+        using var editor = new ModelEditor(model, target);
+        editor.Begin(RandomImages(Tiny, 2, 5), [1, 4], EditMask.Random(target, 1 / 3.0, seed: 1),
+            new EditOptions { LearningRate = 1e-3f, MaxSteps = 1000, StopLoss = -1 });
+        var fc1Before = model["blocks.2.mlp.fc1.weight"].Value.ToArray();
+        void Step() => Assert.True(editor.Step());
         for (int i = 0; i < 3; i++) Step();   // warm-up: JIT, per-thread scratch, GEMM packing buffers
         long min = long.MaxValue;
         for (int attempt = 0; attempt < 5 && min > 0; attempt++)
@@ -181,5 +171,6 @@ public sealed class EngineBehaviourTests
             min = Math.Min(min, GC.GetAllocatedBytesForCurrentThread() - before);
         }
         Assert.Equal(0, min);
+        Assert.NotEqual(fc1Before, model["blocks.2.mlp.fc1.weight"].Value.ToArray());   // the steps did update the weights
     }
 }

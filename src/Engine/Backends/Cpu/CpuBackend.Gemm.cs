@@ -51,7 +51,7 @@ public sealed unsafe partial class CpuBackend
         if (GemmKind == GemmKind.OpenBlas && threads == Threads)
             OpenBlas.Sgemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
         else
-            ManagedGemm.Sgemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, threads);
+            ManagedGemm.Sgemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, threads, _pool);
     }
 
     private struct GemmArgs

@@ -19,8 +19,9 @@ namespace WhereToEdit.Engine.Backends.Cpu;
 /// </para>
 /// <para>
 /// Thread safety: any number of threads may call <see cref="Sgemm"/> concurrently with <c>threads == 1</c>
-/// (each uses its own thread-static packing buffers). Calls with <c>threads &gt; 1</c> share one persistent
-/// worker pool and are serialized against each other (a second such call waits for the first).
+/// (each uses its own thread-static packing buffers). Calls with <c>threads &gt; 1</c> run their parts on a
+/// <see cref="Cpu.WorkerPool"/>: the CPU backend passes its own (one pool for every op), standalone calls share one
+/// process-wide pool and are serialized against each other (a second such call waits for the first).
 /// </para>
 /// </summary>
 [SkipLocalsInit]
@@ -64,10 +65,19 @@ public static unsafe class ManagedGemm
     /// </summary>
     public static void Sgemm(bool transA, bool transB, int m, int n, int k, float alpha,
         float* a, int lda, float* b, int ldb, float beta, float* c, int ldc, int threads)
-        => Sgemm(DefaultKernel, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, threads);
+        => Sgemm(DefaultKernel, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, threads, null);
+
+    /// <summary>As above, with the parts of C run on <paramref name="pool"/> (the caller's, never entered concurrently).</summary>
+    internal static void Sgemm(bool transA, bool transB, int m, int n, int k, float alpha,
+        float* a, int lda, float* b, int ldb, float beta, float* c, int ldc, int threads, WorkerPool pool)
+        => Sgemm(DefaultKernel, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, threads, pool);
 
     internal static void Sgemm(KernelKind kind, bool transA, bool transB, int m, int n, int k, float alpha,
         float* a, int lda, float* b, int ldb, float beta, float* c, int ldc, int threads)
+        => Sgemm(kind, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, threads, null);
+
+    private static void Sgemm(KernelKind kind, bool transA, bool transB, int m, int n, int k, float alpha,
+        float* a, int lda, float* b, int ldb, float beta, float* c, int ldc, int threads, WorkerPool? pool)
     {
         if (m < 0) throw new ArgumentOutOfRangeException(nameof(m));
         if (n < 0) throw new ArgumentOutOfRangeException(nameof(n));
@@ -98,7 +108,7 @@ public static unsafe class ManagedGemm
         int t = threads < 1 ? 1 : threads;
         if ((long)m * n * k < ParallelThreshold) t = 1;
         if (t > 1) t = Math.Min(t, Math.Max(tilesM, tilesN));
-        if (t > 1) t = Math.Min(t, WorkerPool.MaxThreads);
+        if (t > 1) t = Math.Min(t, pool?.Threads ?? SharedPool.MaxThreads);
 
         if (t <= 1)
         {
@@ -118,7 +128,19 @@ public static unsafe class ManagedGemm
         job.SplitN = costSplitN <= costSplitM;
         job.Tiles = job.SplitN ? tilesN : tilesM;
         job.Parts = t;
-        WorkerPool.Run(ref job);
+        if (pool is not null) RunParts(pool, ref job);
+        else SharedPool.Run(ref job);
+    }
+
+    /// <summary>Runs parts 0..Parts−1 of the job, one per pool chunk (which thread runs which part does not change C).</summary>
+    private static void RunParts(WorkerPool pool, ref Job job)
+    {
+        fixed (Job* j = &job) pool.For(job.Parts, 1, j, &RunPartRange);
+    }
+
+    private static void RunPartRange(void* args, int start, int end)
+    {
+        for (int part = start; part < end; part++) RunPart(ref *(Job*)args, part);
     }
 
     /// <summary>C = beta·C (beta == 0 writes zeros without reading C).</summary>
@@ -578,82 +600,39 @@ public static unsafe class ManagedGemm
         }
     }
 
-    // ---- persistent worker pool ---------------------------------------------------------------------
+    // ---- the pool of standalone calls ---------------------------------------------------------------
 
     /// <summary>
-    /// Persistent background workers (created on first use, never torn down). A multithreaded call posts
-    /// one Job, releases workers 1..parts-1, runs part 0 itself and waits: no allocation after the first
-    /// call that needs that many workers.
+    /// The <see cref="WorkerPool"/> of calls that bring none (created on first use, grown when a call asks for more
+    /// threads, never torn down); calls are serialized, since a pool runs one loop at a time.
     /// </summary>
-    internal static class WorkerPool
+    internal static class SharedPool
     {
         public const int MaxThreads = 256;
-        private static readonly object s_callLock = new();
-        private static readonly SemaphoreSlim s_done = new(0, int.MaxValue);
-        private static Worker[] s_workers = [];
-        private static Job s_job;
-        private static int s_remaining;
-        private static Exception? s_error;
-        private static long s_workerAllocatedBytes;
+        private static readonly object s_lock = new();
+        private static WorkerPool? s_pool;
+        private static long s_retiredAllocatedBytes;
 
-        /// <summary>Bytes the worker threads allocated while running GEMM parts (a zero-allocation test reads it).</summary>
-        public static long WorkerAllocatedBytes => Interlocked.Read(ref s_workerAllocatedBytes);
-
-        private sealed class Worker
+        /// <summary>Bytes the shared pool's workers allocated while running GEMM parts (a zero-allocation test reads it).</summary>
+        public static long WorkerAllocatedBytes
         {
-            public readonly SemaphoreSlim Go = new(0, int.MaxValue);
-            public int Part;
+            get { lock (s_lock) return s_retiredAllocatedBytes + (s_pool?.WorkerAllocatedBytes ?? 0); }
         }
 
         public static void Run(ref Job job)
         {
-            lock (s_callLock)
+            lock (s_lock)
             {
-                int helpers = job.Parts - 1;
-                EnsureWorkers(helpers);
-                s_job = job;
-                s_error = null;
-                Volatile.Write(ref s_remaining, helpers);
-                for (int w = 0; w < helpers; w++)
+                if (s_pool is null || s_pool.Threads < job.Parts)
                 {
-                    s_workers[w].Part = w + 1;
-                    s_workers[w].Go.Release();
+                    if (s_pool is not null)
+                    {
+                        s_pool.Dispose();
+                        s_retiredAllocatedBytes += s_pool.WorkerAllocatedBytes;
+                    }
+                    s_pool = new WorkerPool(job.Parts);
                 }
-                Exception? own = null;
-                try { RunPart(ref s_job, 0); }
-                catch (Exception e) { own = e; }
-                s_done.Wait();
-                Exception? error = own ?? s_error;
-                s_error = null;
-                if (error != null) ExceptionDispatchInfo.Throw(error);
-            }
-        }
-
-        private static void EnsureWorkers(int count)
-        {
-            if (s_workers.Length >= count) return;
-            var grown = new Worker[count];
-            Array.Copy(s_workers, grown, s_workers.Length);
-            for (int i = s_workers.Length; i < count; i++)
-            {
-                var w = new Worker();
-                grown[i] = w;
-                var thread = new Thread(() => WorkerLoop(w)) { IsBackground = true, Name = $"ManagedGemm worker {i + 1}" };
-                thread.Start();
-            }
-            s_workers = grown;
-        }
-
-        private static void WorkerLoop(Worker w)
-        {
-            while (true)
-            {
-                w.Go.Wait();
-                long before = GC.GetAllocatedBytesForCurrentThread();
-                try { RunPart(ref s_job, w.Part); }
-                catch (Exception e) { Interlocked.CompareExchange(ref s_error, e, null); }
-                Interlocked.Add(ref s_workerAllocatedBytes, GC.GetAllocatedBytesForCurrentThread() - before);
-                if (Interlocked.Decrement(ref s_remaining) == 0) s_done.Release();
+                RunParts(s_pool, ref job);
             }
         }
     }

@@ -18,6 +18,11 @@ internal sealed unsafe class WorkerPool : IDisposable
     private int _count, _chunkSize, _chunkCount;
     private int _nextChunk;
     private int _busyWorkers;
+    private Exception? _error;
+    private long _workerAllocatedBytes;
+
+    /// <summary>Bytes this pool's worker threads allocated while running loop bodies (a zero-allocation test reads it).</summary>
+    public long WorkerAllocatedBytes => Interlocked.Read(ref _workerAllocatedBytes);
 
     public WorkerPool(int threads)
     {
@@ -54,13 +59,18 @@ internal sealed unsafe class WorkerPool : IDisposable
         }
         _args = args; _body = body; _count = count; _chunkSize = chunkSize; _chunkCount = chunkCount;
         _nextChunk = 0;
+        _error = null;
         int helpers = Math.Min(_workers.Length, chunkCount - 1);
         Volatile.Write(ref _busyWorkers, helpers);
         for (int i = 0; i < helpers; i++) _wake[i].Release();
-        RunChunks();
+        Exception? own = null;
+        try { RunChunks(); }
+        catch (Exception e) { own = e; }
         var spin = new SpinWait();
         while (Volatile.Read(ref _busyWorkers) != 0) spin.SpinOnce(sleep1Threshold: -1);
         _args = null;
+        // A body that threw on a worker is rethrown here, on the caller's thread (never lost, never crashing a worker).
+        if ((own ?? _error) is { } error) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(error);
     }
 
     private void RunChunks()
@@ -80,8 +90,14 @@ internal sealed unsafe class WorkerPool : IDisposable
         {
             _wake[index].Wait();
             if (_stopping) return;
+            long before = GC.GetAllocatedBytesForCurrentThread();
             try { RunChunks(); }
-            finally { Interlocked.Decrement(ref _busyWorkers); }
+            catch (Exception e) { Interlocked.CompareExchange(ref _error, e, null); }
+            finally
+            {
+                Interlocked.Add(ref _workerAllocatedBytes, GC.GetAllocatedBytesForCurrentThread() - before);
+                Interlocked.Decrement(ref _busyWorkers);
+            }
         }
     }
 

@@ -1,0 +1,186 @@
+using System.Globalization;
+using System.Text;
+using WhereToEdit.Engine.Distributed;
+using WhereToEdit.Engine.Editing;
+using WhereToEdit.Engine.Evaluation;
+using WhereToEdit.Engine.IO;
+using WhereToEdit.Engine.Models;
+
+namespace WhereToEdit.Engine.Jobs;
+
+/// <summary>What `wte eval` (and `wte demo`) is asked to do: a benchmark, the sweep, the protocol's options, the output folder.</summary>
+public sealed record EvaluateJobOptions
+{
+    /// <summary>The ORIGINAL model (file or hub folder).</summary>
+    public required string ModelPath { get; init; }
+    /// <summary>The hypernetwork (needed for hprd).</summary>
+    public string? HypernetPath { get; init; }
+    /// <summary>A benchmark manifest.json (or its folder); or else <see cref="FailuresPath"/> and <see cref="LocalityPath"/>.</summary>
+    public string? BenchmarkPath { get; init; }
+    /// <summary>The paper's layout: a folder of &lt;class index&gt;_&lt;name&gt;/ failure folders.</summary>
+    public string? FailuresPath { get; init; }
+    /// <summary>With <see cref="FailuresPath"/>: a flat folder of locality images.</summary>
+    public string? LocalityPath { get; init; }
+    /// <summary>Methods to run: hprd, ft-l1, ft-l2, random.</summary>
+    public IReadOnlyList<string> Methods { get; init; } = ["hprd", "ft-l1", "ft-l2", "random"];
+    /// <summary>Keep fractions swept for hprd and random (the paper's).</summary>
+    public IReadOnlyList<double> Keeps { get; init; } = [0.75, 0.5, 0.25, 0.1, 0.05];
+    /// <summary>FT-L1/L2 coefficients swept (the paper's).</summary>
+    public IReadOnlyList<double> Coefficients { get; init; } = [0.1, 0.05, 0.025, 0.01, 0.005, 0.001, 0];
+    /// <summary>The protocol's options: images per edit, learning rate, step cap, GR formula, edits per group, seed.</summary>
+    public EvalOptions Protocol { get; init; } = new();
+    /// <summary>Subsets to run (null: all).</summary>
+    public IReadOnlyList<string>? Subsets { get; init; }
+    /// <summary>Output folder: edits.jsonl, summary.md, plots/.</summary>
+    public required string OutDir { get; init; }
+    /// <summary>The heading of summary.md and the plots.</summary>
+    public string Title { get; init; } = "wte eval";
+    public BackendChoice Backend { get; init; } = new();
+
+    /// <summary>The sweep: for each method in order, each keep fraction (hprd, random) or coefficient (FT).</summary>
+    public List<EvalSetting> Settings()
+    {
+        var methods = Methods.Select(EditMethods.Parse).Distinct().ToList();
+        foreach (double keep in Keeps) if (!(keep > 0 && keep <= 1)) throw new ArgumentException($"--keeps: {keep} is outside (0, 1]");
+        foreach (double c in Coefficients) if (c < 0) throw new ArgumentException($"--coefs: {c} is negative");
+        if (Keeps.Count == 0) throw new ArgumentException("--keeps: empty list");
+        if (Coefficients.Count == 0) throw new ArgumentException("--coefs: empty list");
+        return methods.SelectMany(m => m.IsFineTuning()
+            ? Coefficients.Select(c => new EvalSetting(m, 1, (float)c))
+            : Keeps.Select(k => new EvalSetting(m, k, 0))).ToList();
+    }
+}
+
+/// <summary>What an evaluation wrote and measured.</summary>
+public sealed record EvaluateJobResult
+{
+    /// <summary>Mean SR, GR, LR and steps per (subset, setting).</summary>
+    public required IReadOnlyList<MetricRow> Summary { get; init; }
+    /// <summary>HPRD mask IoU within vs across groups.</summary>
+    public required IReadOnlyList<MaskOverlap> Overlaps { get; init; }
+    public required int Groups { get; init; }
+    /// <summary>Edits per setting.</summary>
+    public required int Edits { get; init; }
+    public required int Settings { get; init; }
+    public required int LocalityImages { get; init; }
+    public required string EditsPath { get; init; }
+    public required string SummaryPath { get; init; }
+    public required string PlotsFolder { get; init; }
+    public required int PlotFiles { get; init; }
+}
+
+/// <summary>
+/// The paper's single-edit protocol over a benchmark (method.md §7): loads model, hypernetwork and benchmark, runs every
+/// setting with <see cref="EditEvaluator"/>, writes edits.jsonl (one record per edit, as it goes), summary.md and the
+/// Pareto plots.
+/// </summary>
+public static class EvaluateJob
+{
+    /// <summary>
+    /// Under MPI (<paramref name="world"/> of several ranks) the edits are shared out by cost; rank 0 gathers every record and
+    /// alone writes and reports; the other ranks return null after their share.
+    /// </summary>
+    public static EvaluateJobResult? Run(EvaluateJobOptions o, IJobProgress? progress = null, CancellationToken cancel = default, ICommunicator? world = null)
+    {
+        world ??= SingleProcess.Instance;
+        progress = world.IsRoot() ? progress ?? NullJobProgress.Instance : NullJobProgress.Instance;
+        var settings = o.Settings();
+        var p = o.Protocol;
+        if (p.ImagesPerEdit is < 1 or > 3) throw new ArgumentException($"--images-per-edit {p.ImagesPerEdit}: must be 1, 2 or 3");
+        BenchmarkManifest manifest = o.BenchmarkPath is { } b
+            ? BenchmarkManifest.Read(b)
+            : o.FailuresPath is { } f
+                ? BenchmarkManifest.FromPaperLayout(f, o.LocalityPath ?? throw new ArgumentException("--failures needs --locality"))
+                : throw new ArgumentException("give --benchmark MANIFEST or --failures DIR --locality DIR");
+        var loaded = ModelFolder.Load(o.ModelPath);
+        if (settings.Any(s => s.Method == EditMethod.Hprd) && o.HypernetPath is null)
+            throw new ArgumentException("the hprd method needs --hypernet");
+        if (o.Subsets is { } wanted)
+            foreach (string name in wanted) _ = manifest.Subset(name);
+        var loader = new ImageLoader();
+        float[] Load(string relative) => loader.Load(manifest.ImagePath(relative), loaded.Preprocessing);
+        var groups = manifest.Subsets.Where(s => o.Subsets is null || o.Subsets.Contains(s.Name))
+            .SelectMany(s => s.Groups.Select(g => new EvalGroup(s.Name, g.Name, g.Label, g.Images, g.Images.Select(Load).ToList()))).ToList();
+        var locality = manifest.Locality.Images.Select(Load).ToList();
+        cancel.ThrowIfCancellationRequested();
+
+        using var backend = (o.Backend with { Threads = world.ThreadsPerRank(o.Backend.Threads) }).Create();
+        using var model = VitCheckpoint.Load(backend, loaded);
+        if (manifest.BaseModelFingerprint is { } fp && !string.Equals(fp, VitCheckpoint.Fingerprint(model), StringComparison.OrdinalIgnoreCase))
+            progress.Note($"note: the benchmark was built for model {fp}; evaluating {o.ModelPath} (its failures are re-checked: only images this model gets wrong are edited)");
+        using var loadedNet = o.HypernetPath is { } hp ? HypernetFile.Load(backend, hp, model) : null;
+        var target = loadedNet is not null ? new EditTarget(model.Config, loadedNet.EditBlocks) : EditTarget.Default(model.Config);
+        using var evaluator = new EditEvaluator(model, loadedNet?.Network, target, locality);
+        int edits = evaluator.CountEdits(groups, p);
+        int total = edits * settings.Count;
+        progress.Note($"{o.Title}: {groups.Count} groups, {edits} edits × {settings.Count} settings = {total} edits; locality set {locality.Count} images; {backend.Name}");
+        if (!world.IsRoot())
+        {
+            evaluator.Run(groups, settings, p, world);   // its share of the edits, sent to rank 0
+            return null;
+        }
+        Directory.CreateDirectory(o.OutDir);
+        string jsonl = Path.Combine(o.OutDir, "edits.jsonl");
+        List<EditRecord> records;
+        try
+        {
+            using (var writer = new StreamWriter(jsonl + ".tmp"))
+            {
+                int done = 0;
+                records = evaluator.Run(groups, settings, p, world, r =>
+                {
+                    writer.WriteLine(EvalReport.JsonLine(r));
+                    done++;
+                    progress.Report(new JobProgress("edits", done, total, $"{r.Subset}/{r.Group} {r.Setting}",
+                        new Dictionary<string, double> { ["sr"] = r.Sr, ["gr"] = r.Gr, ["lr"] = r.Lr, ["steps"] = r.Steps }));
+                    cancel.ThrowIfCancellationRequested();
+                });
+            }
+            File.Move(jsonl + ".tmp", jsonl, overwrite: true);
+        }
+        catch
+        {
+            File.Delete(jsonl + ".tmp");   // a failed or cancelled run leaves no half-written record file
+            throw;
+        }
+
+        var summary = EvalReport.Summarise(records);
+        var perGroup = EvalReport.Summarise(records, perGroup: true);
+        var overlaps = EvalReport.Overlaps(records);
+        string plotsFolder = Path.Combine(o.OutDir, "plots");
+        var plots = EvalReport.ParetoPlots(summary, plotsFolder, o.Title);
+        var md = new StringBuilder();
+        md.AppendLine($"# {o.Title}");
+        md.AppendLine();
+        md.AppendLine($"Model `{o.ModelPath}`, hypernetwork `{o.HypernetPath ?? "none"}`, benchmark `{manifest.Name}`; " +
+                      $"{p.ImagesPerEdit} image(s) per edit, lr {p.LearningRate.ToString(CultureInfo.InvariantCulture)}, " +
+                      $"≤ {p.MaxSteps} steps, GR formula {p.GrFormula.ToString().ToLowerInvariant()}, locality set {locality.Count}.");
+        md.AppendLine();
+        md.AppendLine("## Overall (mean over edits)");
+        md.AppendLine();
+        md.AppendLine(EvalReport.MarkdownTable(summary));
+        md.AppendLine("## Mask overlap (HPRD)");
+        md.AppendLine();
+        md.AppendLine(EvalReport.OverlapTable(overlaps));
+        md.AppendLine("## Per group");
+        md.AppendLine();
+        md.AppendLine(EvalReport.MarkdownTable(perGroup, withGroup: true));
+        string summaryPath = Path.Combine(o.OutDir, "summary.md");
+        File.WriteAllText(summaryPath, md.ToString());
+        return new EvaluateJobResult
+        {
+            Summary = summary, Overlaps = overlaps, Groups = groups.Count, Edits = edits, Settings = settings.Count, LocalityImages = locality.Count,
+            EditsPath = jsonl, SummaryPath = summaryPath, PlotsFolder = plotsFolder, PlotFiles = plots.Count,
+        };
+    }
+
+    /// <summary>
+    /// The parsed name of a GR formula: corrected (F_g minus the edit images) or reference ((correct − 1)/N).
+    /// </summary>
+    public static GrFormula ParseGrFormula(string text) => text.Trim().ToLowerInvariant() switch
+    {
+        "corrected" => GrFormula.Corrected,
+        "reference" => GrFormula.Reference,
+        var other => throw new ArgumentException($"--gr-formula '{other}': expected corrected or reference"),
+    };
+}

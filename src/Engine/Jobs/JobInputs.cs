@@ -1,0 +1,61 @@
+using System.Globalization;
+
+namespace WhereToEdit.Engine.Jobs;
+
+/// <summary>Checks and expansions of the paths and names a job is given, shared by the jobs.</summary>
+public static class JobInputs
+{
+    public static readonly string[] ImageExtensions = [".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"];
+
+    /// <summary>Files as given; folders expand to their image files (recursively, sorted).</summary>
+    public static List<string> ExpandImages(IEnumerable<string> inputs)
+    {
+        var files = new List<string>();
+        foreach (string input in inputs)
+        {
+            if (Directory.Exists(input))
+            {
+                var found = Directory.EnumerateFiles(input, "*", SearchOption.AllDirectories)
+                    .Where(f => ImageExtensions.Contains(Path.GetExtension(f).ToLowerInvariant()))
+                    .Order(StringComparer.Ordinal).ToList();
+                if (found.Count == 0) throw new ArgumentException($"{input}: folder holds no images ({string.Join(", ", ImageExtensions)})");
+                files.AddRange(found);
+            }
+            else if (File.Exists(input)) files.Add(input);
+            else throw new FileNotFoundException($"{input}: no such file or folder", input);
+        }
+        return files;
+    }
+
+    /// <summary>A class given as an index or as one of the model's label names (case-insensitive).</summary>
+    public static int ParseLabel(string text, int classes, IReadOnlyList<string>? labels)
+    {
+        if (int.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out int index))
+            return index >= 0 && index < classes ? index : throw new ArgumentException($"--label {index}: the model has classes 0..{classes - 1}");
+        if (labels is not null)
+            for (int i = 0; i < labels.Count; i++)
+                if (string.Equals(labels[i], text, StringComparison.OrdinalIgnoreCase)) return i;
+        throw new ArgumentException($"--label '{text}': not a class index or one of the model's label names");
+    }
+
+    /// <summary>Never write over a user's input: the output must be another file.</summary>
+    public static void RefuseOverwritingInput(string output, params string?[] inputs)
+    {
+        string full = Path.GetFullPath(output);
+        foreach (string? input in inputs)
+        {
+            if (input is null) continue;
+            string inFull = Path.GetFullPath(input);
+            if (full == inFull || (Directory.Exists(inFull) && full.StartsWith(inFull + Path.DirectorySeparatorChar, StringComparison.Ordinal) && Path.GetFileName(full) == "model.safetensors"))
+                throw new ArgumentException($"--out {output}: would overwrite the input {input}; write to another file");
+        }
+        if (Directory.Exists(full)) throw new ArgumentException($"--out {output}: is a folder; give a file name");
+    }
+
+    /// <summary>Creates the folder a file will be written to.</summary>
+    public static void EnsureParentFolder(string path)
+    {
+        string? dir = Path.GetDirectoryName(Path.GetFullPath(path));
+        if (dir is not null) Directory.CreateDirectory(dir);
+    }
+}
