@@ -41,6 +41,7 @@ public static partial class WteCommands
         {
             string modelPath = parse.GetValue(model)!;
             string outPath = parse.GetValue(output)!;
+            new CommandPaths().Input(modelPath, "--model").Input(parse.GetValue(data), "--data").OutputFolder(outPath, "--out").Check();
             var options = new BenchmarkBuildOptions
             {
                 Seed = parse.GetValue(seed), Margin = parse.GetValue(margin), MaxPerGroup = parse.GetValue(maxPerGroup),

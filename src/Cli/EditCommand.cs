@@ -40,7 +40,7 @@ public static partial class WteCommands
             var options = new EditOptions { Method = m, LearningRate = parse.GetValue(lr), MaxSteps = parse.GetValue(maxSteps), Coefficient = parse.GetValue(coef) };
             options.Validate();
             if (m == EditMethod.Hprd && parse.GetValue(hypernet) is null) throw new ArgumentException("--method hprd needs --hypernet");
-            RefuseOverwritingInput(outPath, modelPath);
+            new CommandPaths().Input(modelPath, "MODEL").Input(parse.GetValue(hypernet), "--hypernet").Inputs(parse.GetValue(images), "--image").Input(parse.GetValue(baseModel), "--base").Output(outPath, "--out").Check();
 
             var loaded = ModelFolder.Load(modelPath);
             int y = ParseLabel(parse.GetValue(label)!, loaded.Architecture.NumClasses, loaded.Labels);
@@ -99,17 +99,11 @@ public static partial class WteCommands
         throw new ArgumentException($"--label '{text}': not a class index or one of the model's label names");
     }
 
-    /// <summary>Never write over a user's input: the output must be another file.</summary>
+    /// <summary>Never write over a user's input: the output must be another file (real paths compared).</summary>
     internal static void RefuseOverwritingInput(string output, params string?[] inputs)
     {
-        string full = Path.GetFullPath(output);
-        foreach (string? input in inputs)
-        {
-            if (input is null) continue;
-            string inFull = Path.GetFullPath(input);
-            if (full == inFull || (Directory.Exists(inFull) && full.StartsWith(inFull + Path.DirectorySeparatorChar, StringComparison.Ordinal) && Path.GetFileName(full) == "model.safetensors"))
-                throw new ArgumentException($"--out {output}: would overwrite the input {input}; write to another file");
-        }
-        if (Directory.Exists(full)) throw new ArgumentException($"--out {output}: is a folder; give a file name");
+        var paths = new CommandPaths().Output(output, "--out");
+        foreach (string? input in inputs) paths.Input(input, "input");
+        paths.Check();
     }
 }

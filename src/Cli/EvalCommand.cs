@@ -104,6 +104,8 @@ public static partial class WteCommands
     internal static List<MetricRow> RunEvaluation(EvalRequest request, TextWriter stdout, TextWriter stderr)
     {
         var manifest = request.Manifest;
+        new CommandPaths().Input(request.ModelPath, "--model").Input(request.HypernetPath, "--hypernet").Inputs(manifest.InputFiles(), "--benchmark")
+            .OutputFolder(request.OutDir, "--out", EvalReport.IsOutputName).Check();
         var loaded = ModelFolder.Load(request.ModelPath);
         if (request.Settings.Any(s => s.Method == EditMethod.Hprd) && request.HypernetPath is null)
             throw new ArgumentException("the hprd method needs --hypernet");
@@ -127,9 +129,10 @@ public static partial class WteCommands
             int edits = evaluator.CountEdits(groups, request.Options);
             int total = edits * request.Settings.Count;
             stderr.WriteLine($"{request.Title}: {groups.Count} groups, {edits} edits × {request.Settings.Count} settings = {total} edits; locality set {locality.Count} images; {backend.Name}");
-            Directory.CreateDirectory(request.OutDir);
+            using var outFolder = new OutputFolder(request.OutDir);   // removed again if this run fails
             string jsonl = Path.Combine(request.OutDir, "edits.jsonl");
-            using var writer = new StreamWriter(jsonl + ".tmp");
+            using var jsonlFile = new AtomicWrite(jsonl);
+            var writer = new StreamWriter(jsonlFile.Stream, leaveOpen: true);   // disposed before the commit; the temp goes with jsonlFile on failure
             var bar = new ProgressBar(stderr, "edits");
             var clock = System.Diagnostics.Stopwatch.StartNew();
             int done = 0;
@@ -140,8 +143,8 @@ public static partial class WteCommands
                 double rate = done / Math.Max(1e-9, clock.Elapsed.TotalSeconds);
                 bar.Report(done, total, rate, TimeSpan.FromSeconds((total - done) / Math.Max(rate, 1e-9)), $"{r.Subset}/{r.Group} {r.Setting}");
             });
-            writer.Close();
-            File.Move(jsonl + ".tmp", jsonl, overwrite: true);
+            writer.Dispose();   // flushes; the stream stays open for the commit
+            jsonlFile.Commit();
 
             var summary = EvalReport.Summarise(records);
             var perGroup = EvalReport.Summarise(records, perGroup: true);
@@ -163,7 +166,8 @@ public static partial class WteCommands
             md.AppendLine("## Per group");
             md.AppendLine();
             md.AppendLine(EvalReport.MarkdownTable(perGroup, withGroup: true));
-            File.WriteAllText(Path.Combine(request.OutDir, "summary.md"), md.ToString());
+            AtomicFile.WriteAllText(Path.Combine(request.OutDir, "summary.md"), md.ToString());
+            outFolder.Commit();
             stdout.WriteLine(EvalReport.ConsoleTable(summary));
             if (overlaps.Count > 0)
             {

@@ -93,6 +93,8 @@ public static partial class WteCommands
             if (dataPath is null && idxPath is null && !isBench) throw new ArgumentException("meta-train needs training images: --data FOLDER or --idx IMAGES");
             if (outPath is null && !isBench) throw new ArgumentException("--out HYPERNET is required (where the trained hypernetwork goes)");
             if (resumePath is not null && !File.Exists(resumePath)) throw new FileNotFoundException($"--resume {resumePath}: no such file");
+            new CommandPaths().Input(isBench && VitConfig.Presets.ContainsKey(modelPath) && !Path.Exists(modelPath) ? null : modelPath, "MODEL").Input(dataPath, "--data").Input(idxPath, "--idx")
+                .Input(resumePath, "--resume", keptByFolderOutputs: true).Output(outPath, "--out").Output(logPath, "--log").OutputFolder(ckptDir, "--checkpoint-dir", MetaTrainer.IsCheckpointName).Check();
             var defaults = new MetaTrainOptions { Iterations = isBench ? 1 : new MetaTrainOptions().Iterations };
             var fresh = knobs.Apply(parse, defaults).Validate();   // option errors before any loading
 
@@ -126,7 +128,7 @@ public static partial class WteCommands
                 ? MetaTrainer.Resume(vit, mean, std, source, resumePath, o => knobs.Apply(parse, o))
                 : new MetaTrainer(vit, mean, std, source, fresh);
             var o = trainer.Options;
-            using var csv = logPath is null ? null : OpenLog(logPath, append: resumePath is not null);
+            using var csv = logPath is null ? null : CsvLog.Open(logPath, IterationStats.CsvHeader, "--log", resumePath is not null ? trainer.Iteration : null);
             bool showProgress = !parse.GetValue(noProgress);
             bool inPlace = ReferenceEquals(stderr, Console.Error) && !Console.IsErrorRedirected;
             int startIteration = trainer.Iteration;
@@ -139,8 +141,7 @@ public static partial class WteCommands
             trainer.Run(ckptDir, stats =>
             {
                 all.Add(stats);
-                csv?.WriteLine(stats.ToCsv());
-                csv?.Flush();
+                csv?.WriteRow(stats.ToCsv());
                 if (showProgress) Progress(stderr, inPlace, stats, o.Iterations, startIteration, clock.Elapsed.TotalSeconds);
             });
             double cpuSeconds = (Process.GetCurrentProcess().TotalProcessorTime - cpuBefore).TotalSeconds;
@@ -173,14 +174,6 @@ public static partial class WteCommands
     {
         string? dir = Path.GetDirectoryName(Path.GetFullPath(path));
         if (dir is not null) Directory.CreateDirectory(dir);
-    }
-
-    private static StreamWriter OpenLog(string path, bool append)
-    {
-        bool header = !append || !File.Exists(path) || new FileInfo(path).Length == 0;
-        var writer = new StreamWriter(path, append);
-        if (header) writer.WriteLine(IterationStats.CsvHeader);
-        return writer;
     }
 
     private static void Progress(TextWriter stderr, bool inPlace, IterationStats s, int total, int start, double elapsed)

@@ -54,7 +54,7 @@ public static partial class WteCommands
 
     private static int Rewrite(string modelPath, string patchPath, string outPath, TextWriter stdout, Action<EditPatch, VitModel> change, string verb)
     {
-        RefuseOverwritingInput(outPath, modelPath, patchPath);
+        new CommandPaths().Input(modelPath, "MODEL").Input(patchPath, "PATCH").Output(outPath, "--out").Check();
         var patch = EditPatch.Load(patchPath);
         var loaded = ModelFolder.Load(modelPath);
         using var backend = new CpuBackend();

@@ -34,7 +34,8 @@ public static partial class WteCommands
         command.SetAction(parse =>
         {
             string outPath = parse.GetValue(output)!;
-            RefuseOverwritingInput(outPath, parse.GetValue(resume));
+            new CommandPaths().Input(parse.GetValue(resume), "--resume", keptByFolderOutputs: true).Input(parse.GetValue(data), "--data").Output(outPath, "--out").Output(parse.GetValue(log), "--log")
+                .OutputFolder(parse.GetValue(checkpointDir), "--checkpoint-dir", Pretrainer.IsCheckpointName).Check();
             var options = new PretrainOptions
             {
                 Epochs = parse.GetValue(epochs), Batch = parse.GetValue(batch), LearningRate = parse.GetValue(lr),
@@ -56,21 +57,19 @@ public static partial class WteCommands
             using var trainer = new Pretrainer(model, options);
             if (parse.GetValue(resume) is { } r) trainer.LoadCheckpoint(r);
             stderr.WriteLine($"pretrain {parse.GetValue(preset)} ({config.ParameterCount():N0} parameters) on {train.Count} images, {backend.Name}, from step {trainer.Step}");
-            using var csv = parse.GetValue(log) is { } logPath ? new StreamWriter(logPath, append: trainer.Step > 0) : null;
-            if (csv is not null && trainer.Step == 0) csv.WriteLine("step,epoch,loss,lr,steps_per_s,test_accuracy");
+            using var csv = parse.GetValue(log) is { } logPath ? CsvLog.Open(logPath, "step,epoch,loss,lr,steps_per_s,test_accuracy", "--log", trainer.Step > 0 ? trainer.Step : null) : null;
             var bar = new ProgressBar(stderr, "pretrain");
             double lastAccuracy = double.NaN;
             trainer.Train(train, test, p =>
             {
                 if (p.TestAccuracy is double acc) lastAccuracy = acc;
-                csv?.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{p.Step},{p.Epoch},{p.Loss:G6},{p.LearningRate:G4},{p.StepsPerSecond:F3},{(p.TestAccuracy is double a ? a.ToString("F4", CultureInfo.InvariantCulture) : "")}"));
+                csv?.WriteRow(string.Create(CultureInfo.InvariantCulture, $"{p.Step},{p.Epoch},{p.Loss:G6},{p.LearningRate:G4},{p.StepsPerSecond:F3},{(p.TestAccuracy is double a ? a.ToString("F4", CultureInfo.InvariantCulture) : "")}"));
                 bar.Report(p.Step, p.TotalSteps, p.StepsPerSecond, p.Eta,
                     string.Create(CultureInfo.InvariantCulture, $"epoch {p.Epoch} loss {p.Loss:F4} lr {p.LearningRate:G3}{(double.IsNaN(lastAccuracy) ? "" : $" test acc {lastAccuracy:P2}")}"),
                     force: p.TestAccuracy is not null);
             }, step =>
             {
                 if (dir is not null) trainer.SaveCheckpoint(Path.Combine(dir, $"pretrain-{step:D6}.safetensors"));
-                csv?.Flush();
             });
             double accuracy = trainer.Evaluate(test);
             var preprocessing = new Preprocessing(ResizeMode.Direct, config.ImageSize, config.ImageSize, Interpolation.Bilinear, [options.Mean], [options.Std]);

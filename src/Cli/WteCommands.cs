@@ -1,5 +1,6 @@
 using System.CommandLine;
 using WhereToEdit.Engine.Backends.Cpu;
+using WhereToEdit.Engine.IO;
 
 namespace WhereToEdit.Cli;
 
@@ -20,16 +21,36 @@ public static partial class WteCommands
         root.Subcommands.Add(GpuCheckCommand(stdout, stderr));
         root.Subcommands.Add(BenchmarkCommand(stdout, stderr));
         root.Subcommands.Add(MetaTrainCommand(stdout, stderr));
+        var maxMemory = new Option<string?>("--max-memory")
+        {
+            Description = "largest allocation one input file may imply, e.g. 8G (default: half the memory available to the process)",
+            Recursive = true,
+        };
+        root.Options.Add(maxMemory);
         var config = new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false };
         try
         {
-            return root.Parse(args).Invoke(config);
+            var parsed = root.Parse(args);
+            ResourceBudget.LimitBytes = parsed.GetValue(maxMemory) is { } limit ? ResourceBudget.ParseSize(limit) : ResourceBudget.DefaultLimit();
+            return parsed.Invoke(config);
         }
-        catch (Exception e) when (e is not OutOfMemoryException)
+        catch (Exception e) when (IsOutOfMemory(e))
+        {
+            // A legitimate input that still does not fit: one line, not a crash.
+            stderr.WriteLine($"wte: out of memory ({ResourceBudget.Show(GC.GetGCMemoryInfo().TotalAvailableMemoryBytes)} available to this process); use smaller inputs or batches, or lower --max-memory so inputs are refused before loading");
+            return 1;
+        }
+        catch (Exception e)
         {
             stderr.WriteLine($"wte: {Describe(e)}");
             return 1;
         }
+    }
+
+    private static bool IsOutOfMemory(Exception e)
+    {
+        for (Exception? x = e; x is not null; x = x.InnerException) if (x is OutOfMemoryException or InsufficientMemoryException) return true;
+        return false;
     }
 
     /// <summary>The innermost useful message of an exception (System.CommandLine may wrap ours).</summary>

@@ -109,6 +109,11 @@ public sealed record BenchmarkManifest
     /// <summary>The absolute path of an image named in the manifest.</summary>
     public string ImagePath(string relative) => Path.Combine(Folder, relative.Replace('/', Path.DirectorySeparatorChar));
 
+    /// <summary>Every file an evaluation of this manifest reads: the manifest itself (when present) and every image.</summary>
+    public IEnumerable<string> InputFiles() =>
+        new[] { Path.Combine(Folder, FileName) }.Where(File.Exists)
+            .Concat(Subsets.SelectMany(s => s.Groups).SelectMany(g => g.Images).Concat(Locality.Images).Select(ImagePath));
+
     /// <summary>The subset of that name.</summary>
     public BenchmarkSubset Subset(string name) => Subsets.FirstOrDefault(s => s.Name == name)
         ?? throw new KeyNotFoundException($"benchmark '{Name}' has no subset '{name}' (it has {string.Join(", ", Subsets.Select(s => s.Name))})");
@@ -354,16 +359,7 @@ public sealed record BenchmarkManifest
         var rebased = this with { Folder = folder };
         var problems = rebased.Problems();
         if (problems.Count > 0) throw new BenchmarkManifestException(path, problems);
-        string temp = Path.Combine(folder, $".{Path.GetFileName(path)}.{Guid.NewGuid():N}.tmp");
-        try
-        {
-            File.WriteAllBytes(temp, ToJsonBytes());
-            File.Move(temp, path, overwrite: true);
-        }
-        finally
-        {
-            if (File.Exists(temp)) File.Delete(temp);
-        }
+        AtomicFile.WriteAllBytes(path, ToJsonBytes());
         return rebased;
     }
 

@@ -385,38 +385,25 @@ public static class SafeTensors
         }
 
         byte[] header = BuildHeader(list, metadata, dtypeName, size);
-        string full = System.IO.Path.GetFullPath(path);
-        string dir = System.IO.Path.GetDirectoryName(full) ?? ".";
-        string temp = System.IO.Path.Combine(dir, $".{System.IO.Path.GetFileName(full)}.{Guid.NewGuid():N}.tmp");
-        try
+        using var w = new AtomicWrite(path, 1 << 20);
+        var fs = w.Stream;
+        Span<byte> len = stackalloc byte[8];
+        BinaryPrimitives.WriteUInt64LittleEndian(len, (ulong)header.Length);
+        fs.Write(len);
+        fs.Write(header);
+        const int chunk = 1 << 20;
+        var buffer = new byte[chunk * size];
+        foreach (var t in list)
         {
-            using (var fs = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
+            for (long i = 0; i < t.Data.LongLength; i += chunk)
             {
-                Span<byte> len = stackalloc byte[8];
-                BinaryPrimitives.WriteUInt64LittleEndian(len, (ulong)header.Length);
-                fs.Write(len);
-                fs.Write(header);
-                const int chunk = 1 << 20;
-                var buffer = new byte[chunk * size];
-                foreach (var t in list)
-                {
-                    for (long i = 0; i < t.Data.LongLength; i += chunk)
-                    {
-                        int count = (int)Math.Min(chunk, t.Data.LongLength - i);
-                        var dst = buffer.AsSpan(0, count * size);
-                        DTypeConversion.FromFloat32(t.Data.AsSpan((int)i, count), dtype, dst);
-                        fs.Write(dst);
-                    }
-                }
-                fs.Flush(flushToDisk: true);
+                int count = (int)Math.Min(chunk, t.Data.LongLength - i);
+                var dst = buffer.AsSpan(0, count * size);
+                DTypeConversion.FromFloat32(t.Data.AsSpan((int)i, count), dtype, dst);
+                fs.Write(dst);
             }
-            File.Move(temp, full, overwrite: true);
         }
-        catch
-        {
-            try { File.Delete(temp); } catch (IOException) { } catch (UnauthorizedAccessException) { }
-            throw;
-        }
+        w.Commit();
     }
 
     private static byte[] BuildHeader(List<NamedTensor> list, IReadOnlyDictionary<string, string>? metadata, string dtypeName, int size)

@@ -123,6 +123,9 @@ public sealed class MetaTrainer : IDisposable
     public bool Done => Iteration >= Options.Iterations;
 
     /// <summary>The path of the checkpoint written after <paramref name="iteration"/> iterations in <paramref name="folder"/>.</summary>
+    /// <summary>Names this trainer writes in a checkpoint folder (meta-NNNNNN.safetensors).</summary>
+    public static bool IsCheckpointName(string relative) => System.Text.RegularExpressions.Regex.IsMatch(relative, @"^meta-[0-9]{6,}\.safetensors$");
+
     public static string CheckpointPath(string folder, int iteration) => Path.Combine(folder, $"meta-{iteration:D6}.safetensors");
 
     private void StartEpoch(int epoch)

@@ -217,6 +217,9 @@ public sealed class Pretrainer : IDisposable
     private static readonly JsonSerializerOptions Json = new();
 
     /// <summary>Model weights, AdamW moments, step and options in one safetensors file, written atomically.</summary>
+    /// <summary>Names `wte pretrain` writes in a checkpoint folder (pretrain-NNNNNN.safetensors).</summary>
+    public static bool IsCheckpointName(string relative) => System.Text.RegularExpressions.Regex.IsMatch(relative, @"^pretrain-[0-9]{6,}\.safetensors$");
+
     public void SaveCheckpoint(string path)
     {
         var tensors = new List<NamedTensor>();
