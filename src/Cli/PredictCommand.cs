@@ -66,9 +66,7 @@ public static partial class WteCommands
         {
             if (Directory.Exists(input))
             {
-                var found = Directory.EnumerateFiles(input, "*", SearchOption.AllDirectories)
-                    .Where(f => ImageExtensions.Contains(Path.GetExtension(f).ToLowerInvariant()))
-                    .Order(StringComparer.Ordinal).ToList();
+                var found = FolderWalk.Files(input, f => ImageExtensions.Contains(Path.GetExtension(f).ToLowerInvariant()));
                 if (found.Count == 0) throw new ArgumentException($"{input}: folder holds no images ({string.Join(", ", ImageExtensions)})");
                 files.AddRange(found);
             }

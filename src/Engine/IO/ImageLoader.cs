@@ -74,7 +74,8 @@ public sealed class ImageLoader
             throw new ImageLoadException(name, $"cannot detect image format: {e.Message}", e);
         }
         if (format is null)
-            throw new ImageLoadException(name, $"not a supported image (JPEG, PNG, BMP, GIF, WebP); first bytes {Convert.ToHexString(data.AsSpan(0, Math.Min(8, data.Length)))}");
+            throw new ImageLoadException(name, "not a supported image (JPEG, PNG, BMP, GIF, WebP)");   // never echo the file's bytes
+        if (format == PngFormat.Instance) PngChunks.Check(data, name, Options.MaxPixels);   // text-chunk bombs and truncation before ImageSharp inflates anything
         IImageInfo? info;
         try
         {
@@ -112,7 +113,7 @@ public sealed class ImageLoader
         if (channels is not (1 or 3)) throw new ArgumentException("channels must be 1 or 3");
         var (_, _, format) = Identify(data, name, checkLimits: true);
         string formatName = format.Name;
-        CheckComplete(data, format, name);
+        if (format != PngFormat.Instance) CheckComplete(data, format, name);   // PNG was walked in Identify
         Image<Rgba32> image;
         try
         {
@@ -257,7 +258,7 @@ public sealed class ImageLoader
         {
             var info = new FileInfo(path);
             if (!info.Exists) throw new ImageLoadException(path, "no such file");
-            if (info.Length == 0) throw new ImageLoadException(path, "file is empty (0 bytes)");
+            if (PathSafety.InputFileProblem(path) is { } problem) throw new ImageLoadException(path, problem);
             if (info.Length > Options.MaxFileBytes)
                 throw new ImageLoadException(path, $"file is {info.Length:N0} bytes, above the limit of {Options.MaxFileBytes:N0}");
             return File.ReadAllBytes(path);
@@ -282,8 +283,7 @@ public sealed class ImageLoader
     {
         if (format == PngFormat.Instance)
         {
-            if (data.AsSpan().LastIndexOf("IEND"u8) < 0)
-                throw new ImageLoadException(name, "truncated PNG (no IEND chunk)");
+            PngChunks.Check(data, name, maxPixels: 0);   // (Decode walks PNGs in Identify with the pixel limit)
         }
         else if (format == JpegFormat.Instance)
         {

@@ -180,3 +180,33 @@ public sealed class CommandPaths
                 throw new UnsafePathException($"{flag} {given}: is also given as {seen[PathSafety.RealPath(given)]}; each output needs its own file");
     }
 }
+
+/// <summary>A recursive folder walk that visits each real folder once (a symlink cycle cannot repeat files or loop).</summary>
+public static class FolderWalk
+{
+    private const int MaxDepth = 64;
+
+    /// <summary>Files under <paramref name="root"/> (any depth) whose name passes <paramref name="filter"/>, ordinal order.</summary>
+    public static List<string> Files(string root, Func<string, bool> filter)
+    {
+        var files = new List<string>();
+        var visited = new HashSet<string>(StringComparer.Ordinal);
+        var pending = new Stack<(string Dir, int Depth)>();
+        pending.Push((root, 0));
+        while (pending.Count > 0)
+        {
+            var (dir, depth) = pending.Pop();
+            if (depth > MaxDepth || !visited.Add(PathSafety.RealPath(dir))) continue;
+            IEnumerable<string> entries;
+            try { entries = Directory.EnumerateFileSystemEntries(dir).ToList(); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { continue; }
+            foreach (string entry in entries)
+            {
+                if (Directory.Exists(entry)) pending.Push((entry, depth + 1));
+                else if (filter(entry)) files.Add(entry);
+            }
+        }
+        files.Sort(StringComparer.Ordinal);
+        return files;
+    }
+}

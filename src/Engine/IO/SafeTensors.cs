@@ -57,6 +57,7 @@ public sealed unsafe class SafeTensorsReader : IDisposable
     {
         ArgumentNullException.ThrowIfNull(path);
         DTypeConversion.EnsureLittleEndian();
+        PathSafety.RequireInputFile(path, "safetensors file");
         FileStream fs;
         try
         {
@@ -163,6 +164,9 @@ public sealed unsafe class SafeTensorsReader : IDisposable
             throw new CheckpointFormatException(Path,
                 $"{unsupported.Count} tensor(s) have dtypes this engine does not read (only F32, F16, BF16): " +
                 string.Join(", ", unsupported.Take(10).Select(e => $"'{e.Name}' {e.DTypeName}")) + (unsupported.Count > 10 ? ", ..." : ""));
+        long bytes = 0;
+        foreach (var e in Entries) bytes = ResourceBudget.Add(bytes, ResourceBudget.Bytes(e.ElementCount, 4));
+        ResourceBudget.Require(bytes, Path, $"{Entries.Count} tensors as float32");
         var tensors = new List<NamedTensor>(Entries.Count);
         foreach (var e in Entries)
             tensors.Add(new NamedTensor(e.Name, (int[])e.Shape.Clone(), ReadTensor(e.Name), e.DType!.Value));
@@ -273,17 +277,23 @@ public static class SafeTensors
                 entries.Add(ParseEntry(prop, dataLength, path));
             }
 
-            // File order and overlap check.
+            // File order, overlap, gap and trailing-byte checks: the tensors tile the data section exactly (as the format requires).
             var ordered = entries.Select((e, i) => (e, i)).OrderBy(x => x.e.Begin).ThenBy(x => x.e.End).ThenBy(x => x.i).Select(x => x.e).ToList();
             SafeTensorsEntry? prev = null;
+            long covered = 0;
             foreach (var e in ordered)
             {
                 if (e.Begin == e.End) continue; // empty tensors occupy no bytes
                 if (prev is not null && e.Begin < prev.End)
                     throw new CheckpointFormatException(path,
                         $"tensor '{e.Name}' data_offsets [{e.Begin}, {e.End}] overlap tensor '{prev.Name}' [{prev.Begin}, {prev.End}]");
+                if (e.Begin != covered)
+                    throw new CheckpointFormatException(path, $"tensor '{e.Name}' starts at data offset {e.Begin}, leaving a gap of {e.Begin - covered} bytes after offset {covered}");
+                covered = e.End;
                 prev = e;
             }
+            if (covered != dataLength)
+                throw new CheckpointFormatException(path, $"{dataLength - covered} bytes after the last tensor (offset {covered}); the data section must hold the tensors and nothing else");
             return new SafeTensorsHeader(ordered, metadata);
         }
     }

@@ -280,9 +280,8 @@ public sealed class MetaTrainer : IDisposable
             trainer.Hypernet.LoadWeights(weights, checkpoint);
             for (int i = 0; i < parameters.Count; i++)
             {
-                if (!file.TryGet(StatePrefix + parameters[i].Name, out var s) || !s.Shape.AsSpan().SequenceEqual(parameters[i].Shape))
-                    throw new CheckpointFormatException(checkpoint, $"optimizer state '{StatePrefix}{parameters[i].Name}' is missing or mis-shaped");
-                trainer._step.HypernetSquareAvg[i].CopyFrom(s.Data);
+                file.TryGet(StatePrefix + parameters[i].Name, out var s);
+                trainer._step.HypernetSquareAvg[i].CopyFrom(OptimizerState.Validated(checkpoint, StatePrefix + parameters[i].Name, s, parameters[i].Shape, nonNegative: true));
             }
             trainer._rng.RestoreState(words);
             trainer.Iteration = ParseInt(IterationKey);

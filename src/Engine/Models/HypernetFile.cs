@@ -63,6 +63,7 @@ public static class HypernetFile
         ArgumentNullException.ThrowIfNull(backend);
         var file = SafeTensors.Read(path);
         var (config, blocks, fingerprint) = Describe(file.Metadata, path);
+        ResourceBudget.Require(config.EstimateBytes(), path, $"the hypernetwork config (depth {config.Depth}, MLP {config.MlpHidden})");
         if (baseModel is not null)
         {
             string actual = baseFingerprint ?? VitCheckpoint.Fingerprint(baseModel);
@@ -107,6 +108,9 @@ public static class HypernetFile
         {
             throw new CheckpointFormatException(path, $"bad hypernetwork metadata: {e.Message}", e);
         }
+        foreach (var (key, value) in metadata)
+            if (key.EndsWith("format_version", StringComparison.Ordinal) && value.Trim() != "1")
+                throw new CheckpointFormatException(path, $"metadata '{key}' = '{value}': this engine reads hypernetwork format version 1");
         if (blocks.Length * 2 != config.Units || blocks.Distinct().Count() != blocks.Length)
             throw new CheckpointFormatException(path, $"metadata '{EditBlocksKey}' [{string.Join(",", blocks)}] does not match {config.Units} hypernetwork units");
         return (config, blocks, Get(FingerprintKey));
