@@ -42,7 +42,7 @@ public static partial class WteCommands
         }
         catch (Exception e)
         {
-            stderr.WriteLine($"wte: {Describe(e)}");
+            stderr.WriteLine($"wte: {OneLine(Describe(e))}");
             return 1;
         }
     }
@@ -51,6 +51,13 @@ public static partial class WteCommands
     {
         for (Exception? x = e; x is not null; x = x.InnerException) if (x is OutOfMemoryException or InsufficientMemoryException) return true;
         return false;
+    }
+
+    /// <summary>An error is one line: listings are joined with "; " and a very long message is cut.</summary>
+    internal static string OneLine(string message)
+    {
+        string line = string.Join("; ", message.Split('\n').Select(s => s.Trim()).Where(s => s.Length > 0));
+        return line.Length <= 2000 ? line : line[..2000] + " …";
     }
 
     /// <summary>The innermost useful message of an exception (System.CommandLine may wrap ours).</summary>

@@ -44,8 +44,9 @@ internal static class PngChunks
             {
                 case "IDAT": idat.Add((body, len)); break;
                 case "IEND": sawEnd = true; break;
-                case "zTXt": CheckInflated(data, body, len, SkipLatin1(data, body, len) + 1, name, type); break;
-                case "iCCP": CheckInflated(data, body, len, SkipLatin1(data, body, len) + 1, name, type); break;
+                // keyword, NUL, compression method, zlib data
+                case "zTXt": CheckInflated(data, body, len, SkipLatin1(data, body, len) + 2, name, type); break;
+                case "iCCP": CheckInflated(data, body, len, SkipLatin1(data, body, len) + 2, name, type); break;
                 case "iTXt":
                 {
                     int keyEnd = SkipLatin1(data, body, len);

@@ -14,17 +14,17 @@ internal static class HostileSupport
     public static readonly Preprocessing TinyPreprocessing = new(ResizeMode.Direct, 16, 16, Interpolation.Bilinear, [0.5f, 0.5f, 0.5f], [0.5f, 0.5f, 0.5f]);
 
     /// <summary>Writes a tiny random ViT (with wte metadata) and returns its path.</summary>
-    public static string Model(string path, int seed = 3)
+    public static string Model(string path, int seed = 3, VitConfig? config = null, Preprocessing? preprocessing = null)
     {
         using var be = new CpuBackend(new CpuBackendOptions { Threads = 1 });
-        using var model = new VitModel(be, TinyConfig);
+        using var model = new VitModel(be, config ?? TinyConfig);
         var rng = new Rng((ulong)seed);
         foreach (var p in model.Parameters)
         {
             bool ln = p.Name.Contains("norm") && p.Name.EndsWith("weight");
             p.Value.CopyFrom(Enumerable.Range(0, (int)p.Length).Select(_ => (float)(rng.NextNormal() * (ln ? 0 : 0.2) + (ln ? 1 : 0))).ToArray());
         }
-        VitCheckpoint.Save(model, path, TinyPreprocessing, ["a", "b", "c", "d"]);
+        VitCheckpoint.Save(model, path, preprocessing ?? TinyPreprocessing, ["a", "b", "c", "d"]);
         return path;
     }
 
@@ -56,7 +56,11 @@ internal static class HostileSupport
         Xunit.Assert.Contains(expected, lines[^1]);
     }
 
-    public static string Hash(string path) => Convert.ToHexString(SHA256.HashData(File.ReadAllBytes(path)));
+    public static string Hash(string path)
+    {
+        using var s = File.OpenRead(path);
+        return Convert.ToHexString(SHA256.HashData(s));
+    }
 
     /// <summary>Hashes of every regular file under a folder (links and FIFOs are not read), to prove nothing changed or appeared.</summary>
     public static SortedDictionary<string, string> Snapshot(string folder) =>
