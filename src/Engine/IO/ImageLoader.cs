@@ -30,8 +30,8 @@ public sealed record DecodedImage(int Width, int Height, int Channels, byte[] Pi
 /// Decodes JPEG, PNG, BMP, GIF and WebP with ImageSharp and preprocesses them for a model.
 /// Before decoding pixels the header is identified and refused when width·height exceeds
 /// <see cref="ImageLoaderOptions.MaxPixels"/> (a decompression bomb costs nothing). Animated GIFs decode only their
-/// first frame; animated WebPs (which ImageSharp 2 decodes whole) are refused when frames·pixels exceed the limit,
-/// otherwise the first frame is used. EXIF orientation is applied when asked. Channel conversion: gray → RGB
+/// first frame; animated WebPs are refused when frames·pixels exceed the limit, otherwise ImageSharp 2 decodes them
+/// (its 2.1 decoder refuses some animated files; those end in a clean "cannot decode WebP" error). EXIF orientation is applied when asked. Channel conversion: gray → RGB
 /// replicates; RGB → gray uses PIL's "L" weights (299/587/114 in 16-bit fixed point); alpha is dropped (PIL's
 /// convert("RGB")) or composited on black, per <see cref="AlphaHandling"/>. Resizing is <see cref="PilResize"/>.
 /// Every failure is an <see cref="ImageLoadException"/> naming the file.

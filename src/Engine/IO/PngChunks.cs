@@ -99,7 +99,7 @@ internal static class PngChunks
         }
         catch (InvalidDataException e)
         {
-            if (corruptIsError) throw new ImageLoadException(name, $"corrupt PNG {what} data ({e.Message})", e);
+            if (corruptIsError) throw new ImageLoadException(name, $"truncated or corrupt PNG {what} data ({e.Message})", e);
         }
         return total;
     }
