@@ -23,7 +23,7 @@ public static partial class WteCommands
         root.Subcommands.Add(MetaTrainCommand(stdout, stderr));
         var maxMemory = new Option<string?>("--max-memory")
         {
-            Description = "largest allocation one input file may imply, e.g. 8G (default: half the memory available to the process)",
+            Description = "largest allocation one input file may imply, e.g. 8G (default: three quarters of the memory available to the process)",
             Recursive = true,
         };
         root.Options.Add(maxMemory);

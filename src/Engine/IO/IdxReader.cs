@@ -85,7 +85,8 @@ public static class IdxReader
     {
         ArgumentNullException.ThrowIfNull(path);
         if (Directory.Exists(path)) throw new IdxFormatException(path, "is a folder, not an IDX file");
-        if (PathSafety.InputFileProblem(path) is { } problem) throw new IdxFormatException(path, problem);
+        if (!File.Exists(path)) throw new IdxFormatException(path, "no such file");
+        if (new FileInfo(path).Length == 0) throw new IdxFormatException(path, "file is 0 bytes, too short for an IDX header (or not a regular file: a FIFO, socket or device)");
         try
         {
             using var file = File.OpenRead(path);

@@ -8,7 +8,7 @@ public sealed class ResourceLimitException(string message) : Exception(message);
 /// <summary>
 /// The memory a single hostile file may make us allocate: sizes implied by headers (tensor shapes × dtype, image
 /// pixels after preprocessing, tokens × width × heads, zip member sizes) are computed with checked arithmetic and
-/// refused above <see cref="LimitBytes"/> before anything is allocated. The default is half the memory the runtime
+/// refused above <see cref="LimitBytes"/> before anything is allocated. The default is three quarters of the memory the runtime
 /// may use (physical RAM, a cgroup limit or DOTNET_GCHeapHardLimit); `--max-memory` sets it.
 /// </summary>
 public static class ResourceBudget
@@ -17,7 +17,7 @@ public static class ResourceBudget
     private static readonly AsyncLocal<long?> Limit = new();
     private static readonly long Default = DefaultLimit();
 
-    public static long DefaultLimit() => Math.Max(256L << 20, GC.GetGCMemoryInfo().TotalAvailableMemoryBytes / 2);
+    public static long DefaultLimit() => Math.Max(256L << 20, GC.GetGCMemoryInfo().TotalAvailableMemoryBytes / 4 * 3);
 
     /// <summary>The largest allocation one input may imply, in bytes.</summary>
     public static long LimitBytes

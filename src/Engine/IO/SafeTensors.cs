@@ -57,7 +57,9 @@ public sealed unsafe class SafeTensorsReader : IDisposable
     {
         ArgumentNullException.ThrowIfNull(path);
         DTypeConversion.EnsureLittleEndian();
-        PathSafety.RequireInputFile(path, "safetensors file");
+        // A FIFO, socket or device reports size 0: refuse it before opening (a FIFO would block).
+        if (new FileInfo(path) is { Exists: true, Length: 0 })
+            throw new CheckpointFormatException(path, "file is 0 bytes, shorter than the 8-byte header length of a safetensors file (or not a regular file: a FIFO, socket or device)");
         FileStream fs;
         try
         {
