@@ -114,6 +114,27 @@ public sealed class InputsAreSacredTests
     }
 
     [Fact]
+    public void Meta_train_resume_truncates_the_log_to_the_resumed_iteration_and_may_read_from_its_checkpoint_folder()
+    {
+        using var dir = new TempDir();
+        string model = Model(dir.File("m.safetensors"));
+        Directory.CreateDirectory(dir.File("data"));
+        for (int i = 0; i < 4; i++) Png(dir.File($"data/x{i}.png"), seed: i);
+        string[] common = ["--data", dir.File("data"), "--iterations", "2", "--batch", "1", "--outer-steps", "1", "--inner-steps", "1", "--stage-b-steps", "1",
+            "--checkpoint-dir", dir.File("ck"), "--checkpoint-every", "1", "--log", dir.File("log.csv"), "--no-progress", "--threads", "1"];
+        var r = Run(["meta-train", model, .. common, "--out", dir.File("h.safetensors")]);
+        Assert.True(r.Code == 0, r.Err);
+        Assert.Equal(3, File.ReadAllLines(dir.File("log.csv")).Length);   // header + iterations 1, 2
+        // Resume from iteration 1 (a file inside --checkpoint-dir): iteration 2 is logged once, not twice.
+        r = Run(["meta-train", model, .. common, "--resume", dir.File("ck/meta-000001.safetensors"), "--out", dir.File("h2.safetensors")]);
+        Assert.True(r.Code == 0, r.Err);
+        var lines = File.ReadAllLines(dir.File("log.csv"));
+        Assert.Equal(3, lines.Length);
+        Assert.Equal(["1", "2"], lines.Skip(1).Select(l => l.Split(',')[0]));
+        Assert.Equal(Hash(dir.File("h.safetensors")), Hash(dir.File("h2.safetensors")));   // resume stays bit-exact
+    }
+
+    [Fact]
     public void Meta_train_refuses_to_truncate_a_foreign_log_file()
     {
         using var dir = new TempDir();
