@@ -98,7 +98,18 @@ public static partial class CliErrors
         _ => "a value of another kind",
     };
 
-    private static string OneLine(string m) => string.Join("; ", m.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
+    /// <summary>An error is one line: listings are joined with "; " and a very long message is cut.</summary>
+    internal static string OneLine(string m)
+    {
+        string line = string.Join("; ", m.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
+        return line.Length <= 2000 ? line : line[..2000] + " …";
+    }
+
+    public static bool IsOutOfMemory(Exception e)
+    {
+        for (Exception? x = e; x is not null; x = x.InnerException) if (x is OutOfMemoryException or InsufficientMemoryException) return true;
+        return false;
+    }
 
     private static int Distance(string a, string b)
     {

@@ -34,7 +34,7 @@ public static partial class WteCommands
                     format = loaded.Paths.Format.ToString().ToLowerInvariant(), naming = loaded.SourceConvention.ToString(),
                     architecture = config, heads_source = headsNote, parameters = config.ParameterCount(), tensors = loaded.Weights.Tensors.Count,
                     fingerprint, preprocessing = loaded.Preprocessing.ToString(), preprocessing_source = loaded.PreprocessingSource,
-                    labels = loaded.Labels, notes = loaded.Notes,
+                    labels = loaded.Labels, notes = loaded.Notes, warning = loaded.Weights.NonFiniteWarning(),
                 }));
                 return 0;
             }
@@ -51,6 +51,7 @@ public static partial class WteCommands
                 ? $"labels         {labels.Count}: {string.Join(", ", labels.Take(5))}{(labels.Count > 5 ? ", …" : "")}"
                 : "labels         none (class indices only)");
             foreach (string note in loaded.Notes) stdout.WriteLine($"note           {note}");
+            if (loaded.Weights.NonFiniteWarning() is { } warning) stdout.WriteLine($"WARNING        {warning}");
             return 0;
         });
         return command;

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using WhereToEdit.Engine.Distributed;
+using WhereToEdit.Engine.IO;
 
 namespace WhereToEdit.Cli;
 
@@ -24,6 +25,12 @@ public static partial class WteCommands
         root.Subcommands.Add(MetaTrainCommand(stdout, stderr));
         root.Subcommands.Add(ConvertCommand(stdout));
         root.Subcommands.Add(ExportCommand(stdout));
+        var maxMemory = new Option<string?>("--max-memory")
+        {
+            Description = "largest allocation one input file may imply, e.g. 8G (default: three quarters of the memory available to the process)",
+            Recursive = true,
+        };
+        root.Options.Add(maxMemory);
         var config = new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false };
         ICommunicator world;
         try { world = Communicators.FromEnvironment(); }
@@ -37,13 +44,20 @@ public static partial class WteCommands
         {
             var parse = root.Parse(args);
             if (CliErrors.ParseProblem(parse) is { } problem) return CliErrors.Report(problem, args, stdout, stderr, startsWithCommand: true);
+            ResourceBudget.LimitBytes = parse.GetValue(maxMemory) is { } limit ? ResourceBudget.ParseSize(limit) : ResourceBudget.DefaultLimit();
             if (world.Size > 1 && args.Length > 0 && !DistributedCommands.Contains(args[0]))
                 throw new ArgumentException($"`wte {args[0]}` does not spread over MPI ranks (meta-train, eval and demo do): run it without mpirun");
             int code = parse.Invoke(config);
             world.Dispose();
             return code;
         }
-        catch (Exception e) when (e is not OutOfMemoryException)
+        catch (Exception e) when (CliErrors.IsOutOfMemory(e))
+        {
+            // A legitimate input that still does not fit: one line, not a crash.
+            return CliErrors.Report($"out of memory ({ResourceBudget.Show(GC.GetGCMemoryInfo().TotalAvailableMemoryBytes)} available to this process); " +
+                                    "use smaller inputs or batches, or lower --max-memory so inputs are refused before loading", args, stdout, stderr);
+        }
+        catch (Exception e)
         {
             if (world.Size == 1) return CliErrors.Report(CliErrors.Describe(e), args, stdout, stderr);
             // The other ranks may wait in a collective for this one: end the whole job.

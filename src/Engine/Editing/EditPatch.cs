@@ -124,12 +124,28 @@ public sealed class EditPatch
             Scatter(w, u.Axis, u.Indices, values, Info.EmbedDim, Info.MlpHidden);
             p.Value.CopyFrom(w);
         }
+        if (scale == 1f && VitCheckpoint.Fingerprint(model) is var after && !string.Equals(after, Info.EditedFingerprint, StringComparison.OrdinalIgnoreCase))
+        {
+            for (int i = 0; i < Units.Count; i++)
+            {
+                var p = model[Units[i].Parameter];
+                var w = p.Value.ToArray();
+                Scatter(w, Units[i].Axis, Units[i].Indices, Units[i].Original, Info.EmbedDim, Info.MlpHidden);
+                p.Value.CopyFrom(w);
+            }
+            throw new InvalidOperationException($"apply: the result's fingerprint {after} is not the patch's edited_fingerprint {Info.EditedFingerprint}; the patch is inconsistent, nothing was written");
+        }
     }
 
     /// <summary>Writes the original values back and checks the result is the patch's base model bit for bit.</summary>
     public void Revert(VitModel model)
     {
         CheckShapes(model, "revert");
+        string current = VitCheckpoint.Fingerprint(model);
+        if (string.Equals(current, Info.BaseFingerprint, StringComparison.OrdinalIgnoreCase))
+            throw new InvalidOperationException($"revert: this model is the patch's base model ({current}); the patch is not applied to it");
+        if (!string.Equals(current, Info.EditedFingerprint, StringComparison.OrdinalIgnoreCase) && Units.All(u => HoldsOriginal(model, u)))
+            throw new InvalidOperationException($"revert: this model ({current}) is not the patched model ({Info.EditedFingerprint}) and holds the patch's original values: the patch was not applied to it");
         var saved = Units.Select(u => model[u.Parameter].Value.ToArray()).ToList();
         foreach (var u in Units)
         {
@@ -144,6 +160,14 @@ public sealed class EditPatch
             for (int i = 0; i < Units.Count; i++) model[Units[i].Parameter].Value.CopyFrom(saved[i]);
             throw new InvalidOperationException($"revert: restoring the patch's original values does not give its base model ({Info.BaseFingerprint}, got {fingerprint}): the model differs elsewhere, so this patch was not applied to it");
         }
+    }
+
+    /// <summary>True when the model holds the unit's original values at its indices (the patch is not applied there).</summary>
+    private bool HoldsOriginal(VitModel model, Unit u)
+    {
+        var w = model[u.Parameter].Value.ToArray();
+        var now = Gather(w, u.Axis, u.Indices, Info.EmbedDim, Info.MlpHidden);
+        return now.AsSpan().SequenceEqual(u.Original);
     }
 
     private static readonly JsonSerializerOptions Json = new() { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
@@ -163,6 +187,11 @@ public sealed class EditPatch
         SafeTensors.Write(path, tensors, new Dictionary<string, string> { [MetadataKey] = JsonSerializer.Serialize(Info, Json) });
     }
 
+    /// <summary>
+    /// Reads and fully validates a patch before anything uses it: known format version, header fields present, edit
+    /// blocks unique and non-negative, every unit of every block present with exactly [K, D] finite original, delta
+    /// and edited values, unit indices integer, in range and unique, at least one unit, no foreign tensors.
+    /// </summary>
     public static EditPatch Load(string path)
     {
         var file = SafeTensors.Read(path);
@@ -171,24 +200,56 @@ public sealed class EditPatch
         Header header;
         try { header = JsonSerializer.Deserialize<Header>(json, Json) ?? throw new JsonException("null"); }
         catch (JsonException e) { throw new CheckpointFormatException(path, $"patch metadata is malformed: {e.Message}", e); }
+        [System.Diagnostics.CodeAnalysis.DoesNotReturn] void Bad(string problem) => throw new CheckpointFormatException(path, problem);
         if (header.FormatVersion != CurrentFormatVersion)
-            throw new CheckpointFormatException(path, $"patch format_version {header.FormatVersion} is not supported (this wte reads version {CurrentFormatVersion})");
+            Bad($"patch format_version {header.FormatVersion} is not supported (this wte reads version {CurrentFormatVersion})");
+        if (string.IsNullOrWhiteSpace(header.BaseFingerprint) || string.IsNullOrWhiteSpace(header.EditedFingerprint))
+            Bad("patch metadata: base_fingerprint and edited_fingerprint are required");
+        if (header.EditBlocks is null || header.EditBlocks.Length == 0) Bad("patch metadata: edit_blocks must be a non-empty list of block indices");
+        if (header.EditBlocks!.Any(b => b < 0) || header.EditBlocks.Distinct().Count() != header.EditBlocks.Length)
+            Bad($"patch metadata: edit_blocks [{string.Join(",", header.EditBlocks)}] must be distinct non-negative block indices");
+        if (header.EmbedDim <= 0 || header.MlpHidden <= 0) Bad($"patch metadata: embed_dim {header.EmbedDim} and mlp_hidden {header.MlpHidden} must be positive");
+        if (header.Labels is null || header.Method is null) Bad("patch metadata: labels and method are required");
+        if (!double.IsFinite(header.Keep) || header.Keep is < 0 or > 1) Bad($"patch metadata: keep {header.Keep} must be in [0, 1]");
+
+        var expected = new HashSet<string>(StringComparer.Ordinal);
         var units = new List<Unit>();
         for (int r = 0; r < 2 * header.EditBlocks.Length; r++)
         {
-            if (!file.Contains($"units.{r}.indices")) continue;
-            var idx = file[$"units.{r}.indices"].Data;
-            var indices = idx.Select(v => (int)v).ToArray();
-            if (indices.Any(i => i < 0 || i >= header.MlpHidden) || indices.Zip(idx).Any(p => p.First != p.Second))
-                throw new CheckpointFormatException(path, $"units.{r}.indices: not integer unit indices in [0, {header.MlpHidden})");
-            var original = file[$"units.{r}.original"];
-            var edited = file[$"units.{r}.edited"];
-            if (original.Data.Length != indices.Length * header.EmbedDim || edited.Data.Length != original.Data.Length)
-                throw new CheckpointFormatException(path, $"units.{r}: {indices.Length} indices need [{indices.Length}, {header.EmbedDim}] values");
+            string prefix = $"units.{r}.";
+            foreach (string part in new[] { "indices", "original", "delta", "edited" })
+            {
+                expected.Add(prefix + part);
+                if (!file.Contains(prefix + part)) Bad($"{prefix}{part}: missing (block {header.EditBlocks[r / 2]} needs units {2 * (r / 2)} and {2 * (r / 2) + 1})");
+            }
+            var idxTensor = file[prefix + "indices"];
+            if (idxTensor.Shape.Length != 1) Bad($"{prefix}indices: shape {NamedTensor.FormatShape(idxTensor.Shape)} must be [K]");
+            var idx = idxTensor.Data;
+            var indices = new int[idx.Length];
+            var seen = new HashSet<int>();
+            for (int k = 0; k < idx.Length; k++)
+            {
+                float v = idx[k];
+                if (!(v >= 0 && v < header.MlpHidden) || v != MathF.Floor(v))
+                    Bad($"{prefix}indices[{k}] = {v.ToString(CultureInfo.InvariantCulture)}: not an integer unit index in [0, {header.MlpHidden})");
+                indices[k] = (int)v;
+                if (!seen.Add(indices[k])) Bad($"{prefix}indices: unit {indices[k]} appears twice");
+            }
+            foreach (string part in new[] { "original", "delta", "edited" })
+            {
+                var t = file[prefix + part];
+                if (t.Shape.Length != 2 || t.Shape[0] != indices.Length || t.Shape[1] != header.EmbedDim)
+                    Bad($"{prefix}{part}: shape {NamedTensor.FormatShape(t.Shape)}, but {indices.Length} indices of width {header.EmbedDim} need [{indices.Length}, {header.EmbedDim}]");
+                int bad = Array.FindIndex(t.Data, x => !float.IsFinite(x));
+                if (bad >= 0) Bad($"{prefix}{part}: value {bad} is {t.Data[bad].ToString(CultureInfo.InvariantCulture)}; a patch holds finite numbers only");
+            }
             int block = header.EditBlocks[r / 2];
             units.Add(new Unit(r, $"blocks.{block}.mlp.fc{(r % 2 == 0 ? 1 : 2)}.weight", r % 2 == 0 ? MaskAxis.Rows : MaskAxis.Columns,
-                indices, original.Data, edited.Data));
+                indices, file[prefix + "original"].Data, file[prefix + "edited"].Data));
         }
+        foreach (var t in file.Tensors)
+            if (!expected.Contains(t.Name)) Bad($"tensor '{t.Name}' does not belong to a patch of blocks [{string.Join(",", header.EditBlocks)}]");
+        if (units.All(u => u.Indices.Length == 0)) Bad("the patch is empty (no unit holds a selected index)");
         return new EditPatch(header, units);
     }
 

@@ -109,6 +109,11 @@ public sealed record BenchmarkManifest
     /// <summary>The absolute path of an image named in the manifest.</summary>
     public string ImagePath(string relative) => Path.Combine(Folder, relative.Replace('/', Path.DirectorySeparatorChar));
 
+    /// <summary>Every file an evaluation of this manifest reads: the manifest itself (when present) and every image.</summary>
+    public IEnumerable<string> InputFiles() =>
+        new[] { Path.Combine(Folder, FileName) }.Where(File.Exists)
+            .Concat(Subsets.SelectMany(s => s.Groups).SelectMany(g => g.Images).Concat(Locality.Images).Select(ImagePath));
+
     /// <summary>The subset of that name.</summary>
     public BenchmarkSubset Subset(string name) => Subsets.FirstOrDefault(s => s.Name == name)
         ?? throw new KeyNotFoundException($"benchmark '{Name}' has no subset '{name}' (it has {string.Join(", ", Subsets.Select(s => s.Name))})");
@@ -124,6 +129,8 @@ public sealed record BenchmarkManifest
         ArgumentException.ThrowIfNullOrEmpty(path);
         if (Directory.Exists(path)) path = Path.Combine(path, FileName);
         if (!File.Exists(path)) throw new BenchmarkManifestException(path, "no such manifest file");
+        if (PathSafety.InputFileProblem(path) is { } problem) throw new BenchmarkManifestException(path, problem);
+        if (new FileInfo(path).Length > 64 << 20) throw new BenchmarkManifestException(path, $"is {new FileInfo(path).Length:N0} bytes; too large for a manifest (64 MiB)");
         byte[] bytes;
         try
         {
@@ -266,17 +273,13 @@ public sealed record BenchmarkManifest
             return $"not a valid path ({e.Message})";
         }
         if (!full.StartsWith(root + Path.DirectorySeparatorChar, StringComparison.Ordinal)) return "leaves the manifest's folder";
+        // Every component resolved (directory links included): the real file must stay under the real folder.
+        string real;
+        try { real = PathSafety.RealPath(full); }
+        catch (UnsafePathException) { return "is a symbolic link loop"; }
+        if (!PathSafety.IsUnder(real, PathSafety.RealPath(root))) return "resolves (through a symbolic link) to a file outside the manifest's folder";
         if (!File.Exists(full)) return Directory.Exists(full) ? "is a folder, not an image file" : "no such file";
-        try
-        {
-            if (new FileInfo(full).ResolveLinkTarget(returnFinalTarget: true) is { } target
-                && !Path.GetFullPath(target.FullName).StartsWith(root + Path.DirectorySeparatorChar, StringComparison.Ordinal))
-                return $"is a link to {target.FullName}, outside the manifest's folder";
-        }
-        catch (IOException e)
-        {
-            return $"cannot resolve link ({e.Message})";
-        }
+        if (PathSafety.InputFileProblem(full) is { } problem) return problem;
         return null;
     }
 
@@ -354,16 +357,7 @@ public sealed record BenchmarkManifest
         var rebased = this with { Folder = folder };
         var problems = rebased.Problems();
         if (problems.Count > 0) throw new BenchmarkManifestException(path, problems);
-        string temp = Path.Combine(folder, $".{Path.GetFileName(path)}.{Guid.NewGuid():N}.tmp");
-        try
-        {
-            File.WriteAllBytes(temp, ToJsonBytes());
-            File.Move(temp, path, overwrite: true);
-        }
-        finally
-        {
-            if (File.Exists(temp)) File.Delete(temp);
-        }
+        AtomicFile.WriteAllBytes(path, ToJsonBytes());
         return rebased;
     }
 

@@ -93,6 +93,9 @@ public static class EvalReport
         return sb.ToString();
     }
 
+    /// <summary>Files an evaluation writes in its output folder (relative, '/'-separated).</summary>
+    public static bool IsOutputName(string relative) => relative is "edits.jsonl" or "summary.md" || relative.StartsWith("plots/", StringComparison.Ordinal);
+
     public static string JsonLine(EditRecord r) => JsonSerializer.Serialize(r, new JsonSerializerOptions { NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals });
 
     /// <summary>

@@ -86,6 +86,7 @@ public static class IdxReader
         ArgumentNullException.ThrowIfNull(path);
         if (Directory.Exists(path)) throw new IdxFormatException(path, "is a folder, not an IDX file");
         if (!File.Exists(path)) throw new IdxFormatException(path, "no such file");
+        if (new FileInfo(path).Length == 0) throw new IdxFormatException(path, "file is 0 bytes, too short for an IDX header (or not a regular file: a FIFO, socket or device)");
         try
         {
             using var file = File.OpenRead(path);
@@ -143,6 +144,15 @@ public static class IdxReader
                 throw new IdxFormatException(path, $"{kind} data truncated: dims [{string.Join(", ", dims)}] need {size:N0} bytes after the header, the file holds {got:N0}");
             if (stream.ReadByte() >= 0)
                 throw new IdxFormatException(path, $"{kind} has trailing bytes after the {size:N0} data bytes of dims [{string.Join(", ", dims)}]");
+            if (gzip)
+            {
+                // GZipStream stops quietly at bytes that are not another gzip member: the last member's ISIZE must be
+                // what was inflated (mod 2^32), else something other than gzip data follows.
+                Span<byte> isize = stackalloc byte[4];
+                file.Position = file.Length - 4;
+                if (file.Length < 18 || !ReadFully(file, isize) || BinaryPrimitives.ReadUInt32LittleEndian(isize) != (uint)(headerBytes + size))
+                    throw new IdxFormatException(path, $"{kind}: the gzip trailer does not match the {headerBytes + size:N0} bytes inflated (garbage after the gzip data, or a corrupt file)");
+            }
             return (dims, data);
         }
         catch (Exception e) when (e is InvalidDataException or IOException or UnauthorizedAccessException)

@@ -30,8 +30,8 @@ public sealed record DecodedImage(int Width, int Height, int Channels, byte[] Pi
 /// Decodes JPEG, PNG, BMP, GIF and WebP with ImageSharp and preprocesses them for a model.
 /// Before decoding pixels the header is identified and refused when width·height exceeds
 /// <see cref="ImageLoaderOptions.MaxPixels"/> (a decompression bomb costs nothing). Animated GIFs decode only their
-/// first frame; animated WebPs (which ImageSharp 2 decodes whole) are refused when frames·pixels exceed the limit,
-/// otherwise the first frame is used. EXIF orientation is applied when asked. Channel conversion: gray → RGB
+/// first frame; animated WebPs are refused when frames·pixels exceed the limit, otherwise ImageSharp 2 decodes them
+/// (its 2.1 decoder refuses some animated files; those end in a clean "cannot decode WebP" error). EXIF orientation is applied when asked. Channel conversion: gray → RGB
 /// replicates; RGB → gray uses PIL's "L" weights (299/587/114 in 16-bit fixed point); alpha is dropped (PIL's
 /// convert("RGB")) or composited on black, per <see cref="AlphaHandling"/>. Resizing is <see cref="PilResize"/>.
 /// Every failure is an <see cref="ImageLoadException"/> naming the file.
@@ -74,7 +74,8 @@ public sealed class ImageLoader
             throw new ImageLoadException(name, $"cannot detect image format: {e.Message}", e);
         }
         if (format is null)
-            throw new ImageLoadException(name, $"not a supported image (JPEG, PNG, BMP, GIF, WebP); first bytes {Convert.ToHexString(data.AsSpan(0, Math.Min(8, data.Length)))}");
+            throw new ImageLoadException(name, "not a supported image (JPEG, PNG, BMP, GIF, WebP)");   // never echo the file's bytes
+        if (format == PngFormat.Instance) PngChunks.Check(data, name, Options.MaxPixels);   // text-chunk bombs and truncation before ImageSharp inflates anything
         IImageInfo? info;
         try
         {
@@ -112,7 +113,7 @@ public sealed class ImageLoader
         if (channels is not (1 or 3)) throw new ArgumentException("channels must be 1 or 3");
         var (_, _, format) = Identify(data, name, checkLimits: true);
         string formatName = format.Name;
-        CheckComplete(data, format, name);
+        if (format != PngFormat.Instance) CheckComplete(data, format, name);   // PNG was walked in Identify
         Image<Rgba32> image;
         try
         {
@@ -257,7 +258,7 @@ public sealed class ImageLoader
         {
             var info = new FileInfo(path);
             if (!info.Exists) throw new ImageLoadException(path, "no such file");
-            if (info.Length == 0) throw new ImageLoadException(path, "file is empty (0 bytes)");
+            if (PathSafety.InputFileProblem(path) is { } problem) throw new ImageLoadException(path, problem);
             if (info.Length > Options.MaxFileBytes)
                 throw new ImageLoadException(path, $"file is {info.Length:N0} bytes, above the limit of {Options.MaxFileBytes:N0}");
             return File.ReadAllBytes(path);
@@ -282,8 +283,7 @@ public sealed class ImageLoader
     {
         if (format == PngFormat.Instance)
         {
-            if (data.AsSpan().LastIndexOf("IEND"u8) < 0)
-                throw new ImageLoadException(name, "truncated PNG (no IEND chunk)");
+            PngChunks.Check(data, name, maxPixels: 0);   // (Decode walks PNGs in Identify with the pixel limit)
         }
         else if (format == JpegFormat.Instance)
         {

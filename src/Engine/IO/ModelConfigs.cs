@@ -177,6 +177,7 @@ public sealed record ModelConfigFile(string Path, HfVitConfig? HuggingFace, Timm
         byte[] bytes;
         try
         {
+            PathSafety.RequireInputFile(path, what);
             var info = new FileInfo(path);
             if (info.Exists && info.Length > 64 << 20) throw new CheckpointFormatException(path, $"{what} is {info.Length} bytes; too large for a config");
             bytes = File.ReadAllBytes(path);

@@ -107,6 +107,7 @@ public static class ModelFolder
         }
         if (!File.Exists(path))
             throw new CheckpointFormatException(path, "no such file or folder");
+        PathSafety.RequireInputFile(path, "model file");   // before anything opens it (a FIFO would block)
         var format = DetectFormat(path);
         // A file inside a hub folder brings that folder's configs along.
         string? cfg = null, prep = null;

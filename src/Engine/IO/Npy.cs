@@ -37,6 +37,7 @@ public static class Npy
                 $"{where}: size mismatch: header says shape {NamedTensor.FormatShape(header.Shape)} of '{header.Descr}' = {header.DataBytes} data bytes " +
                 $"(+{header.DataOffset} header) = {expected} bytes, but the member is {len} bytes");
 
+        ResourceBudget.Require(ResourceBudget.Bytes(count, 4), path, $"{where}: shape {NamedTensor.FormatShape(header.Shape)} as float32");
         var data = new float[count];
         int size = DTypeConversion.SizeOf(header.DType);
         const int chunk = 1 << 20;
@@ -217,7 +218,9 @@ public static class Npy
     /// <summary>The subset of Python literals .npy headers use: dict, tuple, str, int, True/False/None.</summary>
     private sealed class PyLiteralParser(string text)
     {
-        private int _pos;
+        /// <summary>Nesting deeper than this is refused (a real header nests 2 levels; recursion must not overflow the stack).</summary>
+        private const int MaxDepth = 32;
+        private int _pos, _depth;
 
         public void ExpectEnd()
         {
@@ -230,11 +233,12 @@ public static class Npy
             SkipWs();
             if (_pos >= text.Length) throw new FormatException("unexpected end");
             char c = text[_pos];
+            if (c is '{' or '(' or '[' && ++_depth > MaxDepth) throw new FormatException($"nesting deeper than {MaxDepth} levels at position {_pos}");
             switch (c)
             {
-                case '{': return ParseDict();
-                case '(': return new PyTuple(ParseSequence('(', ')'));
-                case '[': return new PyTuple(ParseSequence('[', ']'));
+                case '{': { var d = ParseDict(); _depth--; return d; }
+                case '(': { var t = new PyTuple(ParseSequence('(', ')')); _depth--; return t; }
+                case '[': { var t = new PyTuple(ParseSequence('[', ']')); _depth--; return t; }
                 case '\'':
                 case '"': return ParseString();
             }

@@ -13,9 +13,13 @@ public static class NpzReader
     /// <summary>Prefixes stripped from member names, checked in this order.</summary>
     public static readonly IReadOnlyList<string> ToleratedPrefixes = ["opt/target/", "params/"];
 
+    /// <summary>Most members an archive may hold.</summary>
+    public const int MaxMembers = 100_000;
+
     public static TensorFile Read(string path)
     {
         ArgumentNullException.ThrowIfNull(path);
+        PathSafety.RequireInputFile(path, ".npz file");
         FileStream fs;
         try
         {
@@ -54,7 +58,16 @@ public static class NpzReader
 
     private static TensorFile ReadArchive(ZipArchive zip, string path)
     {
+        if (zip.Entries.Count > MaxMembers) throw new CheckpointFormatException(path, $"{zip.Entries.Count} ZIP members; more than {MaxMembers} is not a checkpoint");
         var entries = zip.Entries.Where(e => !(e.FullName.EndsWith('/') && e.Length == 0)).ToList();
+        // The declared sizes bound what is inflated (Npy.Read refuses a member longer than declared); check their float32 total first.
+        long declared = 0;
+        foreach (var e in entries)
+        {
+            if (e.FullName.Length > 4096) throw new CheckpointFormatException(path, $"a ZIP member name is {e.FullName.Length} characters long");
+            declared = ResourceBudget.Add(declared, ResourceBudget.Bytes(Math.Max(e.Length, 1), 2));   // f2 → f4 doubles at most
+        }
+        ResourceBudget.Require(declared, path, $"the {entries.Count} members' declared sizes");
         bool hasOptTarget = entries.Any(e => e.FullName.StartsWith("opt/target/", StringComparison.Ordinal));
         var tensors = new List<NamedTensor>(entries.Count);
         var names = new Dictionary<string, string>(StringComparer.Ordinal); // tensor name → member

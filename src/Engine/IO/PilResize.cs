@@ -44,7 +44,9 @@ public static class PilResize
         double scale = (double)inSize / outSize;
         double filterScale = Math.Max(scale, 1.0);
         double support = Support(f) * filterScale;
+        if (!(support < 1 << 24) || outSize <= 0) throw new ArgumentException($"resize {inSize} → {outSize} px is out of range");
         int kSize = (int)Math.Ceiling(support) * 2 + 1;
+        ResourceBudget.Require(ResourceBudget.Bytes(outSize, kSize + 2, 8), "image resize", $"resizing {inSize} → {outSize} px");
         var first = new int[outSize];
         var count = new int[outSize];
         var weights = new double[outSize * kSize];
@@ -120,6 +122,7 @@ public static class PilResize
             if (rowHi <= rowLo) { rowLo = 0; rowHi = 0; }
         }
         int rows = rowHi - rowLo;
+        ResourceBudget.Require(ResourceBudget.Add(ResourceBudget.Bytes(w, h, c, 4), ResourceBudget.Bytes(rows, w, c, 4)), "image resize", $"a {w}×{h} region of a {outWidth}×{outHeight} resize");
         var result = new float[w * h * c];
         bool exact = precision == ResamplePrecision.PilUint8;
 

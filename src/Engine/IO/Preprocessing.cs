@@ -80,12 +80,17 @@ public sealed record Preprocessing(ResizeMode ResizeMode, int ResizeSize, int Cr
     /// <summary>torchvision ImageNet default: shorter side 256, center 224, bilinear, ImageNet mean/std.</summary>
     public static Preprocessing TorchvisionImageNet => new(ResizeMode.ShorterSide, 256, 224, Interpolation.Bilinear, [.. ImageNetMean], [.. ImageNetStd]);
 
+    /// <summary>Largest crop accepted (3 × 16384² floats fit one array; real models use ≤ 1024).</summary>
+    public const int MaxCropSize = 16384;
+
     /// <summary>Problems (empty when usable).</summary>
     public IReadOnlyList<string> Problems()
     {
         var p = new List<string>();
         if (ResizeSize <= 0) p.Add($"resize size {ResizeSize} must be positive");
         if (CropSize <= 0) p.Add($"crop size {CropSize} must be positive");
+        if (ResizeSize > ImageLoader.MaxResizedSide) p.Add($"resize size {ResizeSize} is above {ImageLoader.MaxResizedSide}");
+        if (CropSize > MaxCropSize) p.Add($"crop size {CropSize} is above {MaxCropSize}");
         if (Mean is null || Std is null) { p.Add("mean and std are required"); return p; }
         if (Mean.Length is not (1 or 3)) p.Add($"mean has {Mean.Length} values; 1 or 3 channels are supported");
         if (Std.Length != Mean.Length) p.Add($"std has {Std.Length} values but mean has {Mean.Length}");
@@ -120,7 +125,10 @@ public sealed record Preprocessing(ResizeMode ResizeMode, int ResizeSize, int Cr
     {
         if (!(cropPct > 0) || cropPct > 10)
             throw new CheckpointFormatException(path, $"pretrained_cfg crop_pct {cropPct} is out of range");
-        int scale = (int)Math.Floor(cropSize / cropPct);
+        double scaled = Math.Floor(cropSize / cropPct);
+        if (!(scaled >= 1 && scaled <= ImageLoader.MaxResizedSide))
+            throw new CheckpointFormatException(path, $"pretrained_cfg crop_pct {cropPct} with crop {cropSize} gives a resize of {scaled} px (1..{ImageLoader.MaxResizedSide} accepted)");
+        int scale = (int)scaled;
         var interp = ParseInterpolation(interpolation, path, "pretrained_cfg interpolation");
         var mode = (cropMode ?? "center") switch
         {

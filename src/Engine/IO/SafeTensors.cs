@@ -57,6 +57,9 @@ public sealed unsafe class SafeTensorsReader : IDisposable
     {
         ArgumentNullException.ThrowIfNull(path);
         DTypeConversion.EnsureLittleEndian();
+        // A FIFO, socket or device reports size 0: refuse it before opening (a FIFO would block).
+        if (new FileInfo(path) is { Exists: true, Length: 0 })
+            throw new CheckpointFormatException(path, "file is 0 bytes, shorter than the 8-byte header length of a safetensors file (or not a regular file: a FIFO, socket or device)");
         FileStream fs;
         try
         {
@@ -163,6 +166,9 @@ public sealed unsafe class SafeTensorsReader : IDisposable
             throw new CheckpointFormatException(Path,
                 $"{unsupported.Count} tensor(s) have dtypes this engine does not read (only F32, F16, BF16): " +
                 string.Join(", ", unsupported.Take(10).Select(e => $"'{e.Name}' {e.DTypeName}")) + (unsupported.Count > 10 ? ", ..." : ""));
+        long bytes = 0;
+        foreach (var e in Entries) bytes = ResourceBudget.Add(bytes, ResourceBudget.Bytes(e.ElementCount, 4));
+        ResourceBudget.Require(bytes, Path, $"{Entries.Count} tensors as float32");
         var tensors = new List<NamedTensor>(Entries.Count);
         foreach (var e in Entries)
             tensors.Add(new NamedTensor(e.Name, (int[])e.Shape.Clone(), ReadTensor(e.Name), e.DType!.Value));
@@ -273,17 +279,23 @@ public static class SafeTensors
                 entries.Add(ParseEntry(prop, dataLength, path));
             }
 
-            // File order and overlap check.
+            // File order, overlap, gap and trailing-byte checks: the tensors tile the data section exactly (as the format requires).
             var ordered = entries.Select((e, i) => (e, i)).OrderBy(x => x.e.Begin).ThenBy(x => x.e.End).ThenBy(x => x.i).Select(x => x.e).ToList();
             SafeTensorsEntry? prev = null;
+            long covered = 0;
             foreach (var e in ordered)
             {
                 if (e.Begin == e.End) continue; // empty tensors occupy no bytes
                 if (prev is not null && e.Begin < prev.End)
                     throw new CheckpointFormatException(path,
                         $"tensor '{e.Name}' data_offsets [{e.Begin}, {e.End}] overlap tensor '{prev.Name}' [{prev.Begin}, {prev.End}]");
+                if (e.Begin != covered)
+                    throw new CheckpointFormatException(path, $"tensor '{e.Name}' starts at data offset {e.Begin}, leaving a gap of {e.Begin - covered} bytes after offset {covered}");
+                covered = e.End;
                 prev = e;
             }
+            if (covered != dataLength)
+                throw new CheckpointFormatException(path, $"{dataLength - covered} bytes after the last tensor (offset {covered}); the data section must hold the tensors and nothing else");
             return new SafeTensorsHeader(ordered, metadata);
         }
     }
@@ -385,38 +397,25 @@ public static class SafeTensors
         }
 
         byte[] header = BuildHeader(list, metadata, dtypeName, size);
-        string full = System.IO.Path.GetFullPath(path);
-        string dir = System.IO.Path.GetDirectoryName(full) ?? ".";
-        string temp = System.IO.Path.Combine(dir, $".{System.IO.Path.GetFileName(full)}.{Guid.NewGuid():N}.tmp");
-        try
+        using var w = new AtomicWrite(path, 1 << 20);
+        var fs = w.Stream;
+        Span<byte> len = stackalloc byte[8];
+        BinaryPrimitives.WriteUInt64LittleEndian(len, (ulong)header.Length);
+        fs.Write(len);
+        fs.Write(header);
+        const int chunk = 1 << 20;
+        var buffer = new byte[chunk * size];
+        foreach (var t in list)
         {
-            using (var fs = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
+            for (long i = 0; i < t.Data.LongLength; i += chunk)
             {
-                Span<byte> len = stackalloc byte[8];
-                BinaryPrimitives.WriteUInt64LittleEndian(len, (ulong)header.Length);
-                fs.Write(len);
-                fs.Write(header);
-                const int chunk = 1 << 20;
-                var buffer = new byte[chunk * size];
-                foreach (var t in list)
-                {
-                    for (long i = 0; i < t.Data.LongLength; i += chunk)
-                    {
-                        int count = (int)Math.Min(chunk, t.Data.LongLength - i);
-                        var dst = buffer.AsSpan(0, count * size);
-                        DTypeConversion.FromFloat32(t.Data.AsSpan((int)i, count), dtype, dst);
-                        fs.Write(dst);
-                    }
-                }
-                fs.Flush(flushToDisk: true);
+                int count = (int)Math.Min(chunk, t.Data.LongLength - i);
+                var dst = buffer.AsSpan(0, count * size);
+                DTypeConversion.FromFloat32(t.Data.AsSpan((int)i, count), dtype, dst);
+                fs.Write(dst);
             }
-            File.Move(temp, full, overwrite: true);
         }
-        catch
-        {
-            try { File.Delete(temp); } catch (IOException) { } catch (UnauthorizedAccessException) { }
-            throw;
-        }
+        w.Commit();
     }
 
     private static byte[] BuildHeader(List<NamedTensor> list, IReadOnlyDictionary<string, string>? metadata, string dtypeName, int size)

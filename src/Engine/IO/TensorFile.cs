@@ -117,6 +117,19 @@ public sealed class TensorFile
 
     public long ParameterCount => Tensors.Sum(t => t.ElementCount);
 
+    /// <summary>Tensors holding NaN or ±Inf, with how many such values each (a damaged checkpoint predicts NaN).</summary>
+    public IReadOnlyList<(string Name, long Count)> NonFinite() =>
+        Tensors.Select(t => (t.Name, Count: (long)t.Data.Count(v => !float.IsFinite(v)))).Where(x => x.Count > 0).ToList();
+
+    /// <summary>A one-line warning about non-finite weights, or null when every weight is finite.</summary>
+    public string? NonFiniteWarning()
+    {
+        var bad = NonFinite();
+        if (bad.Count == 0) return null;
+        return $"{bad.Sum(b => b.Count):N0} non-finite weights (NaN/Inf) in {bad.Count} tensor(s): " +
+               string.Join(", ", bad.Take(5).Select(b => $"{b.Name} ({b.Count:N0})")) + (bad.Count > 5 ? ", …" : "") + "; predictions from this model will be NaN";
+    }
+
     public bool Contains(string name) => _byName.ContainsKey(name);
 
     public bool TryGet(string name, out NamedTensor tensor) => _byName.TryGetValue(name, out tensor!);

@@ -45,6 +45,7 @@ public static class BenchmarkBuildJob
     {
         progress ??= NullJobProgress.Instance;
         var options = o.Build.Validate();
+        new CommandPaths().Input(o.ModelPath, "--model").Input(o.DataPath, "--data").OutputFolder(o.OutPath, "--out").Check();
         var loaded = ModelFolder.Load(o.ModelPath);
         var test = LabeledImagesIdx.FashionMnist(o.DataPath, train: false);
         using var backend = o.Backend.Create();

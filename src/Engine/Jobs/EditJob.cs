@@ -58,7 +58,7 @@ public static class EditJob
         var options = new EditOptions { Method = method, LearningRate = o.LearningRate, MaxSteps = o.MaxSteps, Coefficient = o.Coefficient };
         options.Validate();
         if (method == EditMethod.Hprd && o.HypernetPath is null) throw new ArgumentException("--method hprd needs --hypernet");
-        JobInputs.RefuseOverwritingInput(o.OutPath, o.ModelPath);
+        new CommandPaths().Input(o.ModelPath, "MODEL").Input(o.HypernetPath, "--hypernet").Inputs(o.Images, "--image").Input(o.BasePath, "--base").Output(o.OutPath, "--out").Check();
 
         var loaded = ModelFolder.Load(o.ModelPath);
         int y = JobInputs.ParseLabel(o.Label, loaded.Architecture.NumClasses, loaded.Labels);

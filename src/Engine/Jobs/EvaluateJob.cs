@@ -92,6 +92,8 @@ public static class EvaluateJob
             : o.FailuresPath is { } f
                 ? BenchmarkManifest.FromPaperLayout(f, o.LocalityPath ?? throw new ArgumentException("--failures needs --locality"))
                 : throw new ArgumentException("give --benchmark MANIFEST or --failures DIR --locality DIR");
+        new CommandPaths().Input(o.ModelPath, "--model").Input(o.HypernetPath, "--hypernet").Inputs(manifest.InputFiles(), "--benchmark")
+            .OutputFolder(o.OutDir, "--out", EvalReport.IsOutputName).Check();
         var loaded = ModelFolder.Load(o.ModelPath);
         if (settings.Any(s => s.Method == EditMethod.Hprd) && o.HypernetPath is null)
             throw new ArgumentException("the hprd method needs --hypernet");
@@ -119,12 +121,12 @@ public static class EvaluateJob
             evaluator.Run(groups, settings, p, world);   // its share of the edits, sent to rank 0
             return null;
         }
-        Directory.CreateDirectory(o.OutDir);
+        using var outFolder = new OutputFolder(o.OutDir);   // removed again if this run fails (when this run created it)
         string jsonl = Path.Combine(o.OutDir, "edits.jsonl");
         List<EditRecord> records;
-        try
+        using (var jsonlFile = new AtomicWrite(jsonl))   // a failed or cancelled run leaves no half-written record file
         {
-            using (var writer = new StreamWriter(jsonl + ".tmp"))
+            using (var writer = new StreamWriter(jsonlFile.Stream, leaveOpen: true))
             {
                 int done = 0;
                 records = evaluator.Run(groups, settings, p, world, r =>
@@ -136,12 +138,7 @@ public static class EvaluateJob
                     cancel.ThrowIfCancellationRequested();
                 });
             }
-            File.Move(jsonl + ".tmp", jsonl, overwrite: true);
-        }
-        catch
-        {
-            File.Delete(jsonl + ".tmp");   // a failed or cancelled run leaves no half-written record file
-            throw;
+            jsonlFile.Commit();
         }
 
         var summary = EvalReport.Summarise(records);
@@ -166,7 +163,8 @@ public static class EvaluateJob
         md.AppendLine();
         md.AppendLine(EvalReport.MarkdownTable(perGroup, withGroup: true));
         string summaryPath = Path.Combine(o.OutDir, "summary.md");
-        File.WriteAllText(summaryPath, md.ToString());
+        AtomicFile.WriteAllText(summaryPath, md.ToString());
+        outFolder.Commit();
         return new EvaluateJobResult
         {
             Summary = summary, Overlaps = overlaps, Groups = groups.Count, Edits = edits, Settings = settings.Count, LocalityImages = locality.Count,

@@ -1,3 +1,4 @@
+using WhereToEdit.Engine.IO;
 using System.Globalization;
 
 namespace WhereToEdit.Engine.Jobs;
@@ -15,9 +16,7 @@ public static class JobInputs
         {
             if (Directory.Exists(input))
             {
-                var found = Directory.EnumerateFiles(input, "*", SearchOption.AllDirectories)
-                    .Where(f => ImageExtensions.Contains(Path.GetExtension(f).ToLowerInvariant()))
-                    .Order(StringComparer.Ordinal).ToList();
+                var found = FolderWalk.Files(input, f => ImageExtensions.Contains(Path.GetExtension(f).ToLowerInvariant()));
                 if (found.Count == 0) throw new ArgumentException($"{input}: folder holds no images ({string.Join(", ", ImageExtensions)})");
                 files.AddRange(found);
             }
@@ -38,18 +37,12 @@ public static class JobInputs
         throw new ArgumentException($"--label '{text}': not a class index or one of the model's label names");
     }
 
-    /// <summary>Never write over a user's input: the output must be another file.</summary>
+    /// <summary>Never write over a user's input: the output must be another file (real paths compared).</summary>
     public static void RefuseOverwritingInput(string output, params string?[] inputs)
     {
-        string full = Path.GetFullPath(output);
-        foreach (string? input in inputs)
-        {
-            if (input is null) continue;
-            string inFull = Path.GetFullPath(input);
-            if (full == inFull || (Directory.Exists(inFull) && full.StartsWith(inFull + Path.DirectorySeparatorChar, StringComparison.Ordinal) && Path.GetFileName(full) == "model.safetensors"))
-                throw new ArgumentException($"--out {output}: would overwrite the input {input}; write to another file");
-        }
-        if (Directory.Exists(full)) throw new ArgumentException($"--out {output}: is a folder; give a file name");
+        var paths = new CommandPaths().Output(output, "--out");
+        foreach (string? input in inputs) paths.Input(input, "input");
+        paths.Check();
     }
 
     /// <summary>Creates the folder a file will be written to.</summary>

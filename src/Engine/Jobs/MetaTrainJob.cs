@@ -136,6 +136,9 @@ public static class MetaTrainJob
         if (o.DataPath is null && o.IdxPath is null && !o.Bench) throw new ArgumentException("meta-train needs training images: --data FOLDER or --idx IMAGES");
         if (o.OutPath is null && !o.Bench) throw new ArgumentException("--out HYPERNET is required (where the trained hypernetwork goes)");
         if (o.ResumePath is not null && !File.Exists(o.ResumePath)) throw new FileNotFoundException($"--resume {o.ResumePath}: no such file");
+        new CommandPaths().Input(o.Bench && VitConfig.Presets.ContainsKey(o.ModelPath) && !Path.Exists(o.ModelPath) ? null : o.ModelPath, "MODEL")
+            .Input(o.DataPath, "--data").Input(o.IdxPath, "--idx").Input(o.ResumePath, "--resume", keptByFolderOutputs: true)
+            .Output(o.OutPath, "--out").Output(o.LogPath, "--log").OutputFolder(o.CheckpointDir, "--checkpoint-dir", MetaTrainer.IsCheckpointName).Check();
         var defaults = new MetaTrainOptions { Iterations = o.Bench ? 1 : new MetaTrainOptions().Iterations };
         var fresh = o.Overrides.Apply(defaults).Validate();   // option errors before any loading
 
@@ -168,7 +171,7 @@ public static class MetaTrainJob
             ? MetaTrainer.Resume(vit, mean, std, source, o.ResumePath, o.Overrides.Apply, communicator: world)
             : new MetaTrainer(vit, mean, std, source, fresh, communicator: world);
         var options = trainer.Options;
-        using var csv = o.LogPath is null || !world.IsRoot() ? null : OpenLog(o.LogPath, append: o.ResumePath is not null);
+        using var csv = o.LogPath is null || !world.IsRoot() ? null : CsvLog.Open(o.LogPath, IterationStats.CsvHeader, "--log", o.ResumePath is not null ? trainer.Iteration : null);
         string ranks = world.Size > 1 ? $" × {world.Size} MPI ranks" : "";
         var cpuBefore = Process.GetCurrentProcess().TotalProcessorTime;
         var all = new List<IterationStats>();
@@ -177,8 +180,7 @@ public static class MetaTrainJob
         trainer.Run(o.CheckpointDir, stats =>
         {
             all.Add(stats);
-            csv?.WriteLine(stats.ToCsv());
-            csv?.Flush();
+            csv?.WriteRow(stats.ToCsv());
             progress.Report(new JobProgress("meta-train", stats.Iteration, options.Iterations,
                 string.Create(CultureInfo.InvariantCulture, $"outer KL {stats.OuterKl:G4}  mask sparsity {100 * stats.MaskSparsity:0.00}%  bce {stats.BceLast:G4}{ranks}"),
                 new Dictionary<string, double>
@@ -214,11 +216,4 @@ public static class MetaTrainJob
         };
     }
 
-    private static StreamWriter OpenLog(string path, bool append)
-    {
-        bool header = !append || !File.Exists(path) || new FileInfo(path).Length == 0;
-        var writer = new StreamWriter(path, append);
-        if (header) writer.WriteLine(IterationStats.CsvHeader);
-        return writer;
-    }
 }

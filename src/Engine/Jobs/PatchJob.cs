@@ -30,7 +30,7 @@ public static class PatchJob
     public static PatchJobResult Run(PatchJobOptions o, IJobProgress? progress = null, CancellationToken cancel = default)
     {
         // A folder export refuses any non-empty --out, so it can never hold an input.
-        if (o.Format == ExportFormat.Wte) JobInputs.RefuseOverwritingInput(o.OutPath, o.ModelPath, o.PatchPath);
+        if (o.Format == ExportFormat.Wte) new CommandPaths().Input(o.ModelPath, "MODEL").Input(o.PatchPath, "PATCH").Output(o.OutPath, "--out").Check();
         var patch = EditPatch.Load(o.PatchPath);
         var loaded = ModelFolder.Load(o.ModelPath);
         cancel.ThrowIfCancellationRequested();

@@ -46,7 +46,8 @@ public static class PretrainJob
     public static PretrainJobResult Run(PretrainJobOptions o, IJobProgress? progress = null, CancellationToken cancel = default)
     {
         progress ??= NullJobProgress.Instance;
-        JobInputs.RefuseOverwritingInput(o.OutPath, o.ResumePath);
+        new CommandPaths().Input(o.ResumePath, "--resume", keptByFolderOutputs: true).Input(o.DataPath, "--data").Output(o.OutPath, "--out").Output(o.LogPath, "--log")
+            .OutputFolder(o.CheckpointDir, "--checkpoint-dir", Pretrainer.IsCheckpointName).Check();
         var options = o.Training;
         options.Validate();
         var config = VitConfig.Preset(o.Preset);
@@ -65,13 +66,12 @@ public static class PretrainJob
         using var trainer = new Pretrainer(model, options);
         if (o.ResumePath is { } r) trainer.LoadCheckpoint(r);
         progress.Note($"pretrain {o.Preset} ({config.ParameterCount():N0} parameters) on {train.Count} images, {backend.Name}, from step {trainer.Step}");
-        using var csv = o.LogPath is { } logPath ? new StreamWriter(logPath, append: trainer.Step > 0) : null;
-        if (csv is not null && trainer.Step == 0) csv.WriteLine("step,epoch,loss,lr,steps_per_s,test_accuracy");
+        using var csv = o.LogPath is { } logPath ? CsvLog.Open(logPath, "step,epoch,loss,lr,steps_per_s,test_accuracy", "--log", trainer.Step > 0 ? trainer.Step : null) : null;
         double lastAccuracy = double.NaN;
         trainer.Train(train, test, p =>
         {
             if (p.TestAccuracy is double acc) lastAccuracy = acc;
-            csv?.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{p.Step},{p.Epoch},{p.Loss:G6},{p.LearningRate:G4},{p.StepsPerSecond:F3},{(p.TestAccuracy is double a ? a.ToString("F4", CultureInfo.InvariantCulture) : "")}"));
+            csv?.WriteRow(string.Create(CultureInfo.InvariantCulture, $"{p.Step},{p.Epoch},{p.Loss:G6},{p.LearningRate:G4},{p.StepsPerSecond:F3},{(p.TestAccuracy is double a ? a.ToString("F4", CultureInfo.InvariantCulture) : "")}"));
             var metrics = new Dictionary<string, double> { ["epoch"] = p.Epoch, ["loss"] = p.Loss, ["lr"] = p.LearningRate, ["steps_per_s"] = p.StepsPerSecond };
             if (p.TestAccuracy is double t) metrics["test_accuracy"] = t;
             progress.Report(new JobProgress("pretrain", p.Step, p.TotalSteps,
@@ -81,7 +81,6 @@ public static class PretrainJob
         }, step =>
         {
             if (o.CheckpointDir is not null) trainer.SaveCheckpoint(Path.Combine(o.CheckpointDir, $"pretrain-{step:D6}.safetensors"));
-            csv?.Flush();
         });
         double accuracy = trainer.Evaluate(test);
         var preprocessing = new Preprocessing(ResizeMode.Direct, config.ImageSize, config.ImageSize, Interpolation.Bilinear, [options.Mean], [options.Std]);

@@ -66,9 +66,7 @@ public sealed class FolderImageSource : IImageSource
         if (!Directory.Exists(root))
             throw new DirectoryNotFoundException(File.Exists(root) ? $"{root}: is a file; --data expects a folder of images" : $"{root}: no such folder");
         Root = root;
-        _files = Directory.EnumerateFiles(root, "*", SearchOption.AllDirectories)
-            .Where(f => Extensions.Contains(Path.GetExtension(f).ToLowerInvariant()))
-            .Order(StringComparer.Ordinal).ToArray();
+        _files = [.. FolderWalk.Files(root, f => Extensions.Contains(Path.GetExtension(f).ToLowerInvariant()))];
         if (_files.Length == 0) throw new ArgumentException($"{root}: folder holds no images ({string.Join(" ", Extensions)})");
         _loader = loader ?? new ImageLoader();
     }

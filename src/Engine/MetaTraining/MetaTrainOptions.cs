@@ -69,6 +69,7 @@ public sealed record MetaTrainOptions
         if (Iterations < 0) throw new ArgumentException($"--iterations {Iterations}: must be ≥ 0");
         if (CheckpointEvery < 0) throw new ArgumentException($"--checkpoint-every {CheckpointEvery}: must be ≥ 0");
         Positive(HypernetDepth, "--hypernet-depth");
+        if (HypernetDepth > Models.HypernetConfig.MaxDepth) throw new ArgumentException($"--hypernet-depth {HypernetDepth}: at most {Models.HypernetConfig.MaxDepth}");
         if (!(CropScaleMin > 0 && CropScaleMin <= CropScaleMax && CropScaleMax <= 1))
             throw new ArgumentException($"crop_scale_min {CropScaleMin}, crop_scale_max {CropScaleMax} (meta-training options): must satisfy 0 < min ≤ max ≤ 1");
         return this;

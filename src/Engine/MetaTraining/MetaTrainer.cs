@@ -130,6 +130,9 @@ public sealed class MetaTrainer : IDisposable
     public bool Done => Iteration >= Options.Iterations;
 
     /// <summary>The path of the checkpoint written after <paramref name="iteration"/> iterations in <paramref name="folder"/>.</summary>
+    /// <summary>Names this trainer writes in a checkpoint folder (meta-NNNNNN.safetensors).</summary>
+    public static bool IsCheckpointName(string relative) => System.Text.RegularExpressions.Regex.IsMatch(relative, @"^meta-[0-9]{6,}\.safetensors$");
+
     public static string CheckpointPath(string folder, int iteration) => Path.Combine(folder, $"meta-{iteration:D6}.safetensors");
 
     private void StartEpoch(int epoch)
@@ -304,9 +307,8 @@ public sealed class MetaTrainer : IDisposable
             trainer.Hypernet.LoadWeights(weights, checkpoint);
             for (int i = 0; i < parameters.Count; i++)
             {
-                if (!file.TryGet(StatePrefix + parameters[i].Name, out var s) || !s.Shape.AsSpan().SequenceEqual(parameters[i].Shape))
-                    throw new CheckpointFormatException(checkpoint, $"optimizer state '{StatePrefix}{parameters[i].Name}' is missing or mis-shaped");
-                trainer._step.HypernetSquareAvg[i].CopyFrom(s.Data);
+                file.TryGet(StatePrefix + parameters[i].Name, out var s);
+                trainer._step.HypernetSquareAvg[i].CopyFrom(OptimizerState.Validated(checkpoint, StatePrefix + parameters[i].Name, s, parameters[i].Shape, nonNegative: true));
             }
             trainer._rng.RestoreState(words);
             trainer.Iteration = ParseInt(IterationKey);

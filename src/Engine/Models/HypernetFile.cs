@@ -98,6 +98,7 @@ public static class HypernetFile
         else
         {
             (config, blocks, fingerprint) = Describe(file.Metadata, path);
+            ResourceBudget.Require(config.EstimateBytes(), path, $"the hypernetwork config (depth {config.Depth}, MLP {config.MlpHidden})");
             tensors = file.Tensors.ToDictionary(t => t.Name, t => (t.Shape, t.Data));
         }
         if (baseModel is not null)
@@ -151,6 +152,9 @@ public static class HypernetFile
         {
             throw new CheckpointFormatException(path, $"bad hypernetwork metadata: {e.Message}", e);
         }
+        foreach (var (key, value) in metadata)
+            if (key.EndsWith("format_version", StringComparison.Ordinal) && value.Trim() != "1")
+                throw new CheckpointFormatException(path, $"metadata '{key}' = '{value}': this engine reads hypernetwork format version 1");
         if (blocks.Length * 2 != config.Units || blocks.Distinct().Count() != blocks.Length)
             throw new CheckpointFormatException(path, $"metadata '{EditBlocksKey}' [{string.Join(",", blocks)}] does not match {config.Units} hypernetwork units");
         return (config, blocks, Get(FingerprintKey));

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using WhereToEdit.Engine.IO;
 using WhereToEdit.Engine.Tensors;
 
 namespace WhereToEdit.Engine.Models;
@@ -43,7 +44,22 @@ public sealed record HypernetConfig
             throw new ArgumentException($"hypernetwork config: all sizes must be positive ({ToJson()})");
         if (EmbedDim % NumHeads != 0) throw new ArgumentException($"hypernetwork config: embed_dim {EmbedDim} is not divisible by num_heads {NumHeads}");
         if (!(Clamp >= 0 && Clamp < 0.5f)) throw new ArgumentException($"hypernetwork config: clamp {Clamp} must be in [0, 0.5)");
+        if (Depth > MaxDepth) throw new ArgumentException($"hypernetwork config: depth {Depth} is above {MaxDepth}");
+        if (!float.IsFinite(Amplify) || !float.IsFinite(LayerNormEps) || !(LayerNormEps > 0)) throw new ArgumentException($"hypernetwork config: amplify and ln_eps must be finite (ln_eps positive)");
         return this;
+    }
+
+    /// <summary>Deepest hypernetwork accepted (the paper uses 3 blocks).</summary>
+    public const int MaxDepth = 256;
+
+    /// <summary>Bytes of parameters, gradients and optimizer state (saturating): what a config alone makes us allocate.</summary>
+    public long EstimateBytes()
+    {
+        long d = EmbedDim, m = MlpHidden;
+        long block = ResourceBudget.Add(ResourceBudget.Add(ResourceBudget.Bytes(4, d, d), ResourceBudget.Bytes(2, d, m)), 9 * d + m);
+        long parameters = ResourceBudget.Add(ResourceBudget.Bytes(Units, d), ResourceBudget.Bytes(Depth, block));
+        parameters = ResourceBudget.Add(parameters, ResourceBudget.Bytes(Units, UnitSize, d + 1));
+        return ResourceBudget.Bytes(4 * 4, parameters);
     }
 
     public string ToJson() => JsonSerializer.Serialize(this);
@@ -109,6 +125,7 @@ public sealed class Hypernetwork : IDisposable
 
     public Hypernetwork(IBackend backend, HypernetConfig config)
     {
+        ResourceBudget.Require(config.Validate().EstimateBytes(), "hypernetwork config", $"depth {config.Depth}, width {config.EmbedDim}, MLP {config.MlpHidden}, {config.Units} units of {config.UnitSize}");
         Backend = backend ?? throw new ArgumentNullException(nameof(backend));
         Config = (config ?? throw new ArgumentNullException(nameof(config))).Validate();
         int d = config.EmbedDim;

@@ -20,7 +20,10 @@ public static class VitCheckpoint
     /// <summary>Builds the model a loaded checkpoint describes and loads its weights (refusing any mismatch or NaN).</summary>
     public static VitModel Load(IBackend backend, LoadedModel loaded)
     {
-        var model = new VitModel(backend, ToConfig(loaded.Architecture));
+        var config = ToConfig(loaded.Architecture);
+        // Tokens × width × heads from the file's own architecture: refuse a small file that needs gigabytes to run.
+        ResourceBudget.Require(VitWorkspace.EstimateBytes(config, 1), loaded.Paths.CheckpointPath, $"running the model ({VitWorkspace.Describe(config, 1)})");
+        var model = new VitModel(backend, config);
         try
         {
             model.LoadWeights(loaded.Weights.Tensors.ToDictionary(t => t.Name, t => (t.Shape, t.Data)), loaded.Paths.CheckpointPath);

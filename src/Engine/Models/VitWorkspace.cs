@@ -1,3 +1,4 @@
+using WhereToEdit.Engine.IO;
 using WhereToEdit.Engine.Tensors;
 
 namespace WhereToEdit.Engine.Models;
@@ -13,6 +14,7 @@ public sealed class VitWorkspace : IDisposable
     internal VitWorkspace(IBackend backend, VitConfig config, int capacity)
     {
         if (capacity <= 0) throw new ArgumentOutOfRangeException(nameof(capacity), capacity, "workspace batch capacity must be positive");
+        ResourceBudget.Require(EstimateBytes(config, capacity), "the model's activations", Describe(config, capacity));
         Config = config;
         Capacity = capacity;
         int t = config.Tokens, d = config.EmbedDim, rows = capacity * t, p = config.Patches;
@@ -38,6 +40,24 @@ public sealed class VitWorkspace : IDisposable
         DInput = backend.Allocate("input.grad", capacity, config.InChans, config.ImageSize, config.ImageSize);
         Losses = backend.Allocate("losses", capacity);
     }
+
+    /// <summary>
+    /// Bytes of activations and gradients for <paramref name="capacity"/> images (an upper estimate, saturating):
+    /// per block the attention probabilities are heads × tokens², so a model with many tokens costs quadratically.
+    /// </summary>
+    public static long EstimateBytes(VitConfig c, int capacity)
+    {
+        long t = c.Tokens, d = c.EmbedDim, h = c.MlpHidden, heads = c.NumHeads, depth = c.Depth;
+        long square = ResourceBudget.Bytes(heads, t, t);
+        long perBlock = ResourceBudget.Add(ResourceBudget.Add(ResourceBudget.Bytes(8, t, d), ResourceBudget.Bytes(2, t, h)), ResourceBudget.Add(square, 4 * t));
+        long perSample = ResourceBudget.Add(ResourceBudget.Bytes(depth + 1, t, d), ResourceBudget.Bytes(depth, perBlock));
+        perSample = ResourceBudget.Add(perSample, ResourceBudget.Add(square, ResourceBudget.Add(ResourceBudget.Bytes(4, t, d), ResourceBudget.Bytes(2, t, h))));
+        perSample = ResourceBudget.Add(perSample, ResourceBudget.Bytes(2, c.Patches, ResourceBudget.Add(c.PatchInputs, d)));
+        return ResourceBudget.Bytes(4, capacity, perSample);
+    }
+
+    internal static string Describe(VitConfig c, int capacity) =>
+        $"{c.Tokens:N0} tokens × width {c.EmbedDim} × {c.NumHeads} heads × {c.Depth} blocks for {capacity} image(s)";
 
     public VitConfig Config { get; }
     public int Capacity { get; }

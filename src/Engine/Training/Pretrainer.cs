@@ -210,6 +210,9 @@ public sealed class Pretrainer : IDisposable
     private static readonly JsonSerializerOptions Json = new();
 
     /// <summary>Model weights, AdamW moments, step and options in one safetensors file, written atomically.</summary>
+    /// <summary>Names `wte pretrain` writes in a checkpoint folder (pretrain-NNNNNN.safetensors).</summary>
+    public static bool IsCheckpointName(string relative) => System.Text.RegularExpressions.Regex.IsMatch(relative, @"^pretrain-[0-9]{6,}\.safetensors$");
+
     public void SaveCheckpoint(string path)
     {
         var tensors = new List<NamedTensor>();
@@ -234,19 +237,22 @@ public sealed class Pretrainer : IDisposable
         var file = SafeTensors.Read(path);
         if (!file.Metadata.TryGetValue("wte.pretrain.step", out var stepText) || !file.Metadata.TryGetValue("wte.pretrain.options", out var optionsJson))
             throw new CheckpointFormatException(path, "not a wte pretrain checkpoint (metadata wte.pretrain.step / options missing)");
-        var saved = JsonSerializer.Deserialize<PretrainOptions>(optionsJson, Json);
+        PretrainOptions? saved;
+        try { saved = JsonSerializer.Deserialize<PretrainOptions>(optionsJson, Json); }
+        catch (JsonException e) { throw new CheckpointFormatException(path, $"metadata wte.pretrain.options is malformed: {e.Message}", e); }
         if (saved != _o) throw new CheckpointFormatException(path, $"checkpoint options {optionsJson} differ from this run's {JsonSerializer.Serialize(_o, Json)}; resume with the same options");
         var ps = _model.Parameters;
         _model.LoadWeights(file.Tensors.Where(t => t.Name.StartsWith("model/", StringComparison.Ordinal))
             .ToDictionary(t => t.Name["model/".Length..], t => (t.Shape, t.Data)), path);
         for (int i = 0; i < ps.Count; i++)
         {
-            if (!file.TryGet("adam_m/" + ps[i].Name, out var m) || !file.TryGet("adam_v/" + ps[i].Name, out var v))
-                throw new CheckpointFormatException(path, $"optimizer state for {ps[i].Name} is missing");
-            _m[i].CopyFrom(m!.Data);
-            _v[i].CopyFrom(v!.Data);
+            file.TryGet("adam_m/" + ps[i].Name, out var m);
+            file.TryGet("adam_v/" + ps[i].Name, out var v);
+            _m[i].CopyFrom(OptimizerState.Validated(path, "adam_m/" + ps[i].Name, m, ps[i].Shape, nonNegative: false));
+            _v[i].CopyFrom(OptimizerState.Validated(path, "adam_v/" + ps[i].Name, v, ps[i].Shape, nonNegative: true));
         }
-        Step = int.Parse(stepText, CultureInfo.InvariantCulture);
+        Step = int.TryParse(stepText, NumberStyles.None, CultureInfo.InvariantCulture, out int step)
+            ? step : throw new CheckpointFormatException(path, $"metadata wte.pretrain.step '{stepText}' is not a non-negative integer");
     }
 
     public void Dispose()

@@ -208,15 +208,18 @@ public class SafeTensorsTests
     }
 
     [Fact]
-    public void EmptyHeaderAndGapsAreAccepted()
+    public void EmptyHeaderIsAcceptedButGapsAreRefused()
     {
         using var dir = new TempDir();
         string p = dir.File("e.safetensors");
         File.WriteAllBytes(p, IoTestUtil.RawSafetensors("{}", []));
         Assert.Equal(0, SafeTensors.Read(p).Count);
-        File.WriteAllBytes(p, IoTestUtil.RawSafetensors("{\"b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[8,12]},\"a\":{\"dtype\":\"BF16\",\"shape\":[2],\"data_offsets\":[0,4]}}   ", F32(4)));
+        File.WriteAllBytes(p, IoTestUtil.RawSafetensors("{\"b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]},\"a\":{\"dtype\":\"BF16\",\"shape\":[2],\"data_offsets\":[0,4]}}   ", F32(2)));
         var f = SafeTensors.Read(p);
         Assert.Equal(["a", "b"], f.Names); // file (offset) order
+        // The format requires the tensors to tile the data section (issue 14: gaps and trailing bytes are refused).
+        File.WriteAllBytes(p, IoTestUtil.RawSafetensors("{\"b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[8,12]},\"a\":{\"dtype\":\"BF16\",\"shape\":[2],\"data_offsets\":[0,4]}}   ", F32(4)));
+        Assert.Contains("gap of 4 bytes", Assert.Throws<CheckpointFormatException>(() => SafeTensors.Read(p)).Message);
     }
 
     [Fact]
