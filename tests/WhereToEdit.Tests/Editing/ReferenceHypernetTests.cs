@@ -123,7 +123,7 @@ public sealed class ReferenceHypernetTests(ITestOutputHelper output)
         // Refusals: overwriting the input, and an input that is not a hypernetwork; neither writes a file.
         (code, _, stderr) = PyTorchCheckpointTests.RunCli("export", ours, "--out", ours);
         Assert.Equal(1, code);
-        Assert.Contains("would overwrite the input", stderr, StringComparison.Ordinal);
+        Assert.Contains("refusing to overwrite an input", stderr, StringComparison.Ordinal);
         (code, _, stderr) = PyTorchCheckpointTests.RunCli("export", Fixture("timm_fp32.pth"), "--out", dir.File("nope.pth"));
         Assert.Equal(1, code);
         Assert.False(File.Exists(dir.File("nope.pth")));
