@@ -268,15 +268,18 @@ def own_hyper_test(Q, cls, w, h):
     return s.detach(), z.detach(), dict(zip(Ql.keys(), grads))
 
 
-def own_meta(P, Q, images, z0, c, h):
-    """One iteration, the B inner loops batched. Returns a dict of results."""
+def own_meta(P, Q, images, z0, c, h, stage_b_state=None, stage_b_lr=None, boxes=None):
+    """One iteration, the B inner loops batched. Returns a dict of results. stage_b_state (the
+    hypernetwork's RMSprop square averages, updated in place) and stage_b_lr carry a run over
+    iterations (make_trajectory_fixtures.py); by default both are those of the first iteration.
+    boxes: the CutMix boxes (default META["boxes"])."""
     B, T = META["batch"], META["temperature"]
     e0, e1 = min(EDIT_BLOCKS), max(EDIT_BLOCKS) + 1
     res = {}
     with torch.no_grad():
         logits_clean, _ = vit_head(P, vit_blocks(P, vit_embed(P, images[:B], c), c, 0, c["depth"]), c)
         teacher = torch.softmax(logits_clean / T, dim=-1)
-        mixed = cutmix(images, META["boxes"], c["patch_size"])
+        mixed = cutmix(images, META["boxes"] if boxes is None else boxes, c["patch_size"])
         cache = vit_blocks(P, vit_embed(P, mixed, c), c, 0, e0)  # blocks before the edits
         _, cls_mixed = vit_head(P, vit_blocks(P, cache, c, e0, c["depth"]), c)
     res.update(mixed=mixed, teacher=teacher, cls_mixed=cls_mixed)
@@ -327,7 +330,8 @@ def own_meta(P, Q, images, z0, c, h):
     res["labels_y"] = y
     names = list(Q.keys())
     params = [Q[n].clone() for n in names]
-    state = [torch.zeros_like(p) for p in params]
+    state = [torch.zeros_like(p) for p in params] if stage_b_state is None else stage_b_state
+    stage_b_lr = META["stage_b_optimizer"]["lr"] if stage_b_lr is None else stage_b_lr
     losses, pre_acts = [], []
     for _ in range(META["stage_b_steps"]):
         Ql = [p.requires_grad_(True) for p in params]
@@ -337,8 +341,7 @@ def own_meta(P, Q, images, z0, c, h):
         losses.append(loss.item())
         g = torch.autograd.grad(loss, Ql)
         params = [p.detach() for p in own_rmsprop([p.detach() for p in Ql], g, state,
-                                                   META["stage_b_optimizer"]["lr"],
-                                                   META["stage_b_optimizer"])]
+                                                   stage_b_lr, META["stage_b_optimizer"])]
     res["stage_b_losses"] = torch.tensor(losses, dtype=torch.float64)
     res["hyper_after"] = dict(zip(names, params))
     res["stage_b_pre_acts"] = pre_acts

@@ -110,7 +110,12 @@ public static class NpzReader
             {
                 try
                 {
-                    tensors.Add(Npy.Read(s, name, path, where, entry.Length));
+                    // A corrupted deflate stream can decode to the right length with the wrong values: check the member's CRC-32.
+                    var checkedStream = new Crc32Stream(s);
+                    tensors.Add(Npy.Read(checkedStream, name, path, where, entry.Length));
+                    checkedStream.CopyTo(Stream.Null);
+                    if (checkedStream.Crc32 != entry.Crc32)
+                        throw new CheckpointFormatException(path, $"{where}: corrupt ZIP member: CRC-32 {checkedStream.Crc32:x8} does not match the recorded {entry.Crc32:x8}");
                 }
                 catch (InvalidDataException e)
                 {

@@ -177,21 +177,33 @@ public class NpzTests
         IoTestUtil.WriteNpz(good, [("a", IoTestUtil.NpyF32([256], IoTestUtil.Random(256, 1)))], CompressionLevel.Optimal);
         var bytes = File.ReadAllBytes(good);
         var rng = new Random(7);
+        float[] original = NpzReader.Read(good).Tensors.Single().Data;
         string p = dir.File("fuzz.npz");
+        int errors = 0, ok = 0;
         for (int iter = 0; iter < 200; iter++)
         {
             var b = (byte[])bytes.Clone();
             b[30 + rng.Next(bytes.Length - 30 - 22)] ^= (byte)(1 + rng.Next(255));
             File.WriteAllBytes(p, b);
+            TensorFile read;
             try
             {
-                NpzReader.Read(p);
+                read = NpzReader.Read(p);
             }
             catch (CheckpointFormatException e)
             {
                 Assert.Contains(p, e.Message);
+                errors++;
+                continue;
             }
+            // Accepted: then it must be the original tensor, bit for bit (a corruption that decodes to other data must be refused).
+            var t = Assert.Single(read.Tensors);
+            Assert.Equal("a", t.Name);
+            Assert.Equal([256], t.Shape);
+            Assert.Equal(original, t.Data);
+            ok++;
         }
+        Assert.True(errors > 50, $"only {errors} of 200 corruptions refused");
     }
 
     [Fact]

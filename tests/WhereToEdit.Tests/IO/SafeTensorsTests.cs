@@ -1,10 +1,11 @@
 using System.Buffers.Binary;
 using WhereToEdit.Engine.IO;
 using Xunit;
+using Xunit.Abstractions;
 
 namespace WhereToEdit.Tests.IO;
 
-public class SafeTensorsTests
+public class SafeTensorsTests(ITestOutputHelper output)
 {
     private static TensorFile Sample()
     {
@@ -251,6 +252,7 @@ public class SafeTensorsTests
         int headerEnd = 8 + (int)BinaryPrimitives.ReadUInt64LittleEndian(bytes);
         var rng = new Random(1234);
         string p = dir.File("fuzz.safetensors");
+        long dataBytes = bytes.Length - headerEnd;
         int errors = 0, ok = 0;
         for (int iter = 0; iter < 400; iter++)
         {
@@ -258,19 +260,26 @@ public class SafeTensorsTests
             int flips = 1 + rng.Next(3);
             for (int f = 0; f < flips; f++) b[rng.Next(headerEnd)] = (byte)rng.Next(256);
             File.WriteAllBytes(p, b);
+            TensorFile read;
             try
             {
-                SafeTensors.Read(p);
-                ok++;
+                read = SafeTensors.Read(p);
             }
             catch (CheckpointFormatException e)
             {
+                // Refused with one clear message naming the file (any other exception type fails the test).
                 Assert.Contains(p, e.Message);
                 errors++;
+                continue;
             }
+            // Accepted: every tensor is self-consistent, names are unique and no tensor claims more data than the file holds.
+            Assert.All(read.Tensors, t => Assert.Equal(NamedTensor.ElementCountOf(t.Shape), t.Data.LongLength));
+            Assert.Equal(read.Tensors.Count, read.Tensors.Select(t => t.Name).Distinct().Count());
+            Assert.All(read.Tensors, t => Assert.True(t.Data.LongLength <= dataBytes, $"{t.Name}: {t.Data.LongLength} elements from {dataBytes} data bytes"));
+            ok++;
         }
-        Assert.Equal(400, errors + ok);
-        Assert.True(errors > 100);
+        output.WriteLine($"{errors} refused, {ok} accepted");
+        Assert.True(errors > 100, $"only {errors} of 400 corrupted headers refused");
     }
 
     [Fact]

@@ -73,6 +73,11 @@ public sealed unsafe partial class CpuBackend
             float x = a.X[i];
             a.Y[i] = (Gelu.Phi(x) + x * Gelu.Density(x)) * a.Dy[i];
         }
+#if WTE_MUTANT_GELU_BACKWARD
+        // Mutation spot-check (tests/mutation/run.sh builds with -p:WteMutant=GELU_BACKWARD): a deliberately wrong
+        // GELU' = Φ(x) − x·φ(x), forward untouched; the test suite must fail. Never defined in a normal build.
+        for (int j = start; j < end; j++) a.Y[j] -= 2 * a.X[j] * Gelu.Density(a.X[j]) * a.Dy[j];
+#endif
     }
 }
 

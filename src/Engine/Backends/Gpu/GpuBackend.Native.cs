@@ -2,7 +2,7 @@ using WhereToEdit.Engine.Tensors;
 
 namespace WhereToEdit.Engine.Backends.Gpu;
 
-// The native CUDA kernels (NativeKernels.cs) inside the backend:
+// The native CUDA kernels (Native/*.cs) inside the backend:
 //  * SgdStep / RmsPropStep with a row or column mask run the fused native masked kernel on CUDA (the index list of the
 //    mask is built once per mask content, see MaskIndexList); on the CPU emulator they keep the ILGPU kernels.
 //  * Internal ops for the editor and the meta-trainer, not part of IBackend: gather-GEMM weight gradients of the

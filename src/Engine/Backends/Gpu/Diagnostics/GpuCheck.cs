@@ -6,7 +6,7 @@ using System.Runtime.InteropServices;
 using System.Text;
 using System.Text.Json.Serialization;
 using ILGPU.Runtime.Cuda;
-using WhereToEdit.Engine.Backends.Cpu;
+using WhereToEdit.Engine.Backends.Reference;
 using WhereToEdit.Engine.Backends.Gpu;
 using WhereToEdit.Engine.Models;
 using WhereToEdit.Engine.Tensors;
@@ -92,9 +92,9 @@ public static class GpuCheck
         var parity = new List<ParityCheck>();
         if (options.Parity)
         {
-            using var cpu = new CpuBackend(new CpuBackendOptions { Threads = options.CpuThreads });
+            using var reference = new ReferenceBackend();
             var clock = Stopwatch.StartNew();
-            parity.AddRange(GpuParity.Run(gpu, cpu, options.Shapes, p =>
+            parity.AddRange(GpuParity.Run(gpu, reference, options.Shapes, p =>
                 log.WriteLine($"  {(p.Passed ? "ok  " : "FAIL")} {p.RelativeError,10:E2} ≤ {p.Tolerance:E0}  {p.Name}{(p.Detail is null ? "" : "  (" + p.Detail + ")")}")));
             log.WriteLine($"gpu-check: parity {parity.Count(p => p.Passed)}/{parity.Count} passed in {clock.Elapsed.TotalSeconds:F1} s");
         }
@@ -371,7 +371,7 @@ public static class GpuCheck
         if (r.Parity.Count > 0)
         {
             md.AppendLine(CultureInfo.InvariantCulture,
-                $"Parity, GPU backend vs CPU backend (normwise relative error max|gpu − cpu| / max|cpu|): **{r.Parity.Count(p => p.Passed)} of {r.Parity.Count} passed**"
+                $"Parity, GPU backend vs the reference backend on the conformance cases (normwise relative error max|gpu − ref| / max|ref|): **{r.Parity.Count(p => p.Passed)} of {r.Parity.Count} passed**"
                 + $" (ops ≤ {GpuParity.OpTolerance:0e0}, whole model ≤ {GpuParity.ModelTolerance:0e0}).");
             md.AppendLine();
             md.AppendLine("| check | rel. error | tolerance | result | notes |");
