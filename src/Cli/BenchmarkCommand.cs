@@ -15,6 +15,7 @@ public static partial class WteCommands
         var command = new Command("benchmark", "Build or inspect an editing benchmark (natural failures, style shifts, sensitive locality set).");
         command.Subcommands.Add(BenchmarkBuildCommand(stdout, stderr));
         command.Subcommands.Add(BenchmarkInfoCommand(stdout));
+        command.Subcommands.Add(BenchmarkBroadCommand(stdout));
         return command;
     }
 
@@ -31,11 +32,12 @@ public static partial class WteCommands
         var maxLocality = new Option<int>("--max-locality") { Description = "locality images kept (seeded sample); 0 keeps all", DefaultValueFactory = _ => 0 };
         var name = new Option<string>("--name") { Description = "the benchmark's name in the manifest", DefaultValueFactory = _ => "fashion-mnist" };
         var batch = new Option<int>("--batch") { Description = "images per forward pass", DefaultValueFactory = _ => 256 };
+        var broad = new Option<int>("--broad") { Description = "broad locality set: this many correctly classified test images, equally from every class (0: none)", DefaultValueFactory = _ => BroadLocality.DefaultCount };
         var device = DeviceOption();
         var threads = ThreadsOption();
         var command = new Command("build", "Build the benchmark from a base model's failures on the Fashion-MNIST test set (deterministic for a seed).")
         {
-            model, data, output, seed, margin, maxPerGroup, maxGroups, minPerGroup, maxLocality, name, batch, device, threads,
+            model, data, output, seed, margin, maxPerGroup, maxGroups, minPerGroup, maxLocality, name, batch, broad, device, threads,
         };
         command.SetAction(parse =>
         {
@@ -47,17 +49,55 @@ public static partial class WteCommands
                 MaxGroups = parse.GetValue(maxGroups), MinPerGroup = parse.GetValue(minPerGroup), MaxLocality = parse.GetValue(maxLocality),
                 Name = parse.GetValue(name)!, Batch = parse.GetValue(batch),
             }.Validate();
+            int broadCount = parse.GetValue(broad);
+            if (broadCount < 0) throw new ArgumentException($"--broad {broadCount}: must be 0 (none) or positive");
             var loaded = ModelFolder.Load(modelPath);
             var test = LabeledImagesIdx.FashionMnist(parse.GetValue(data)!, train: false);
             using var backend = BackendFactory.Create(parse.GetValue(device)!, parse.GetValue(threads));
             using var vit = VitCheckpoint.Load(backend, loaded);
             var result = BenchmarkBuilder.Build(vit, loaded.Preprocessing, loaded.Labels, test, outPath, options, m => stderr.WriteLine($"benchmark: {m}"));
+            if (broadCount > 0)
+            {
+                var picked = BroadLocality.Build(vit, loaded.Preprocessing, test, outPath, broadCount, options.Seed, options.Batch);
+                stdout.WriteLine($"broad locality set: {picked.Length} correctly classified test images ({BroadLocality.ImagesFile})");
+            }
             PrintBenchmark(stdout, result.Manifest, result.Subsets);
             stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"base accuracy {result.BaseAccuracy:P2}; locality: {result.LocalityCandidates} candidates below margin {options.Margin}"));
             foreach (string note in result.Manifest.Notes.Where(n => n.StartsWith("WARNING", StringComparison.Ordinal))) stdout.WriteLine(note);
             stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"wrote {result.ManifestPath} ({result.Predictions.Count} images, {result.TotalBytes / 1024.0:F1} KiB)"));
+            return 0;
+        });
+        return command;
+    }
+
+    private static Command BenchmarkBroadCommand(TextWriter stdout)
+    {
+        var model = new Option<string>("--model") { Description = "the base model the benchmark was built for", Required = true };
+        var data = new Option<string>("--data") { Description = "folder with the Fashion-MNIST IDX files (the t10k test split is used)", DefaultValueFactory = _ => LabeledImagesIdx.DebianFashionMnist };
+        var benchmark = new Option<string>("--benchmark") { Description = "the benchmark folder (holding manifest.json) to add the set to", Required = true };
+        var count = new Option<int>("--count") { Description = "images, equally from every class", DefaultValueFactory = _ => BroadLocality.DefaultCount };
+        var seed = new Option<ulong>("--seed") { Description = "seeds the per-class samples", DefaultValueFactory = _ => 0UL };
+        var threads = ThreadsOption();
+        var command = new Command("broad", "Add a broad locality set (correctly classified test images from every class) to a benchmark folder.")
+        {
+            model, data, benchmark, count, seed, threads,
+        };
+        command.SetAction(parse =>
+        {
+            string folder = parse.GetValue(benchmark)!;
+            if (!File.Exists(Path.Combine(folder, BenchmarkManifest.FileName))) throw new ArgumentException($"--benchmark {folder}: no {BenchmarkManifest.FileName} there");
+            int n = parse.GetValue(count);
+            if (n <= 0) throw new ArgumentException($"--count {n}: must be positive");
+            var loaded = ModelFolder.Load(parse.GetValue(model)!);
+            var test = LabeledImagesIdx.FashionMnist(parse.GetValue(data)!, train: false);
+            using var backend = BackendFactory.Create("cpu", parse.GetValue(threads));
+            using var vit = VitCheckpoint.Load(backend, loaded);
+            var picked = BroadLocality.Build(vit, loaded.Preprocessing, test, folder, n, parse.GetValue(seed));
+            long bytes = new FileInfo(Path.Combine(folder, BroadLocality.ImagesFile)).Length + new FileInfo(Path.Combine(folder, BroadLocality.LabelsFile)).Length;
+            stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"wrote {picked.Length} images ({picked.Length / Math.Max(1, vit.Config.NumClasses)} per class) to {Path.Combine(folder, BroadLocality.ImagesFile)} ({bytes / 1024.0:F1} KiB with the labels)"));
             return 0;
         });
         return command;

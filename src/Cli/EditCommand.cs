@@ -10,7 +10,7 @@ namespace WhereToEdit.Cli;
 
 public static partial class WteCommands
 {
-    private static Command EditCommand(TextWriter stdout)
+    private static Command EditCommand(TextWriter stdout, TextWriter stderr)
     {
         var model = new Argument<string>("MODEL") { Description = "the model to edit (file or hub folder; may already carry patches)" };
         var hypernet = new Option<string?>("--hypernet") { Description = "hypernetwork file (required for --method hprd)" };
@@ -18,7 +18,7 @@ public static partial class WteCommands
         var label = new Option<string>("--label") { Description = "correct class: an index or a label name", Required = true };
         var keep = new Option<double>("--keep") { Description = "fraction of hidden units the mask keeps (HPRD, random)", DefaultValueFactory = _ => 0.1 };
         var method = new Option<string>("--method") { Description = "hprd, ft-l1, ft-l2 or random", DefaultValueFactory = _ => "hprd" };
-        var lr = new Option<float>("--lr") { Description = "RMSprop learning rate", DefaultValueFactory = _ => 2e-5f };
+        var lr = new Option<float?>("--lr") { Description = "RMSprop learning rate (default: the paper's 2e-5 at width 768 scaled by 768/width, docs/SCALING.md: 2.4e-4 for the shipped width-64 model)" };
         var maxSteps = new Option<int>("--max-steps") { Description = "at most this many update steps", DefaultValueFactory = _ => 100 };
         var coef = new Option<float>("--coef") { Description = "FT-L1/L2 penalty coefficient c", DefaultValueFactory = _ => 0f };
         var seed = new Option<ulong>("--seed") { Description = "seed of the random mask", DefaultValueFactory = _ => 0UL };
@@ -37,8 +37,8 @@ public static partial class WteCommands
             var m = EditMethods.Parse(parse.GetValue(method)!);
             double k = parse.GetValue(keep);
             if (!(k > 0 && k <= 1)) throw new ArgumentException($"--keep {k.ToString(CultureInfo.InvariantCulture)}: must be in (0, 1]");
-            var options = new EditOptions { Method = m, LearningRate = parse.GetValue(lr), MaxSteps = parse.GetValue(maxSteps), Coefficient = parse.GetValue(coef) };
-            options.Validate();
+            var options = new EditOptions { Method = m, LearningRate = parse.GetValue(lr) ?? (float)ScalingRules.ReferenceEditLr, MaxSteps = parse.GetValue(maxSteps), Coefficient = parse.GetValue(coef) };
+            options.Validate();   // option errors before any loading; the width rule sets the default lr below
             if (m == EditMethod.Hprd && parse.GetValue(hypernet) is null) throw new ArgumentException("--method hprd needs --hypernet");
             RefuseOverwritingInput(outPath, modelPath);
 
@@ -51,6 +51,7 @@ public static partial class WteCommands
             using var backend = BackendFactory.Create(parse.GetValue(device)!, parse.GetValue(threads));
             using var vit = VitCheckpoint.Load(backend, loaded);
             string fingerprint = VitCheckpoint.Fingerprint(vit);
+            if (parse.GetValue(lr) is null) options = options with { LearningRate = (float)ScalingRules.EditLearningRate(vit.Config.EmbedDim) };
             EditTarget target;
             EditMask? mask = null;
             if (m == EditMethod.Hprd)
@@ -83,6 +84,14 @@ public static partial class WteCommands
                 stdout.WriteLine($"  loss        {result.InitialLoss:F4} → {result.FinalLoss:F4}");
                 stdout.WriteLine($"  mask        {result.KeptGates} of {result.TotalGates} hidden units; {result.WeightsChanged:N0} of {result.WeightsEditable:N0} editable weights changed");
                 stdout.WriteLine($"  patch       {outPath}");
+            }
+            if (!result.Success)
+            {
+                string lrText = options.LearningRate.ToString("G3", CultureInfo.InvariantCulture);
+                stderr.WriteLine($"wte: the edit did not fix every image within {options.MaxSteps} steps (lr {lrText}); the patch was written anyway. " +
+                                 $"Raise --max-steps (now {options.MaxSteps}) or --lr (now {lrText})" +
+                                 (m is EditMethod.Hprd or EditMethod.Random ? $", or --keep (now {k.ToString(CultureInfo.InvariantCulture)})." : m.IsFineTuning() && options.Coefficient > 0 ? $", or lower --coef (now {options.Coefficient.ToString(CultureInfo.InvariantCulture)})." : "."));
+                return 2;
             }
             return 0;
         });

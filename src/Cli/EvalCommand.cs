@@ -114,6 +114,7 @@ public static partial class WteCommands
         var groups = manifest.Subsets.Where(s => request.Subsets is null || request.Subsets.Contains(s.Name))
             .SelectMany(s => s.Groups.Select(g => new EvalGroup(s.Name, g.Name, g.Label, g.Images, g.Images.Select(Load).ToList()))).ToList();
         var locality = manifest.Locality.Images.Select(Load).ToList();
+        var broad = BroadLocality.Load(manifest.Folder, loaded.Preprocessing);
 
         using var backend = BackendFactory.Create(request.Device, request.Threads);
         using var model = VitCheckpoint.Load(backend, loaded);
@@ -123,10 +124,10 @@ public static partial class WteCommands
         var net = loadedNet?.Network;
         var target = loadedNet is not null ? new EditTarget(model.Config, loadedNet.EditBlocks) : EditTarget.Default(model.Config);
         {
-            using var evaluator = new EditEvaluator(model, net, target, locality);
+            using var evaluator = new EditEvaluator(model, net, target, locality, broad);
             int edits = evaluator.CountEdits(groups, request.Options);
             int total = edits * request.Settings.Count;
-            stderr.WriteLine($"{request.Title}: {groups.Count} groups, {edits} edits × {request.Settings.Count} settings = {total} edits; locality set {locality.Count} images; {backend.Name}");
+            stderr.WriteLine($"{request.Title}: {groups.Count} groups, {edits} edits × {request.Settings.Count} settings = {total} edits; locality set {locality.Count} images{(broad is null ? "" : $", broad locality set {broad.Count}")}; {backend.Name}");
             Directory.CreateDirectory(request.OutDir);
             string jsonl = Path.Combine(request.OutDir, "edits.jsonl");
             using var writer = new StreamWriter(jsonl + ".tmp");
@@ -152,7 +153,8 @@ public static partial class WteCommands
             md.AppendLine();
             md.AppendLine($"Model `{request.ModelPath}`, hypernetwork `{request.HypernetPath ?? "none"}`, benchmark `{manifest.Name}`; " +
                           $"{request.Options.ImagesPerEdit} image(s) per edit, lr {request.Options.LearningRate.ToString(CultureInfo.InvariantCulture)}, " +
-                          $"≤ {request.Options.MaxSteps} steps, GR formula {request.Options.GrFormula.ToString().ToLowerInvariant()}, locality set {locality.Count}.");
+                          $"≤ {request.Options.MaxSteps} steps, GR formula {request.Options.GrFormula.ToString().ToLowerInvariant()}, locality set {locality.Count}" +
+                          (broad is null ? "." : $", broad locality set {broad.Count} (correctly classified test images, every class). ± : 95 % confidence half-width over edits."));
             md.AppendLine();
             md.AppendLine("## Overall (mean over edits)");
             md.AppendLine();

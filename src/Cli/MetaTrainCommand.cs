@@ -19,19 +19,22 @@ public static partial class WteCommands
         public readonly Option<int?> OuterSteps = new("--outer-steps") { Description = "RMSprop steps on the free mask logits z per iteration (default 10)" };
         public readonly Option<int?> InnerSteps = new("--inner-steps") { Description = "first-order masked SGD steps per outer step (default 5)" };
         public readonly Option<float?> MaskLr = new("--mask-lr") { Description = "RMSprop learning rate on z (default 0.1)" };
-        public readonly Option<float?> InnerLr = new("--inner-lr") { Description = "inner SGD learning rate (default 1e-3)" };
+        public readonly Option<float?> InnerLr = new("--inner-lr") { Description = "inner SGD learning rate (default: the reference's 1e-3 × 768/width, docs/SCALING.md)" };
         public readonly Option<float?> SparsityWeight = new("--sparsity-weight") { Description = "λ of λ·mean(m) (default 1.0)" };
+        public readonly Option<string?> SparsityNorm = new("--sparsity-norm") { Description = "how λ reaches each gate: per-gate (λ/(B·R·H), the reference's formula) or reference-width (λ/(B·R·3072)) (default per-gate; docs/SCALING.md)" };
+        public readonly Option<string?> CropScale = new("--crop-scale") { Description = "RandomResizedCrop area range MIN,MAX (default 0.25,1 as the reference)" };
+        public readonly Option<int?> DiagnosticsEvery = new("--diagnostics-every") { Description = "label-stability and input-dependence diagnostics every N iterations, 0 = never (default 25; each costs one extra stage A)" };
         public readonly Option<float?> Temperature = new("--temperature") { Description = "distillation temperature T (default 5)" };
-        public readonly Option<double?> HypernetLr = new("--hypernet-lr") { Description = "hypernetwork RMSprop base learning rate (default 1e-4)" };
+        public readonly Option<double?> HypernetLr = new("--hypernet-lr") { Description = "hypernetwork RMSprop base learning rate (default: the reference's 1e-4 × 768/width, docs/SCALING.md)" };
         public readonly Option<double?> TMax = new("--t-max") { Description = "cosine schedule T_max in iterations (default 2e4)" };
         public readonly Option<int?> StageBSteps = new("--stage-b-steps") { Description = "hypernetwork RMSprop steps per iteration (default 4)" };
         public readonly Option<int?> Depth = new("--hypernet-depth") { Description = "Transformer blocks of the hypernetwork (default 3)" };
         public readonly Option<ulong?> Seed = new("--seed") { Description = "seed of the data order, crops, CutMix, z and the hypernetwork init (default 0)" };
         public readonly Option<string?> EditBlocks = new("--edit-blocks") { Description = "edited blocks, e.g. 7,8,9 (default: 7,8,9 of 12, scaled to other depths)" };
-        public readonly Option<bool> ReferenceBounds = new("--cutmix-reference-bounds") { Description = "draw CutMix corners like the reference (randint(0, G−h): never the last row/column)" };
+        public readonly Option<bool?> ReferenceBounds = new("--cutmix-reference-bounds") { Description = "draw CutMix corners like the reference (randint(0, G−h): never the last row/column); default true for fresh runs, '--cutmix-reference-bounds false' for every position" };
         public readonly Option<int?> CheckpointEvery = new("--checkpoint-every") { Description = "iterations between checkpoints (default 500)" };
 
-        public IEnumerable<Option> All => [Iterations, Batch, OuterSteps, InnerSteps, MaskLr, InnerLr, SparsityWeight, Temperature, HypernetLr, TMax,
+        public IEnumerable<Option> All => [Iterations, Batch, OuterSteps, InnerSteps, MaskLr, InnerLr, SparsityWeight, SparsityNorm, CropScale, DiagnosticsEvery, Temperature, HypernetLr, TMax,
             StageBSteps, Depth, Seed, EditBlocks, ReferenceBounds, CheckpointEvery];
 
         public MetaTrainOptions Apply(ParseResult p, MetaTrainOptions o) => o with
@@ -43,6 +46,10 @@ public static partial class WteCommands
             MaskLr = p.GetValue(MaskLr) ?? o.MaskLr,
             InnerLr = p.GetValue(InnerLr) ?? o.InnerLr,
             SparsityWeight = p.GetValue(SparsityWeight) ?? o.SparsityWeight,
+            SparsityNorm = p.GetValue(SparsityNorm) ?? o.SparsityNorm,
+            CropScaleMin = p.GetValue(CropScale) is { } cs ? ParseRange(cs).Min : o.CropScaleMin,
+            CropScaleMax = p.GetValue(CropScale) is { } cs2 ? ParseRange(cs2).Max : o.CropScaleMax,
+            DiagnosticsEvery = p.GetValue(DiagnosticsEvery) ?? o.DiagnosticsEvery,
             Temperature = p.GetValue(Temperature) ?? o.Temperature,
             HypernetLr = p.GetValue(HypernetLr) ?? o.HypernetLr,
             CosineTMax = p.GetValue(TMax) ?? o.CosineTMax,
@@ -50,9 +57,18 @@ public static partial class WteCommands
             HypernetDepth = p.GetValue(Depth) ?? o.HypernetDepth,
             Seed = p.GetValue(Seed) ?? o.Seed,
             EditBlocks = p.GetValue(EditBlocks) is { } blocks ? ParseBlocks(blocks) : o.EditBlocks,
-            CutMixReferenceBounds = p.GetValue(ReferenceBounds) || o.CutMixReferenceBounds,
+            CutMixReferenceBounds = p.GetValue(ReferenceBounds) ?? o.CutMixReferenceBounds,
             CheckpointEvery = p.GetValue(CheckpointEvery) ?? o.CheckpointEvery,
         };
+
+        private static (double Min, double Max) ParseRange(string text)
+        {
+            var parts = text.Split(',', StringSplitOptions.TrimEntries);
+            if (parts.Length != 2 || !double.TryParse(parts[0], NumberStyles.Float, CultureInfo.InvariantCulture, out double min)
+                || !double.TryParse(parts[1], NumberStyles.Float, CultureInfo.InvariantCulture, out double max))
+                throw new ArgumentException($"--crop-scale '{text}': expected MIN,MAX like 0.25,1");
+            return (min, max);
+        }
 
         private static int[] ParseBlocks(string text)
         {
@@ -94,7 +110,7 @@ public static partial class WteCommands
             if (outPath is null && !isBench) throw new ArgumentException("--out HYPERNET is required (where the trained hypernetwork goes)");
             if (resumePath is not null && !File.Exists(resumePath)) throw new FileNotFoundException($"--resume {resumePath}: no such file");
             var defaults = new MetaTrainOptions { Iterations = isBench ? 1 : new MetaTrainOptions().Iterations };
-            var fresh = knobs.Apply(parse, defaults).Validate();   // option errors before any loading
+            var fresh = knobs.Apply(parse, defaults).Validate();   // option errors before any loading (width rules applied below)
 
             // Data before the model: a bad data path fails fast.
             IImageSource source = dataPath is not null ? new FolderImageSource(dataPath)
@@ -119,6 +135,8 @@ public static partial class WteCommands
                 std = loaded.Preprocessing.Std;
             }
             using var _ = vit;
+            // A fresh run's defaults follow the width rules (docs/SCALING.md); explicit flags win.
+            fresh = knobs.Apply(parse, MetaTrainOptions.ForWidth(vit.Config.EmbedDim) with { Iterations = defaults.Iterations, DiagnosticsEvery = isBench ? 0 : 25 }).Validate();
             if (outPath is not null) EnsureParentFolder(outPath);
             if (logPath is not null) EnsureParentFolder(logPath);
 
@@ -136,12 +154,25 @@ public static partial class WteCommands
             if (showProgress)
                 stderr.WriteLine($"meta-train: {source.Description}; blocks [{string.Join(",", trainer.Target.Blocks)}], B {o.Batch}, " +
                                  $"{o.OuterSteps}×({o.InnerSteps}+1) batched passes per iteration; iterations {trainer.Iteration + 1}..{o.Iterations}; {backend.Name}");
+            if (showProgress)
+                stderr.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                    $"meta-train: inner lr {o.InnerLr:G4}, hypernetwork lr {o.HypernetLr:G4}, λ {o.SparsityWeight:G4} {o.SparsityNorm}, crop scale {o.CropScaleMin:G3}–{o.CropScaleMax:G3}, CutMix reference bounds {(o.CutMixReferenceBounds ? "on" : "off")}, diagnostics every {o.DiagnosticsEvery}"));
+            bool warned = false;
             trainer.Run(ckptDir, stats =>
             {
                 all.Add(stats);
                 csv?.WriteLine(stats.ToCsv());
                 csv?.Flush();
                 if (showProgress) Progress(stderr, inPlace, stats, o.Iterations, startIteration, clock.Elapsed.TotalSeconds);
+                if (stats.ProbeIoUAcross is { } probe)
+                {
+                    // A fresh hypernetwork is input-independent too: judge it once it had time to learn.
+                    bool flat = probe > MetaDiagnostics.InputIndependentIoU && stats.Iteration >= MetaDiagnostics.WarnAfterIterations;
+                    if (flat && !warned)
+                        stderr.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                            $"{(inPlace ? "\n" : "")}meta-train: warning: at iteration {stats.Iteration} the hypernetwork gives nearly the same mask for every input (probe images' top-10 % masks overlap {probe:0.000} IoU; two random masks: 0.053). Its masks no longer depend on the input; see docs/SCALING.md."));
+                    warned = flat;
+                }
             });
             double cpuSeconds = (Process.GetCurrentProcess().TotalProcessorTime - cpuBefore).TotalSeconds;
             if (showProgress && inPlace && all.Count > 0) stderr.WriteLine();
@@ -191,7 +222,9 @@ public static partial class WteCommands
         int filled = total == 0 ? width : (int)((long)width * s.Iteration / total);
         string bar = new string('#', filled) + new string('-', width - filled);
         string line = string.Create(CultureInfo.InvariantCulture,
-            $"[{bar}] {s.Iteration}/{total}  {rate:0.000} it/s  ETA {Eta(left / Math.Max(rate, 1e-12))}  outer KL {s.OuterKl:G4}  mask sparsity {100 * s.MaskSparsity:0.00}%  bce {s.BceLast:G4}");
+            $"[{bar}] {s.Iteration}/{total}  {rate:0.000} it/s  ETA {Eta(left / Math.Max(rate, 1e-12))}  outer KL {s.OuterKl:G4} (−{100 * s.KlReduction:0.0}%)  mask sparsity {100 * s.MaskSparsity:0.00}%  bce {s.BceLast:G4}");
+        if (s.LabelIoUSame is { } same && s.ProbeIoUAcross is { } probe)
+            line += string.Create(CultureInfo.InvariantCulture, $"  labels (y>0.5) IoU same {same:0.000} / across {s.LabelIoUAcross:0.000}  probe masks IoU across {probe:0.000}");
         if (inPlace) stderr.Write("\r" + line);
         else stderr.WriteLine(line);
     }

@@ -11,7 +11,7 @@ public static partial class WteCommands
         var root = new RootCommand("WhereToEdit: learn where to edit a Vision Transformer, then fix its mistakes with a few weights.");
         root.Subcommands.Add(InfoCommand(stdout));
         root.Subcommands.Add(PredictCommand(stdout));
-        root.Subcommands.Add(EditCommand(stdout));
+        root.Subcommands.Add(EditCommand(stdout, stderr));
         root.Subcommands.Add(PatchCommand(stdout));
         root.Subcommands.Add(PretrainCommand(stdout, stderr));
         root.Subcommands.Add(EvalCommand(stdout, stderr));
@@ -20,6 +20,7 @@ public static partial class WteCommands
         root.Subcommands.Add(GpuCheckCommand(stdout, stderr));
         root.Subcommands.Add(BenchmarkCommand(stdout, stderr));
         root.Subcommands.Add(MetaTrainCommand(stdout, stderr));
+        root.Subcommands.Add(SaliencyCommand(stdout));
         var config = new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false };
         try
         {

@@ -7,7 +7,25 @@ namespace WhereToEdit.Engine.MetaTraining;
 /// <summary>What stage A did, per outer step.</summary>
 /// <param name="OuterKl">Σ_i ℓ_i(W + m_i⊙Δ_i) after the inner loops of step s (not divided by B).</param>
 /// <param name="MaskMean">mean(m) over all B·R·H gates at step s.</param>
-public sealed record StageAResult(float[] OuterKl, float[] MaskMean);
+/// <param name="KlBefore">Σ_i ℓ_i(W) at step s before the inner loop (Δ = 0); equals <paramref name="OuterKl"/> with no inner steps.</param>
+public sealed record StageAResult(float[] OuterKl, float[] MaskMean, float[] KlBefore)
+{
+    /// <summary>
+    /// Mean over outer steps of 1 − ℓ(after the inner loop)/ℓ(before): how much of the edit task the inner loop solves
+    /// (the reference's elr at ViT-B width; near 0 means the labels learn from noise).
+    /// </summary>
+    public float KlReduction
+    {
+        get
+        {
+            double sum = 0;
+            int n = 0;
+            for (int s = 0; s < OuterKl.Length; s++)
+                if (KlBefore[s] > 0) { sum += 1 - OuterKl[s] / (double)KlBefore[s]; n++; }
+            return n == 0 ? 0f : (float)(sum / n);
+        }
+    }
+}
 
 /// <summary>What stage B did.</summary>
 /// <param name="Losses">BceWeight·BCE before each hypernetwork step.</param>
@@ -37,7 +55,7 @@ public sealed class MetaTrainingStep : IDisposable
     private readonly IBackend _be;
     private readonly VitWorkspace _ws;
     private readonly HypernetWorkspace _hws;
-    private readonly Tensor _images, _teacher, _cls;
+    private readonly Tensor _images, _teacher, _cls, _probeCls;
     private readonly Tensor _z, _zSquareAvg, _m, _dm, _dz, _labels, _bceLoss;
     private readonly Parameter[] _shared;
     private readonly PerSampleWeights[] _perSample;
@@ -67,6 +85,7 @@ public sealed class MetaTrainingStep : IDisposable
         _images = _be.Allocate("meta.images", _b, c.InChans, c.ImageSize, c.ImageSize);
         _teacher = _be.Allocate("meta.teacher_probs", _b, c.NumClasses);
         _cls = _be.Allocate("meta.cls_mixed", _b, c.EmbedDim);
+        _probeCls = _be.Allocate("meta.cls_probe", _b, c.EmbedDim);
         _z = _be.Allocate("meta.z", _b, _r, _h);
         _zSquareAvg = _be.Allocate("meta.z.square_avg", _b, _r, _h);
         _m = _be.Allocate("meta.m", _b, _r, _h);
@@ -125,6 +144,28 @@ public sealed class MetaTrainingStep : IDisposable
         _be.Copy(_ws.ClsFeature, 0, _cls, 0, (long)_b * c.EmbedDim);
     }
 
+    /// <summary>
+    /// Sets the probe batch (B clean images [B, C, H, W]) whose [CLS] features <see cref="ProbeScores"/> feeds the
+    /// hypernetwork. Call before <see cref="SetBatch"/> (it reuses the model workspace).
+    /// </summary>
+    public void SetProbe(ReadOnlySpan<float> images)
+    {
+        if (images.Length != _images.Length)
+            throw new ArgumentException($"probe batch: {images.Length} values, {_images.Length} expected ({_images.ShapeText})");
+        _ws.ClearPerSampleWeights();
+        _images.CopyFrom(images);
+        _model.Forward(_ws, _images, _b);
+        _be.Copy(_ws.ClsFeature, 0, _probeCls, 0, (long)_b * _model.Config.EmbedDim);
+    }
+
+    /// <summary>The hypernetwork's soft scores [B, R, H] for the probe batch (into <paramref name="destination"/>).</summary>
+    public void ProbeScores(Span<float> destination)
+    {
+        if (destination.Length != GateCount) throw new ArgumentException($"destination holds {destination.Length} values, {GateCount} expected");
+        Hypernet.Forward(_hws, _probeCls, _b);
+        _hws.Scores.CopyTo(destination);
+    }
+
     /// <summary>Stage A from initial logits z0 [B, R, H] (fresh RMSprop state). Leaves the final z in <see cref="Z"/>.</summary>
     public StageAResult RunStageA(ReadOnlySpan<float> z0)
     {
@@ -132,9 +173,10 @@ public sealed class MetaTrainingStep : IDisposable
         var o = Options;
         var outerKl = new float[o.OuterSteps];
         var maskMean = new float[o.OuterSteps];
+        var klBefore = new float[o.OuterSteps];
         _z.CopyFrom(z0);
         _be.Fill(_zSquareAvg, 0f);
-        float penaltyGrad = o.SparsityWeight / GateCount;
+        float penaltyGrad = o.PenaltyGradPerGate(GateCount, _h);
         for (int k = 0; k < Target.Blocks.Count; k++)
             _ws.SetPerSampleWeights(Target.Blocks[k], _perSample[2 * k], _perSample[2 * k + 1]);
         try
@@ -146,10 +188,12 @@ public sealed class MetaTrainingStep : IDisposable
                 foreach (var d in _delta) _be.Fill(d, 0f);
                 for (int t = 0; t < o.InnerSteps; t++)
                 {
-                    EditedPass();
+                    float kl = EditedPass();
+                    if (t == 0) klBefore[s] = kl;
                     for (int u = 0; u < _r; u++) _be.Axpy(-o.InnerLr, _perSample[u].Grads, _delta[u], _delta[u].Length);
                 }
                 outerKl[s] = EditedPass();
+                if (o.InnerSteps == 0) klBefore[s] = outerKl[s];
                 for (int u = 0; u < _r; u++)
                 {
                     var unit = Target.Units[u];
@@ -164,7 +208,7 @@ public sealed class MetaTrainingStep : IDisposable
         {
             _ws.ClearPerSampleWeights();
         }
-        return new StageAResult(outerKl, maskMean);
+        return new StageAResult(outerKl, maskMean, klBefore);
     }
 
     /// <summary>W'_i = W + m_i⊙Δ_i, forward from the first edited block, per-sample KL, backward to ∇_{W'_i}ℓ_i. Returns Σ_i ℓ_i.</summary>
@@ -226,7 +270,7 @@ public sealed class MetaTrainingStep : IDisposable
     {
         _ws.Dispose();
         _hws.Dispose();
-        foreach (var t in new[] { _images, _teacher, _cls, _z, _zSquareAvg, _m, _dm, _dz, _labels, _bceLoss }) t.Dispose();
+        foreach (var t in new[] { _images, _teacher, _cls, _probeCls, _z, _zSquareAvg, _m, _dm, _dz, _labels, _bceLoss }) t.Dispose();
         foreach (var p in _perSample) { p.Values.Dispose(); p.Grads.Dispose(); }
         foreach (var t in _delta.Concat(_hyperSquareAvg)) t.Dispose();
     }
