@@ -25,6 +25,8 @@ public static partial class WteCommands
         public string Device { get; init; } = "cpu";
         public int Threads { get; init; }
         public string Title { get; init; } = "wte eval";
+        /// <summary>Use at most this many images of the broad locality set (stratified; 0 = all).</summary>
+        public int BroadLimit { get; init; }
     }
 
     internal static List<double> ParseList(string text, string option)
@@ -54,12 +56,13 @@ public static partial class WteCommands
         var maxEdits = new Option<int>("--max-edits-per-group") { Description = "0 = one edit per failure", DefaultValueFactory = _ => 0 };
         var subsets = new Option<string?>("--subsets") { Description = "comma list of subsets to run (default: all)" };
         var seed = new Option<ulong>("--seed") { DefaultValueFactory = _ => 0UL };
+        var broadImages = new Option<int>("--broad-images") { Description = "use at most this many images of the benchmark's broad locality set (stratified; 0 = all)", DefaultValueFactory = _ => 0 };
         var output = new Option<string>("--out") { Description = "output folder: edits.jsonl, summary.md, plots/", Required = true };
         var device = DeviceOption();
         var threads = ThreadsOption();
         var command = new Command("eval", "Run the paper's editing protocol (SR, GR, LR; sweeps; mask IoU; Pareto plots) on a benchmark.")
         {
-            model, hypernet, benchmark, failures, locality, methods, keeps, coefs, perEdit, lr, maxSteps, grFormula, maxEdits, subsets, seed, output, device, threads,
+            model, hypernet, benchmark, failures, locality, methods, keeps, coefs, perEdit, lr, maxSteps, grFormula, maxEdits, subsets, seed, broadImages, output, device, threads,
         };
         command.SetAction(parse =>
         {
@@ -94,6 +97,7 @@ public static partial class WteCommands
                 },
                 Subsets = parse.GetValue(subsets)?.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries),
                 OutDir = parse.GetValue(output)!, Device = parse.GetValue(device)!, Threads = parse.GetValue(threads),
+                BroadLimit = parse.GetValue(broadImages) >= 0 ? parse.GetValue(broadImages) : throw new ArgumentException($"--broad-images {parse.GetValue(broadImages)}: must be 0 (all) or positive"),
             }, stdout, stderr);
             return 0;
         });
@@ -114,7 +118,7 @@ public static partial class WteCommands
         var groups = manifest.Subsets.Where(s => request.Subsets is null || request.Subsets.Contains(s.Name))
             .SelectMany(s => s.Groups.Select(g => new EvalGroup(s.Name, g.Name, g.Label, g.Images, g.Images.Select(Load).ToList()))).ToList();
         var locality = manifest.Locality.Images.Select(Load).ToList();
-        var broad = BroadLocality.Load(manifest.Folder, loaded.Preprocessing);
+        var broad = BroadLocality.Load(manifest.Folder, loaded.Preprocessing, request.BroadLimit);
 
         using var backend = BackendFactory.Create(request.Device, request.Threads);
         using var model = VitCheckpoint.Load(backend, loaded);

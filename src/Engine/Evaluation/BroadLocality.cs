@@ -62,14 +62,25 @@ public static class BroadLocality
     /// <summary>True when <paramref name="folder"/> holds a broad locality set.</summary>
     public static bool Exists(string folder) => File.Exists(Path.Combine(folder, ImagesFile));
 
-    /// <summary>The set's images in the model's preprocessing (null when the folder has none).</summary>
-    public static List<float[]>? Load(string folder, Preprocessing preprocessing)
+    /// <summary>
+    /// The set's images in the model's preprocessing (null when the folder has none). With <paramref name="limit"/> &gt; 0
+    /// only the first ⌊limit/classes⌋ images of every class are kept (a stratified subset, for time-boxed runs).
+    /// </summary>
+    public static List<float[]>? Load(string folder, Preprocessing preprocessing, int limit = 0)
     {
         if (!Exists(folder)) return null;
         var idx = IdxReader.ReadImages(Path.Combine(folder, ImagesFile));
+        var labels = IdxReader.ReadLabels(Path.Combine(folder, LabelsFile));
+        if (labels.Count != idx.Count)
+            throw new IdxFormatException(labels.Path, $"holds {labels.Count} labels for the {idx.Count} images of {ImagesFile}");
+        int classes = 0;
+        for (int i = 0; i < labels.Count; i++) classes = Math.Max(classes, labels[i] + 1);
+        int perClass = limit > 0 ? Math.Max(1, limit / classes) : int.MaxValue;
+        var taken = new int[classes];
         var result = new List<float[]>(idx.Count);
         for (int i = 0; i < idx.Count; i++)
         {
+            if (taken[labels[i]]++ >= perClass) continue;
             var dst = new float[preprocessing.OutputLength];
             ImageLoader.Preprocess(new DecodedImage(idx.Cols, idx.Rows, 1, idx.GetImage(i)), preprocessing, dst);
             result.Add(dst);
