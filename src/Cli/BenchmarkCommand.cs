@@ -13,6 +13,7 @@ public static partial class WteCommands
         var command = new Command("benchmark", "Build or inspect an editing benchmark (natural failures, style shifts, sensitive locality set).");
         command.Subcommands.Add(BenchmarkBuildCommand(stdout, stderr));
         command.Subcommands.Add(BenchmarkInfoCommand(stdout));
+        command.Subcommands.Add(BenchmarkBroadCommand(stdout));
         return command;
     }
 
@@ -29,11 +30,12 @@ public static partial class WteCommands
         var maxLocality = new Option<int>("--max-locality") { Description = "locality images kept (seeded sample); 0 keeps all", DefaultValueFactory = _ => 0 };
         var name = new Option<string>("--name") { Description = "the benchmark's name in the manifest", DefaultValueFactory = _ => "fashion-mnist" };
         var batch = new Option<int>("--batch") { Description = "images per forward pass", DefaultValueFactory = _ => 256 };
+        var broad = new Option<int>("--broad") { Description = "broad locality set: this many correctly classified test images, equally from every class (0: none)", DefaultValueFactory = _ => BroadLocality.DefaultCount };
         var device = DeviceOption();
         var threads = ThreadsOption();
         var command = new Command("build", "Build the benchmark from a base model's failures on the Fashion-MNIST test set (deterministic for a seed).")
         {
-            model, data, output, seed, margin, maxPerGroup, maxGroups, minPerGroup, maxLocality, name, batch, device, threads,
+            model, data, output, seed, margin, maxPerGroup, maxGroups, minPerGroup, maxLocality, name, batch, broad, device, threads,
         };
         command.SetAction(parse =>
         {
@@ -46,8 +48,10 @@ public static partial class WteCommands
                     MaxGroups = parse.GetValue(maxGroups), MinPerGroup = parse.GetValue(minPerGroup), MaxLocality = parse.GetValue(maxLocality),
                     Name = parse.GetValue(name)!, Batch = parse.GetValue(batch),
                 },
+                BroadCount = parse.GetValue(broad),
                 Backend = new BackendChoice { Device = parse.GetValue(device)!, Threads = parse.GetValue(threads) },
             }, new ProgressBar(stderr));
+            if (result.BroadImages > 0) stdout.WriteLine($"broad locality set: {result.BroadImages} correctly classified test images ({BroadLocality.ImagesFile})");
             PrintBenchmark(stdout, result.Subsets.Select(s => (s.Name, s.Kind, s.Groups, s.Images, (int?)s.Failures, (int?)s.EligibleGroups)),
                 result.LocalityName, result.LocalityImages, result.Margin, withStats: true);
             stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
@@ -55,6 +59,31 @@ public static partial class WteCommands
             foreach (string note in result.Warnings) stdout.WriteLine(note);
             stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"wrote {result.ManifestPath} ({result.Images} images, {result.TotalBytes / 1024.0:F1} KiB)"));
+            return 0;
+        });
+        return command;
+    }
+
+    private static Command BenchmarkBroadCommand(TextWriter stdout)
+    {
+        var model = new Option<string>("--model") { Description = "the base model the benchmark was built for", Required = true };
+        var data = new Option<string>("--data") { Description = "folder with the Fashion-MNIST IDX files (the t10k test split is used)", DefaultValueFactory = _ => LabeledImagesIdx.DebianFashionMnist };
+        var benchmark = new Option<string>("--benchmark") { Description = "the benchmark folder (holding manifest.json) to add the set to", Required = true };
+        var count = new Option<int>("--count") { Description = "images, equally from every class", DefaultValueFactory = _ => BroadLocality.DefaultCount };
+        var seed = new Option<ulong>("--seed") { Description = "seeds the per-class samples", DefaultValueFactory = _ => 0UL };
+        var threads = ThreadsOption();
+        var command = new Command("broad", "Add a broad locality set (correctly classified test images from every class) to a benchmark folder.")
+        {
+            model, data, benchmark, count, seed, threads,
+        };
+        command.SetAction(parse =>
+        {
+            var r = BenchmarkBuildJob.AddBroadLocality(new BroadLocalityJobOptions
+            {
+                ModelPath = parse.GetValue(model)!, DataPath = parse.GetValue(data)!, BenchmarkPath = parse.GetValue(benchmark)!,
+                Count = parse.GetValue(count), Seed = parse.GetValue(seed), Backend = new BackendChoice { Threads = parse.GetValue(threads) },
+            });
+            stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"wrote {r.Images} images ({r.PerClass} per class) to {r.ImagesPath} ({r.Bytes / 1024.0:F1} KiB with the labels)"));
             return 0;
         });
         return command;

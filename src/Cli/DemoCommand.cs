@@ -10,16 +10,17 @@ public static partial class WteCommands
     {
         var assets = new Option<string?>("--assets") { Description = $"folder with vit.safetensors, hypernet.safetensors and benchmark/ (default: {DemoSetup.AssetsFolder} of the repository)" };
         var output = new Option<string>("--out") { Description = "output folder for records, tables and plots", DefaultValueFactory = _ => "out/demo" };
-        var edits = new Option<int>("--max-edits-per-group") { Description = "edits per group in the reduced sweep", DefaultValueFactory = _ => 3 };
+        var edits = new Option<int>("--max-edits-per-group") { Description = "edits per group in the reduced sweep (2: the fewest that give within-group mask IoU)", DefaultValueFactory = _ => 2 };
+        var broadImages = new Option<int>("--broad-images") { Description = "images of the broad locality set used (stratified; 0 = all 2000)", DefaultValueFactory = _ => 500 };
         var threads = ThreadsOption();
         var command = new Command("demo", "The main job: edit the shipped Fashion-MNIST ViT's real mistakes with HPRD vs FT-L1, FT-L2 and random masks (reduced sweep).")
         {
-            assets, output, edits, threads,
+            assets, output, edits, broadImages, threads,
         };
         command.SetAction(parse =>
         {
             string folder = DemoSetup.FindAssets(parse.GetValue(assets));
-            var options = DemoSetup.Options(folder, parse.GetValue(output)!, parse.GetValue(edits), new BackendChoice { Threads = parse.GetValue(threads) });
+            var options = DemoSetup.Options(folder, parse.GetValue(output)!, parse.GetValue(edits), new BackendChoice { Threads = parse.GetValue(threads) }, parse.GetValue(broadImages));
             var result = EvaluateJob.Run(options, new ProgressBar(stderr), world: World);
             if (result is null) return 0;   // an MPI rank other than 0 ran its share of the edits
             PrintEvaluation(stdout, result);

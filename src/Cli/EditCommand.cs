@@ -1,13 +1,14 @@
 using System.CommandLine;
 using System.Globalization;
 using System.Text.Json;
+using WhereToEdit.Engine.Editing;
 using WhereToEdit.Engine.Jobs;
 
 namespace WhereToEdit.Cli;
 
 public static partial class WteCommands
 {
-    private static Command EditCommand(TextWriter stdout)
+    private static Command EditCommand(TextWriter stdout, TextWriter stderr)
     {
         var model = new Argument<string>("MODEL") { Description = "the model to edit (file or hub folder; may already carry patches)" };
         var hypernet = new Option<string?>("--hypernet") { Description = "hypernetwork file (required for --method hprd)" };
@@ -15,7 +16,7 @@ public static partial class WteCommands
         var label = new Option<string>("--label") { Description = "correct class: an index or a label name", Required = true };
         var keep = new Option<double>("--keep") { Description = "fraction of hidden units the mask keeps (HPRD, random)", DefaultValueFactory = _ => 0.1 };
         var method = new Option<string>("--method") { Description = "hprd, ft-l1, ft-l2 or random", DefaultValueFactory = _ => "hprd" };
-        var lr = new Option<float>("--lr") { Description = "RMSprop learning rate", DefaultValueFactory = _ => 2e-5f };
+        var lr = new Option<float?>("--lr") { Description = "RMSprop learning rate (default: the paper's 2e-5 at width 768 scaled by 768/width, docs/SCALING.md: 2.4e-4 for the shipped width-64 model)" };
         var maxSteps = new Option<int>("--max-steps") { Description = "at most this many update steps", DefaultValueFactory = _ => 100 };
         var coef = new Option<float>("--coef") { Description = "FT-L1/L2 penalty coefficient c", DefaultValueFactory = _ => 0f };
         var seed = new Option<ulong>("--seed") { Description = "seed of the random mask", DefaultValueFactory = _ => 0UL };
@@ -49,6 +50,17 @@ public static partial class WteCommands
                 stdout.WriteLine($"  loss        {result.InitialLoss:F4} → {result.FinalLoss:F4}");
                 stdout.WriteLine($"  mask        {result.KeptGates} of {result.TotalGates} hidden units; {result.WeightsChanged:N0} of {result.WeightsEditable:N0} editable weights changed");
                 stdout.WriteLine($"  patch       {job.PatchPath}");
+            }
+            if (!result.Success)
+            {
+                var o = job.Options!;
+                string lrText = o.LearningRate.ToString("G3", CultureInfo.InvariantCulture);
+                var m = EditMethods.Parse(parse.GetValue(method)!);
+                stderr.WriteLine($"wte: the edit did not fix every image within {o.MaxSteps} steps (lr {lrText}); the patch was written anyway. " +
+                                 $"Raise --max-steps (now {o.MaxSteps}) or --lr (now {lrText})" +
+                                 (m is EditMethod.Hprd or EditMethod.Random ? $", or --keep (now {parse.GetValue(keep).ToString(CultureInfo.InvariantCulture)})."
+                                  : m.IsFineTuning() && o.Coefficient > 0 ? $", or lower --coef (now {o.Coefficient.ToString(CultureInfo.InvariantCulture)})." : "."));
+                return 2;
             }
             return 0;
         });

@@ -37,11 +37,12 @@ public static partial class WteCommands
         var subsets = new Option<string?>("--subsets") { Description = "comma list of subsets to run (default: all)" };
         var seed = new Option<ulong>("--seed") { DefaultValueFactory = _ => 0UL };
         var output = new Option<string>("--out") { Description = "output folder: edits.jsonl, summary.md, plots/", Required = true };
+        var broadImages = new Option<int>("--broad-images") { Description = "use at most this many images of the benchmark's broad locality set (stratified; 0 = all)", DefaultValueFactory = _ => 0 };
         var device = DeviceOption();
         var threads = ThreadsOption();
         var command = new Command("eval", "Run the paper's editing protocol (SR, GR, LR; sweeps; mask IoU; Pareto plots) on a benchmark.")
         {
-            model, hypernet, benchmark, failures, locality, methods, keeps, coefs, perEdit, lr, maxSteps, grFormula, maxEdits, subsets, seed, output, device, threads,
+            model, hypernet, benchmark, failures, locality, methods, keeps, coefs, perEdit, lr, maxSteps, grFormula, maxEdits, subsets, seed, broadImages, output, device, threads,
         };
         command.SetAction(parse =>
         {
@@ -55,7 +56,7 @@ public static partial class WteCommands
                     ImagesPerEdit = parse.GetValue(perEdit), LearningRate = parse.GetValue(lr), MaxSteps = parse.GetValue(maxSteps),
                     GrFormula = EvaluateJob.ParseGrFormula(parse.GetValue(grFormula)!), MaxEditsPerGroup = parse.GetValue(maxEdits), Seed = parse.GetValue(seed),
                 },
-                Subsets = parse.GetValue(subsets) is { } s ? SplitList(s) : null,
+                Subsets = parse.GetValue(subsets) is { } s ? SplitList(s) : null, BroadLimit = parse.GetValue(broadImages),
                 OutDir = parse.GetValue(output)!, Backend = new BackendChoice { Device = parse.GetValue(device)!, Threads = parse.GetValue(threads) },
             }, new ProgressBar(stderr), world: World);
             if (result is not null) PrintEvaluation(stdout, result);   // null on MPI ranks other than 0

@@ -14,7 +14,7 @@ public static partial class WteCommands
         root.Subcommands.Add(PredictCommand(stdout));
         root.Subcommands.Add(ValidateCommand(stdout));
         root.Subcommands.Add(PlotCommand(stdout));
-        root.Subcommands.Add(EditCommand(stdout));
+        root.Subcommands.Add(EditCommand(stdout, stderr));
         root.Subcommands.Add(PatchCommand(stdout));
         root.Subcommands.Add(PretrainCommand(stdout, stderr));
         root.Subcommands.Add(EvalCommand(stdout, stderr));
@@ -23,6 +23,7 @@ public static partial class WteCommands
         root.Subcommands.Add(GpuCheckCommand(stdout, stderr));
         root.Subcommands.Add(BenchmarkCommand(stdout, stderr));
         root.Subcommands.Add(MetaTrainCommand(stdout, stderr));
+        root.Subcommands.Add(SaliencyCommand(stdout));
         root.Subcommands.Add(ConvertCommand(stdout));
         root.Subcommands.Add(ExportCommand(stdout));
         var maxMemory = new Option<string?>("--max-memory")

@@ -73,6 +73,8 @@ public sealed record EditRecord
     /// <summary>NaN when the group has no other failure to generalise to.</summary>
     [JsonPropertyName("gr")] public required double Gr { get; init; }
     [JsonPropertyName("lr")] public required double Lr { get; init; }
+    /// <summary>LR on the broad locality set (<see cref="BroadLocality"/>); NaN when the run has none.</summary>
+    [JsonPropertyName("lr_broad")] public double LrBroad { get; init; } = double.NaN;
     [JsonPropertyName("steps")] public required int Steps { get; init; }
     [JsonPropertyName("final_loss")] public required float FinalLoss { get; init; }
     [JsonPropertyName("kept_gates")] public required int KeptGates { get; init; }
@@ -98,12 +100,16 @@ public sealed class EditEvaluator : IDisposable
     private readonly EditTarget _target;
     private readonly ModelEditor _editor;
     private readonly BatchedInference _inference;
-    private readonly Tensor _localityCache;   // [L, tokens, dim]: input of the first edited block, original model
-    private readonly int _localityCount;
-    private readonly int[] _localityOriginal;
+    private readonly LocalityCache _locality;
+    private readonly LocalityCache? _broad;
     private readonly float[] _logits;
 
-    public EditEvaluator(VitModel model, Hypernetwork? hypernet, EditTarget target, IReadOnlyList<float[]> locality)
+    /// <summary>
+    /// <paramref name="locality"/> is the near-boundary set LR is measured on; <paramref name="broadLocality"/>, when
+    /// given, a second (broad) set reported as <see cref="EditRecord.LrBroad"/>. Both are cached once as the input of
+    /// the first edited block, so each edit re-runs only the blocks it can change.
+    /// </summary>
+    public EditEvaluator(VitModel model, Hypernetwork? hypernet, EditTarget target, IReadOnlyList<float[]> locality, IReadOnlyList<float[]>? broadLocality = null)
     {
         _model = model;
         _hypernet = hypernet;
@@ -112,19 +118,32 @@ public sealed class EditEvaluator : IDisposable
         var c = model.Config;
         _inference = new BatchedInference(model, Chunk);
         _logits = new float[Chunk * c.NumClasses];
-        _localityCount = locality.Count;
+        _locality = Cache("eval.locality.cache", locality);
+        _broad = broadLocality is null ? null : Cache("eval.broad_locality.cache", broadLocality);
+    }
+
+    /// <summary>A locality set's first-edited-block inputs [L, tokens, dim] and its original predictions.</summary>
+    private sealed record LocalityCache(Tensor Inputs, int Count, int[] Original);
+
+    private LocalityCache Cache(string name, IReadOnlyList<float[]> images)
+    {
+        var c = _model.Config;
         long perImage = (long)c.Tokens * c.EmbedDim;
-        _localityCache = model.Backend.Allocate("eval.locality.cache", Math.Max(1, locality.Count), c.Tokens, c.EmbedDim);
-        _localityOriginal = new int[locality.Count];
-        _inference.Run(locality.Count, (i, pixels) => locality[i].CopyTo(pixels), (start, n, logits) =>
+        var inputs = _model.Backend.Allocate(name, Math.Max(1, images.Count), c.Tokens, c.EmbedDim);
+        var original = new int[images.Count];
+        _inference.Run(images.Count, (i, pixels) => images[i].CopyTo(pixels), (start, n, logits) =>
         {
-            for (int i = 0; i < n; i++) _localityOriginal[start + i] = HostMath.ArgMax(logits.Slice(i * c.NumClasses, c.NumClasses));
-            model.Backend.Copy(_inference.Workspace.BlockInput[target.FirstBlock], 0, _localityCache, start * perImage, n * perImage);
+            for (int i = 0; i < n; i++) original[start + i] = HostMath.ArgMax(logits.Slice(i * c.NumClasses, c.NumClasses));
+            _model.Backend.Copy(_inference.Workspace.BlockInput[_target.FirstBlock], 0, inputs, start * perImage, n * perImage);
         });
+        return new LocalityCache(inputs, images.Count, original);
     }
 
     /// <summary>The original model's predictions on the locality set (cached once).</summary>
-    public IReadOnlyList<int> LocalityOriginalPredictions => _localityOriginal;
+    public IReadOnlyList<int> LocalityOriginalPredictions => _locality.Original;
+
+    /// <summary>Images in the broad locality set (0 without one).</summary>
+    public int BroadLocalityCount => _broad?.Count ?? 0;
 
     /// <summary>Argmax predictions of the current weights (full forward).</summary>
     public int[] Predict(IReadOnlyList<float[]> images)
@@ -146,22 +165,27 @@ public sealed class EditEvaluator : IDisposable
     }
 
     /// <summary>Share of the locality set whose prediction under the current weights equals the original's.</summary>
-    public double LocalityRate()
+    public double LocalityRate() => LocalityRate(_locality);
+
+    /// <summary>The same on the broad locality set (NaN without one).</summary>
+    public double BroadLocalityRate() => _broad is null ? double.NaN : LocalityRate(_broad);
+
+    private double LocalityRate(LocalityCache set)
     {
-        if (_localityCount == 0) return double.NaN;
+        if (set.Count == 0) return double.NaN;
         var c = _model.Config;
         long perImage = (long)c.Tokens * c.EmbedDim;
-        var now = new int[_localityCount];
-        for (int start = 0; start < _localityCount; start += Chunk)
+        var now = new int[set.Count];
+        for (int start = 0; start < set.Count; start += Chunk)
         {
-            int n = Math.Min(Chunk, _localityCount - start);
+            int n = Math.Min(Chunk, set.Count - start);
             var ws = _inference.Workspace;
-            _model.Backend.Copy(_localityCache, start * perImage, ws.BlockInput[_target.FirstBlock], 0, n * perImage);
+            _model.Backend.Copy(set.Inputs, start * perImage, ws.BlockInput[_target.FirstBlock], 0, n * perImage);
             ws.CachedBatch = n;
             _model.ForwardFrom(ws, _target.FirstBlock, n);
             ArgMax(ws, n, now, start);
         }
-        return EditMetrics.Lr(_localityOriginal, now);
+        return EditMetrics.Lr(set.Original, now);
     }
 
     /// <summary>
@@ -199,7 +223,7 @@ public sealed class EditEvaluator : IDisposable
         // Block passes per image: ≤ MaxSteps forward+backward (≈ 3 passes) steps on the edit images from the first
         // edited block, the full forward on the group's other failures (GR), the locality set from the first edited block.
         var costs = items.Select(it => (double)options.MaxSteps * it.EditSet.Length * 3 * editedBlocks
-                                      + (double)(failures[it.Group].Count - it.EditSet.Length) * c.Depth + (double)_localityCount * editedBlocks).ToArray();
+                                      + (double)(failures[it.Group].Count - it.EditSet.Length) * c.Depth + (double)(_locality.Count + (_broad?.Count ?? 0)) * editedBlocks).ToArray();
         var owner = AssignByCost(costs, comm.Size);
 
         var local = new List<(int Index, EditRecord Record)>();
@@ -303,13 +327,13 @@ public sealed class EditEvaluator : IDisposable
         double gr = options.GrFormula == GrFormula.Reference
             ? EditMetrics.GrReference(Predict(failures.Select(f => f.Image).ToList()), group.Label)
             : EditMetrics.Gr(Predict(others.Select(o => o.Image).ToList()), group.Label);
-        double lr = LocalityRate();
+        double lr = LocalityRate(), lrBroad = BroadLocalityRate();
         _editor.Revert();
         return new EditRecord
         {
             Subset = group.Subset, Group = group.Name, Label = group.Label, Method = setting.Method.Name(), Setting = setting.Key,
             Keep = setting.Keep, Coefficient = setting.Coefficient, EditImages = editSet.Select(i => failures[i].Id).ToArray(),
-            Sr = result.Success ? 1 : 0, Gr = gr, Lr = lr, Steps = result.Steps, FinalLoss = result.FinalLoss, KeptGates = result.KeptGates,
+            Sr = result.Success ? 1 : 0, Gr = gr, Lr = lr, LrBroad = lrBroad, Steps = result.Steps, FinalLoss = result.FinalLoss, KeptGates = result.KeptGates,
             WeightsChanged = result.WeightsChanged, WallMs = clock.Elapsed.TotalMilliseconds,
             WeightsBefore = string.Join(",", result.HashesBefore.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => kv.Value)),
             MaskGates = setting.Method == EditMethod.Hprd ? Enumerable.Range(0, mask.Gates.Length).Where(i => mask.Gates[i]).ToArray() : null,
@@ -320,6 +344,7 @@ public sealed class EditEvaluator : IDisposable
     {
         _editor.Dispose();
         _inference.Dispose();
-        _localityCache.Dispose();
+        _locality.Inputs.Dispose();
+        _broad?.Inputs.Dispose();
     }
 }

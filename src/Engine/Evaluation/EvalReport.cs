@@ -5,7 +5,15 @@ using System.Text.Json;
 namespace WhereToEdit.Engine.Evaluation;
 
 /// <summary>Mean SR / GR / LR of a set of edit records.</summary>
-public sealed record MetricRow(string Subset, string Group, string Method, string Setting, double Keep, float Coefficient, int Edits, double Sr, double Gr, double Lr, double MeanSteps);
+public sealed record MetricRow(string Subset, string Group, string Method, string Setting, double Keep, float Coefficient, int Edits, double Sr, double Gr, double Lr, double MeanSteps)
+{
+    /// <summary>Mean LR on the broad locality set (NaN when the run had none).</summary>
+    public double LrBroad { get; init; } = double.NaN;
+    /// <summary>Half-widths of the 95 % confidence intervals of the mean GR, LR and broad LR over edits (1.96·sd/√n; NaN below 2 edits).</summary>
+    public double GrCi { get; init; } = double.NaN;
+    public double LrCi { get; init; } = double.NaN;
+    public double LrBroadCi { get; init; } = double.NaN;
+}
 
 /// <summary>Mean pairwise IoU of HPRD masks within the same group and across groups of one subset.</summary>
 public sealed record MaskOverlap(string Subset, string Setting, double WithinGroups, int WithinPairs, double AcrossGroups, int AcrossPairs);
@@ -21,11 +29,24 @@ public static class EvalReport
         return list.Count == 0 ? double.NaN : list.Average();
     }
 
+    /// <summary>Half-width of the normal-approximation 95 % interval of the mean: 1.96·s/√n over the non-NaN values.</summary>
+    public static double Ci95(IEnumerable<double> values)
+    {
+        var list = values.Where(v => !double.IsNaN(v)).ToList();
+        if (list.Count < 2) return double.NaN;
+        double mean = list.Average(), ss = list.Sum(v => (v - mean) * (v - mean));
+        return 1.96 * Math.Sqrt(ss / (list.Count - 1) / list.Count);
+    }
+
     /// <summary>Per (subset, setting) means; with <paramref name="perGroup"/> also per group.</summary>
     public static List<MetricRow> Summarise(IEnumerable<EditRecord> records, bool perGroup = false) =>
         records.GroupBy(r => (r.Subset, Group: perGroup ? r.Group : "all", r.Method, r.Setting))
             .Select(g => new MetricRow(g.Key.Subset, g.Key.Group, g.Key.Method, g.Key.Setting, g.First().Keep, g.First().Coefficient, g.Count(),
-                Mean(g.Select(r => r.Sr)), Mean(g.Select(r => r.Gr)), Mean(g.Select(r => r.Lr)), g.Average(r => (double)r.Steps)))
+                Mean(g.Select(r => r.Sr)), Mean(g.Select(r => r.Gr)), Mean(g.Select(r => r.Lr)), g.Average(r => (double)r.Steps))
+            {
+                LrBroad = Mean(g.Select(r => r.LrBroad)),
+                GrCi = Ci95(g.Select(r => r.Gr)), LrCi = Ci95(g.Select(r => r.Lr)), LrBroadCi = Ci95(g.Select(r => r.LrBroad)),
+            })
             .OrderBy(r => r.Subset, StringComparer.Ordinal).ThenBy(r => r.Group, StringComparer.Ordinal)
             .ThenBy(r => MethodOrder(r.Method)).ThenByDescending(r => r.Keep).ThenByDescending(r => r.Coefficient).ToList();
 
@@ -63,15 +84,20 @@ public static class EvalReport
 
     public static string MarkdownTable(IEnumerable<MetricRow> rows, bool withGroup = false)
     {
+        var list = rows.ToList();
+        bool broad = list.Any(r => !double.IsNaN(r.LrBroad));
         var sb = new StringBuilder();
-        sb.AppendLine(withGroup ? "| subset | group | setting | edits | SR | GR | LR | steps |" : "| subset | setting | edits | SR | GR | LR | steps |");
-        sb.AppendLine(withGroup ? "|---|---|---|---|---|---|---|---|" : "|---|---|---|---|---|---|---|");
-        foreach (var r in rows)
-            sb.AppendLine(withGroup
-                ? $"| {r.Subset} | {r.Group} | {r.Setting} | {r.Edits} | {F(r.Sr)} | {F(r.Gr)} | {F(r.Lr)} | {r.MeanSteps.ToString("F1", Inv)} |"
-                : $"| {r.Subset} | {r.Setting} | {r.Edits} | {F(r.Sr)} | {F(r.Gr)} | {F(r.Lr)} | {r.MeanSteps.ToString("F1", Inv)} |");
+        sb.AppendLine((withGroup ? "| subset | group | setting | edits | SR | GR | LR |" : "| subset | setting | edits | SR | GR | LR |") + (broad ? " LR broad |" : "") + " steps |");
+        sb.AppendLine((withGroup ? "|---|---|---|---|---|---|---|" : "|---|---|---|---|---|---|") + (broad ? "---|" : "") + "---|");
+        foreach (var r in list)
+            sb.AppendLine((withGroup
+                ? $"| {r.Subset} | {r.Group} | {r.Setting} | {r.Edits} | {F(r.Sr)} | {FCi(r.Gr, r.GrCi)} | {FCi(r.Lr, r.LrCi)} |"
+                : $"| {r.Subset} | {r.Setting} | {r.Edits} | {F(r.Sr)} | {FCi(r.Gr, r.GrCi)} | {FCi(r.Lr, r.LrCi)} |")
+                + (broad ? $" {FCi(r.LrBroad, r.LrBroadCi)} |" : "") + $" {r.MeanSteps.ToString("F1", Inv)} |");
         return sb.ToString();
     }
+
+    private static string FCi(double v, double ci) => double.IsNaN(ci) ? F(v) : $"{F(v)} ± {F(ci)}";
 
     public static string OverlapTable(IEnumerable<MaskOverlap> overlaps)
     {
@@ -87,9 +113,11 @@ public static class EvalReport
     public static string ConsoleTable(IEnumerable<MetricRow> rows)
     {
         var sb = new StringBuilder();
-        sb.AppendLine($"{"subset",-14} {"setting",-20} {"edits",6} {"SR",7} {"GR",7} {"LR",7} {"steps",7}");
-        foreach (var r in rows)
-            sb.AppendLine($"{r.Subset,-14} {r.Setting,-20} {r.Edits,6} {F(r.Sr),7} {F(r.Gr),7} {F(r.Lr),7} {r.MeanSteps.ToString("F1", Inv),7}");
+        var list = rows.ToList();
+        bool broad = list.Any(r => !double.IsNaN(r.LrBroad));
+        sb.AppendLine($"{"subset",-14} {"setting",-20} {"edits",6} {"SR",7} {"GR",7} {"LR",7}" + (broad ? $" {"LR broad",9}" : "") + $" {"steps",7}");
+        foreach (var r in list)
+            sb.AppendLine($"{r.Subset,-14} {r.Setting,-20} {r.Edits,6} {F(r.Sr),7} {F(r.Gr),7} {F(r.Lr),7}" + (broad ? $" {F(r.LrBroad),9}" : "") + $" {r.MeanSteps.ToString("F1", Inv),7}");
         return sb.ToString();
     }
 
@@ -106,22 +134,26 @@ public static class EvalReport
     {
         Directory.CreateDirectory(folder);
         var files = new List<string>();
-        foreach (var subset in summary.GroupBy(r => r.Subset))
+        var rows = summary.ToList();
+        foreach (bool broad in new[] { false, true })
+        foreach (var subset in rows.GroupBy(r => r.Subset))
         {
+            if (broad && subset.All(r => double.IsNaN(r.LrBroad))) continue;
+            double Lr(MetricRow r) => broad ? r.LrBroad : r.Lr;
             var plot = new ScottPlot.Plot();
             foreach (var method in subset.GroupBy(r => r.Method).OrderBy(g => MethodOrder(g.Key)))
             {
-                var points = method.Where(r => !double.IsNaN(r.Gr) && !double.IsNaN(r.Lr)).OrderBy(r => r.Lr).ToList();
+                var points = method.Where(r => !double.IsNaN(r.Gr) && !double.IsNaN(Lr(r))).OrderBy(Lr).ToList();
                 if (points.Count == 0) continue;
-                var scatter = plot.Add.Scatter(points.Select(p => p.Lr).ToArray(), points.Select(p => p.Gr).ToArray());
+                var scatter = plot.Add.Scatter(points.Select(Lr).ToArray(), points.Select(p => p.Gr).ToArray());
                 scatter.LegendText = method.Key.ToUpperInvariant();
                 scatter.MarkerSize = 7;
             }
-            plot.Title($"{title}: {subset.Key}");
-            plot.XLabel("locality LR (share of sensitive images unchanged)");
+            plot.Title($"{title}: {subset.Key}" + (broad ? " (broad locality set)" : ""));
+            plot.XLabel(broad ? "locality LR (share of broad-set images unchanged)" : "locality LR (share of sensitive images unchanged)");
             plot.YLabel("generalisation GR");
             plot.ShowLegend(ScottPlot.Alignment.LowerLeft);
-            string stem = Path.Combine(folder, $"pareto_{Sanitise(subset.Key)}");
+            string stem = Path.Combine(folder, $"pareto_{(broad ? "broad_" : "")}{Sanitise(subset.Key)}");
             plot.SavePng(stem + ".png", 720, 480);
             plot.SaveSvg(stem + ".svg", 720, 480);
             files.Add(stem + ".png");

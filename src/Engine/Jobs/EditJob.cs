@@ -19,7 +19,8 @@ public sealed record EditJobOptions
     public string Method { get; init; } = "hprd";
     /// <summary>Fraction of hidden units the mask keeps (HPRD, random).</summary>
     public double Keep { get; init; } = 0.1;
-    public float LearningRate { get; init; } = 2e-5f;
+    /// <summary>RMSprop learning rate; null: the paper's 2e-5 at width 768 scaled by 768/width (<see cref="ScalingRules"/>).</summary>
+    public float? LearningRate { get; init; }
     public int MaxSteps { get; init; } = 100;
     /// <summary>FT-L1/L2 penalty coefficient c.</summary>
     public float Coefficient { get; init; }
@@ -42,6 +43,8 @@ public sealed record EditJobResult
     public required IReadOnlyList<string> Images { get; init; }
     /// <summary>The model's class names, if it has them.</summary>
     public IReadOnlyList<string>? ClassNames { get; init; }
+    /// <summary>The edit options in force (the learning rate after the width rule).</summary>
+    public EditOptions? Options { get; init; }
 }
 
 /// <summary>
@@ -55,8 +58,8 @@ public static class EditJob
         progress ??= NullJobProgress.Instance;
         var method = EditMethods.Parse(o.Method);
         if (!(o.Keep > 0 && o.Keep <= 1)) throw new ArgumentException($"--keep {o.Keep.ToString(System.Globalization.CultureInfo.InvariantCulture)}: must be in (0, 1]");
-        var options = new EditOptions { Method = method, LearningRate = o.LearningRate, MaxSteps = o.MaxSteps, Coefficient = o.Coefficient };
-        options.Validate();
+        var options = new EditOptions { Method = method, LearningRate = o.LearningRate ?? (float)ScalingRules.ReferenceEditLr, MaxSteps = o.MaxSteps, Coefficient = o.Coefficient };
+        options.Validate();   // option errors before any loading; the width rule sets the default lr below
         if (method == EditMethod.Hprd && o.HypernetPath is null) throw new ArgumentException("--method hprd needs --hypernet");
         new CommandPaths().Input(o.ModelPath, "MODEL").Input(o.HypernetPath, "--hypernet").Inputs(o.Images, "--image").Input(o.BasePath, "--base").Output(o.OutPath, "--out").Check();
 
@@ -70,6 +73,7 @@ public static class EditJob
         using var backend = o.Backend.Create();
         using var vit = VitCheckpoint.Load(backend, loaded);
         string fingerprint = VitCheckpoint.Fingerprint(vit);
+        if (o.LearningRate is null) options = options with { LearningRate = (float)ScalingRules.EditLearningRate(vit.Config.EmbedDim) };
         EditTarget target;
         float[]? scores = null;
         if (method == EditMethod.Hprd)
@@ -93,6 +97,6 @@ public static class EditJob
         var patch = EditPatch.FromEdit(vit, target, method.IsFineTuning() ? null : mask, target.Units.Select(u => editor.OriginalValues(u.Index)).ToList(),
             fingerprint, method.Name(), method.IsFineTuning() ? 1.0 : o.Keep, labels, files.Select(Path.GetFileName).ToArray()!, result);
         patch.Save(o.OutPath);
-        return new EditJobResult { Edit = result, PatchPath = o.OutPath, Label = y, Images = files, ClassNames = loaded.Labels };
+        return new EditJobResult { Edit = result, PatchPath = o.OutPath, Label = y, Images = files, ClassNames = loaded.Labels, Options = options };
     }
 }

@@ -36,10 +36,15 @@ public sealed record EvaluateJobOptions
     /// <summary>The heading of summary.md and the plots.</summary>
     public string Title { get; init; } = "wte eval";
     public BackendChoice Backend { get; init; } = new();
+    /// <summary>Use at most this many images of the benchmark's broad locality set (stratified; 0 = all).</summary>
+    public int BroadLimit { get; init; }
+    /// <summary>An explicit list of settings instead of the methods × keeps / coefficients grid (the demo's reduced sweep).</summary>
+    public IReadOnlyList<EvalSetting>? ExplicitSettings { get; init; }
 
     /// <summary>The sweep: for each method in order, each keep fraction (hprd, random) or coefficient (FT).</summary>
     public List<EvalSetting> Settings()
     {
+        if (ExplicitSettings is { Count: > 0 } given) return given.ToList();
         var methods = Methods.Select(EditMethods.Parse).Distinct().ToList();
         foreach (double keep in Keeps) if (!(keep > 0 && keep <= 1)) throw new ArgumentException($"--keeps: {keep} is outside (0, 1]");
         foreach (double c in Coefficients) if (c < 0) throw new ArgumentException($"--coefs: {c} is negative");
@@ -104,6 +109,8 @@ public static class EvaluateJob
         var groups = manifest.Subsets.Where(s => o.Subsets is null || o.Subsets.Contains(s.Name))
             .SelectMany(s => s.Groups.Select(g => new EvalGroup(s.Name, g.Name, g.Label, g.Images, g.Images.Select(Load).ToList()))).ToList();
         var locality = manifest.Locality.Images.Select(Load).ToList();
+        if (o.BroadLimit < 0) throw new ArgumentException($"--broad-images {o.BroadLimit}: must be 0 (all) or positive");
+        var broad = BroadLocality.Load(manifest.Folder, loaded.Preprocessing, o.BroadLimit);
         cancel.ThrowIfCancellationRequested();
 
         using var backend = (o.Backend with { Threads = world.ThreadsPerRank(o.Backend.Threads) }).Create();
@@ -112,10 +119,10 @@ public static class EvaluateJob
             progress.Note($"note: the benchmark was built for model {fp}; evaluating {o.ModelPath} (its failures are re-checked: only images this model gets wrong are edited)");
         using var loadedNet = o.HypernetPath is { } hp ? HypernetFile.Load(backend, hp, model) : null;
         var target = loadedNet is not null ? new EditTarget(model.Config, loadedNet.EditBlocks) : EditTarget.Default(model.Config);
-        using var evaluator = new EditEvaluator(model, loadedNet?.Network, target, locality);
+        using var evaluator = new EditEvaluator(model, loadedNet?.Network, target, locality, broad);
         int edits = evaluator.CountEdits(groups, p);
         int total = edits * settings.Count;
-        progress.Note($"{o.Title}: {groups.Count} groups, {edits} edits × {settings.Count} settings = {total} edits; locality set {locality.Count} images; {backend.Name}");
+        progress.Note($"{o.Title}: {groups.Count} groups, {edits} edits × {settings.Count} settings = {total} edits; locality set {locality.Count} images{(broad is null ? "" : $", broad locality set {broad.Count}")}; {backend.Name}");
         if (!world.IsRoot())
         {
             evaluator.Run(groups, settings, p, world);   // its share of the edits, sent to rank 0
@@ -151,7 +158,8 @@ public static class EvaluateJob
         md.AppendLine();
         md.AppendLine($"Model `{o.ModelPath}`, hypernetwork `{o.HypernetPath ?? "none"}`, benchmark `{manifest.Name}`; " +
                       $"{p.ImagesPerEdit} image(s) per edit, lr {p.LearningRate.ToString(CultureInfo.InvariantCulture)}, " +
-                      $"≤ {p.MaxSteps} steps, GR formula {p.GrFormula.ToString().ToLowerInvariant()}, locality set {locality.Count}.");
+                      $"≤ {p.MaxSteps} steps, GR formula {p.GrFormula.ToString().ToLowerInvariant()}, locality set {locality.Count}" +
+                      (broad is null ? "." : $", broad locality set {broad.Count} (correctly classified test images, every class). ± : 95 % confidence half-width over edits."));
         md.AppendLine();
         md.AppendLine("## Overall (mean over edits)");
         md.AppendLine();

@@ -21,6 +21,11 @@ public sealed record MetaTrainOverrides
     public float? MaskLr { get; init; }
     public float? InnerLr { get; init; }
     public float? SparsityWeight { get; init; }
+    /// <summary>How λ reaches each gate: per-gate or reference-width (docs/SCALING.md).</summary>
+    public string? SparsityNorm { get; init; }
+    public double? CropScaleMin { get; init; }
+    public double? CropScaleMax { get; init; }
+    public int? DiagnosticsEvery { get; init; }
     public float? Temperature { get; init; }
     public double? HypernetLr { get; init; }
     public double? CosineTMax { get; init; }
@@ -28,8 +33,8 @@ public sealed record MetaTrainOverrides
     public int? HypernetDepth { get; init; }
     public ulong? Seed { get; init; }
     public int[]? EditBlocks { get; init; }
-    /// <summary>True turns the reference's CutMix bounds on; false keeps the base value.</summary>
-    public bool CutMixReferenceBounds { get; init; }
+    /// <summary>The reference's CutMix corner bounds on or off; null keeps the base value (on for fresh runs).</summary>
+    public bool? CutMixReferenceBounds { get; init; }
     public int? CheckpointEvery { get; init; }
 
     public MetaTrainOptions Apply(MetaTrainOptions o) => o with
@@ -41,6 +46,10 @@ public sealed record MetaTrainOverrides
         MaskLr = MaskLr ?? o.MaskLr,
         InnerLr = InnerLr ?? o.InnerLr,
         SparsityWeight = SparsityWeight ?? o.SparsityWeight,
+        SparsityNorm = SparsityNorm ?? o.SparsityNorm,
+        CropScaleMin = CropScaleMin ?? o.CropScaleMin,
+        CropScaleMax = CropScaleMax ?? o.CropScaleMax,
+        DiagnosticsEvery = DiagnosticsEvery ?? o.DiagnosticsEvery,
         Temperature = Temperature ?? o.Temperature,
         HypernetLr = HypernetLr ?? o.HypernetLr,
         CosineTMax = CosineTMax ?? o.CosineTMax,
@@ -48,7 +57,7 @@ public sealed record MetaTrainOverrides
         HypernetDepth = HypernetDepth ?? o.HypernetDepth,
         Seed = Seed ?? o.Seed,
         EditBlocks = EditBlocks ?? o.EditBlocks,
-        CutMixReferenceBounds = CutMixReferenceBounds || o.CutMixReferenceBounds,
+        CutMixReferenceBounds = CutMixReferenceBounds ?? o.CutMixReferenceBounds,
         CheckpointEvery = CheckpointEvery ?? o.CheckpointEvery,
     };
 }
@@ -164,6 +173,8 @@ public static class MetaTrainJob
             std = loaded.Preprocessing.Std;
         }
         using var _ = vit;
+        // A fresh run's defaults follow the width rules (docs/SCALING.md); explicit options win.
+        fresh = o.Overrides.Apply(MetaTrainOptions.ForWidth(vit.Config.EmbedDim) with { Iterations = defaults.Iterations, DiagnosticsEvery = o.Bench ? 0 : 25 }).Validate();
         if (o.OutPath is not null) JobInputs.EnsureParentFolder(o.OutPath);
         if (o.LogPath is not null) JobInputs.EnsureParentFolder(o.LogPath);
 
@@ -177,12 +188,26 @@ public static class MetaTrainJob
         var all = new List<IterationStats>();
         progress.Note($"meta-train: {source.Description}; blocks [{string.Join(",", trainer.Target.Blocks)}], B {options.Batch}, " +
                       $"{options.OuterSteps}×({options.InnerSteps}+1) batched passes per iteration; iterations {trainer.Iteration + 1}..{options.Iterations}; {backend.Name}{ranks}");
+        progress.Note(string.Create(CultureInfo.InvariantCulture,
+            $"meta-train: inner lr {options.InnerLr:G4}, hypernetwork lr {options.HypernetLr:G4}, λ {options.SparsityWeight:G4} {options.SparsityNorm}, crop scale {options.CropScaleMin:G3}–{options.CropScaleMax:G3}, CutMix reference bounds {(options.CutMixReferenceBounds ? "on" : "off")}, diagnostics every {options.DiagnosticsEvery}"));
+        bool warned = false;
         trainer.Run(o.CheckpointDir, stats =>
         {
             all.Add(stats);
+            if (stats.ProbeIoUAcross is { } probe)
+            {
+                // A fresh hypernetwork is input-independent too: judge it once it had time to learn.
+                bool flat = probe > MetaDiagnostics.InputIndependentIoU && stats.Iteration >= MetaDiagnostics.WarnAfterIterations;
+                if (flat && !warned)
+                    progress.Note(string.Create(CultureInfo.InvariantCulture,
+                        $"meta-train: warning: at iteration {stats.Iteration} the hypernetwork gives nearly the same mask for every input (probe images' top-10 % masks overlap {probe:0.000} IoU; two random masks: 0.053). Its masks no longer depend on the input; see docs/SCALING.md."));
+                warned = flat;
+            }
             csv?.WriteRow(stats.ToCsv());
             progress.Report(new JobProgress("meta-train", stats.Iteration, options.Iterations,
-                string.Create(CultureInfo.InvariantCulture, $"outer KL {stats.OuterKl:G4}  mask sparsity {100 * stats.MaskSparsity:0.00}%  bce {stats.BceLast:G4}{ranks}"),
+                string.Create(CultureInfo.InvariantCulture, $"outer KL {stats.OuterKl:G4} (−{100 * stats.KlReduction:0.0}%)  mask sparsity {100 * stats.MaskSparsity:0.00}%  bce {stats.BceLast:G4}") +
+                (stats.LabelIoUSame is { } same && stats.ProbeIoUAcross is { } probeIoU
+                    ? string.Create(CultureInfo.InvariantCulture, $"  labels IoU same {same:0.000} / across {stats.LabelIoUAcross:0.000}  probe masks IoU across {probeIoU:0.000}") : "") + ranks,
                 new Dictionary<string, double>
                 {
                     ["outer_kl"] = stats.OuterKl, ["mask_sparsity"] = stats.MaskSparsity, ["bce_last"] = stats.BceLast,

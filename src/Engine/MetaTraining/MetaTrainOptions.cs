@@ -1,7 +1,14 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using WhereToEdit.Engine.Editing;
 
 namespace WhereToEdit.Engine.MetaTraining;
+
+/// <summary>The values of <see cref="MetaTrainOptions.SparsityNorm"/>.</summary>
+public static class SparsityNormalization
+{
+    public const string PerGate = "per-gate", ReferenceWidth = "reference-width";
+}
 
 /// <summary>
 /// Every knob of meta-training (method.md §4) with the reference's defaults. Serialised into checkpoints, so a
@@ -21,6 +28,15 @@ public sealed record MetaTrainOptions
     [JsonPropertyName("inner_lr")] public float InnerLr { get; init; } = 1e-3f;
     /// <summary>λ of the penalty λ·mean(m).</summary>
     [JsonPropertyName("sparsity_weight")] public float SparsityWeight { get; init; } = 1f;
+    /// <summary>
+    /// How λ reaches each gate (docs/SCALING.md): <see cref="SparsityNormalization.PerGate"/> divides by the B·R·H gates
+    /// of this model (λ·mean(m), the reference's formula); <see cref="SparsityNormalization.ReferenceWidth"/> divides by
+    /// B·R·H_ref with H_ref = 3072, so every gate feels the per-gate strength it has in the reference's ViT-B setting.
+    /// Missing in old checkpoints, where it reads as per-gate (what they were trained with).
+    /// </summary>
+    [JsonPropertyName("sparsity_norm")] public string SparsityNorm { get; init; } = SparsityNormalization.PerGate;
+    /// <summary>Run the costly diagnostics (label stability, probe-mask input dependence) every N iterations (0: never).</summary>
+    [JsonPropertyName("diagnostics_every")] public int DiagnosticsEvery { get; init; }
     /// <summary>Distillation temperature T of ℓ = T²·KL(p ‖ softmax(z/T)).</summary>
     [JsonPropertyName("temperature")] public float Temperature { get; init; } = 5f;
     /// <summary>m = sigmoid(MaskScale·z).</summary>
@@ -70,10 +86,35 @@ public sealed record MetaTrainOptions
         if (CheckpointEvery < 0) throw new ArgumentException($"--checkpoint-every {CheckpointEvery}: must be ≥ 0");
         Positive(HypernetDepth, "--hypernet-depth");
         if (HypernetDepth > Models.HypernetConfig.MaxDepth) throw new ArgumentException($"--hypernet-depth {HypernetDepth}: at most {Models.HypernetConfig.MaxDepth}");
+        if (SparsityNorm is not (SparsityNormalization.PerGate or SparsityNormalization.ReferenceWidth))
+            throw new ArgumentException($"--sparsity-norm '{SparsityNorm}': expected {SparsityNormalization.PerGate} or {SparsityNormalization.ReferenceWidth}");
+        if (DiagnosticsEvery < 0) throw new ArgumentException($"--diagnostics-every {DiagnosticsEvery}: must be ≥ 0");
         if (!(CropScaleMin > 0 && CropScaleMin <= CropScaleMax && CropScaleMax <= 1))
-            throw new ArgumentException($"crop_scale_min {CropScaleMin}, crop_scale_max {CropScaleMax} (meta-training options): must satisfy 0 < min ≤ max ≤ 1");
+            throw new ArgumentException($"--crop-scale {CropScaleMin},{CropScaleMax}: must satisfy 0 < min ≤ max ≤ 1");
         return this;
     }
+
+    /// <summary>
+    /// The penalty's gradient on one gate, ∂(λ·mean(m))/∂m_j under <see cref="SparsityNorm"/>, for
+    /// <paramref name="gates"/> = B·R·H gates of hidden width <paramref name="hidden"/>.
+    /// </summary>
+    public float PenaltyGradPerGate(int gates, int hidden) => SparsityNorm == SparsityNormalization.ReferenceWidth
+        ? (float)(SparsityWeight * (double)hidden / (ScalingRules.ReferenceMlpHidden * (double)gates))
+        : SparsityWeight / gates;
+
+    /// <summary>
+    /// The defaults for a model of embedding width <paramref name="embedDim"/>: the reference's values with the width
+    /// rules of <see cref="ScalingRules"/> applied (docs/SCALING.md). At ViT-B width these are the reference's numbers.
+    /// </summary>
+    public static MetaTrainOptions ForWidth(int embedDim) => new()
+    {
+        InnerLr = (float)ScalingRules.ScaleLearningRate(ScalingRules.ReferenceInnerLr, embedDim),
+        // The hypernetwork is as wide as the model (HypernetConfig.For): its RMSprop lr follows the same fan-in rule.
+        HypernetLr = ScalingRules.ScaleLearningRate(ScalingRules.ReferenceHypernetLr, embedDim),
+        SparsityNorm = SparsityNormalization.PerGate,
+        CutMixReferenceBounds = true,
+        DiagnosticsEvery = 25,
+    };
 
     /// <summary>The stage-B learning rate at (0-based) iteration t: torch's CosineAnnealingLR(T_max, η_min 0), closed form.</summary>
     public double HypernetLrAt(int iteration) => HypernetLr * (1 + Math.Cos(Math.PI * iteration / CosineTMax)) / 2;

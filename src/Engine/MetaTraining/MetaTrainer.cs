@@ -28,14 +28,27 @@ public sealed record IterationStats
     public required double DataSeconds { get; init; }
     public required double StageASeconds { get; init; }
     public required double StageBSeconds { get; init; }
+    /// <summary>Mean over outer steps of 1 − KL(after the inner loop)/KL(before): see <see cref="StageAResult.KlReduction"/>.</summary>
+    public float KlReduction { get; init; }
+    /// <summary>
+    /// Label stability (only on diagnostic iterations): IoU of the open stage-A labels (y &gt; 0.5) of the same image under
+    /// two z0 draws, and of two different images under one draw. Same ≫ across: the labels follow the image.
+    /// </summary>
+    public double? LabelIoUSame { get; init; }
+    public double? LabelIoUAcross { get; init; }
+    /// <summary>Input dependence (diagnostic iterations): mean IoU of the hypernetwork's top-10 % masks across the probe images.</summary>
+    public double? ProbeIoUAcross { get; init; }
 
-    public const string CsvHeader = "iteration,seconds,data_s,stage_a_s,stage_b_s,outer_kl,mask_sparsity,label_sparsity,hypernet_sparsity,bce_first,bce_last,lr";
+    public const string CsvHeader = "iteration,seconds,data_s,stage_a_s,stage_b_s,outer_kl,mask_sparsity,label_sparsity,hypernet_sparsity,bce_first,bce_last,lr," +
+                                    "kl_reduction,label_iou_same,label_iou_across,probe_iou_across";
 
     public string ToCsv() => string.Join(",",
         Iteration.ToString(CultureInfo.InvariantCulture), F(Seconds), F(DataSeconds), F(StageASeconds), F(StageBSeconds),
-        F(OuterKl), F(MaskSparsity), F(LabelSparsity), F(HypernetSparsity), F(BceFirst), F(BceLast), LearningRate.ToString("R", CultureInfo.InvariantCulture));
+        F(OuterKl), F(MaskSparsity), F(LabelSparsity), F(HypernetSparsity), F(BceFirst), F(BceLast), LearningRate.ToString("R", CultureInfo.InvariantCulture),
+        F(KlReduction), F(LabelIoUSame), F(LabelIoUAcross), F(ProbeIoUAcross));
 
     private static string F(double v) => v.ToString("G7", CultureInfo.InvariantCulture);
+    private static string F(double? v) => v is { } x ? F(x) : "";
 }
 
 /// <summary>
@@ -113,6 +126,7 @@ public sealed class MetaTrainer : IDisposable
         _z0 = new float[_step.GateCount];
         _decoded = new DecodedImage[2 * options.Batch];
         _crops = new CropBox[2 * options.Batch];
+        if (options.DiagnosticsEvery > 0) SetProbe();
         StartEpoch(0);
     }
 
@@ -180,19 +194,70 @@ public sealed class MetaTrainer : IDisposable
         _step.SetBatch(_images.AsSpan(0, b * pixels), _mixed);
         var a = _step.RunStageA(_z0);
         _model.Backend.Synchronize();
+        bool diagnose = Options.DiagnosticsEvery > 0 && (Iteration + 1) % Options.DiagnosticsEvery == 0;
+        double? labelSame = null, labelAcross = null, probeAcross = null;
+        // Label stability compares whole-batch labels, which one rank of an MPI world does not hold: single-process only.
+        if (diagnose && _comm.Size == 1) (labelSame, labelAcross) = LabelStability();
         double stageASeconds = clock.Elapsed.TotalSeconds - dataSeconds;
         double lr = Options.HypernetLrAt(Iteration);
         var stageB = _step.RunStageB(lr);
+        if (diagnose) probeAcross = ProbeInputDependence();
         _model.Backend.Synchronize();
         double total = clock.Elapsed.TotalSeconds;
         Iteration++;
         return new IterationStats
         {
+            KlReduction = a.KlReduction, LabelIoUSame = labelSame, LabelIoUAcross = labelAcross, ProbeIoUAcross = probeAcross,
             Iteration = Iteration, OuterKl = a.OuterKl[^1] / b, MaskSparsity = 1 - a.MaskMean[^1],
             LabelSparsity = 1 - stageB.LabelMean, HypernetSparsity = 1 - stageB.HypernetMean,
             BceFirst = stageB.Losses[0], BceLast = stageB.Losses[^1], LearningRate = lr,
             Seconds = total, DataSeconds = dataSeconds, StageASeconds = stageASeconds, StageBSeconds = total - dataSeconds - stageASeconds,
         };
+    }
+
+    /// <summary>
+    /// Label stability: reruns stage A on the same batch from a second z0 (drawn from a generator of its own, so the
+    /// main random stream, and with it every result and resume, is unchanged), compares the two label sets, then puts
+    /// the first run's z back for stage B. Costs one extra stage A.
+    /// </summary>
+    private (double Same, double Across) LabelStability()
+    {
+        int b = Options.Batch;
+        var first = new float[_step.GateCount];
+        _step.Z.CopyTo(first);
+        var rng = new Rng(unchecked(Options.Seed ^ 0x6C61_6265_6C73_0000UL ^ (ulong)Iteration * 0x9E37_79B9_7F4A_7C15UL));
+        var z0 = new float[_step.GateCount];
+        for (int j = 0; j < z0.Length; j++) z0[j] = (float)(2 * rng.NextDouble() - 1);
+        _step.RunStageA(z0);
+        var second = new float[_step.GateCount];
+        _step.Z.CopyTo(second);
+        _step.Z.CopyFrom(first);
+        // The labels stage B learns as 1: y = sigmoid(3z) > 0.5.
+        var a = MetaDiagnostics.PositiveSets(first, b);
+        var c = MetaDiagnostics.PositiveSets(second, b);
+        return (MetaDiagnostics.MeanIoUSame(a, c), MetaDiagnostics.MeanIoUAcross(a));
+    }
+
+    /// <summary>Mean IoU across the probe images of the hypernetwork's top-10 % masks (near 1: one mask for every input).</summary>
+    public double ProbeInputDependence()
+    {
+        var scores = new float[_step.GateCount];
+        _step.ProbeScores(scores);
+        return MetaDiagnostics.MeanIoUAcross(MetaDiagnostics.TopKSets(scores, Options.Batch));
+    }
+
+    /// <summary>The probe batch: the data's first B images, whole (no crop), in the model's normalisation.</summary>
+    private void SetProbe()
+    {
+        var c = _model.Config;
+        int b = Options.Batch, pixels = c.InChans * c.ImageSize * c.ImageSize;
+        var probe = new float[b * pixels];
+        for (int k = 0; k < b; k++)
+        {
+            var image = _data.Load(k, c.InChans);
+            _crop.Apply(image, new CropBox(0, 0, image.Height, image.Width), _mean, _std, probe.AsSpan(k * pixels, pixels));
+        }
+        _step.SetProbe(probe);
     }
 
     /// <summary>

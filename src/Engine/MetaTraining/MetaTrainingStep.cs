@@ -8,7 +8,25 @@ namespace WhereToEdit.Engine.MetaTraining;
 /// <summary>What stage A did, per outer step.</summary>
 /// <param name="OuterKl">Σ_i ℓ_i(W + m_i⊙Δ_i) after the inner loops of step s (not divided by B).</param>
 /// <param name="MaskMean">mean(m) over all B·R·H gates at step s.</param>
-public sealed record StageAResult(float[] OuterKl, float[] MaskMean);
+/// <param name="KlBefore">Σ_i ℓ_i(W) at step s before the inner loop (Δ = 0); equals <paramref name="OuterKl"/> with no inner steps.</param>
+public sealed record StageAResult(float[] OuterKl, float[] MaskMean, float[] KlBefore)
+{
+    /// <summary>
+    /// Mean over outer steps of 1 − ℓ(after the inner loop)/ℓ(before): how much of the edit task the inner loop solves
+    /// (the reference's elr at ViT-B width; near 0 means the labels learn from noise).
+    /// </summary>
+    public float KlReduction
+    {
+        get
+        {
+            double sum = 0;
+            int n = 0;
+            for (int s = 0; s < OuterKl.Length; s++)
+                if (KlBefore[s] > 0) { sum += 1 - OuterKl[s] / (double)KlBefore[s]; n++; }
+            return n == 0 ? 0f : (float)(sum / n);
+        }
+    }
+}
 
 /// <summary>What stage B did.</summary>
 /// <param name="Losses">BceWeight·BCE before each hypernetwork step.</param>
@@ -43,7 +61,7 @@ public sealed class MetaTrainingStep : IDisposable
     private readonly IBackend _be;
     private readonly VitWorkspace _ws;
     private readonly HypernetWorkspace _hws;
-    private readonly Tensor _images, _teacher, _cls;
+    private readonly Tensor _images, _teacher, _cls, _probeCls;
     private readonly Tensor _z, _zSquareAvg, _m, _dm, _dz, _labels, _bceLoss;
     private readonly Tensor _zAll, _clsAll;   // the whole batch's final z and [CLS] features (= _z, _cls on one rank)
     private readonly Parameter[] _shared;
@@ -86,7 +104,7 @@ public sealed class MetaTrainingStep : IDisposable
             _gateCounts[rank] = count * gatesPerSample;
             _clsCounts[rank] = count * c.EmbedDim;
         }
-        _statSums = new double[2 * options.OuterSteps];
+        _statSums = new double[3 * options.OuterSteps];   // Σ outer KL, Σ mask, Σ KL before the inner loop, per outer step
         _statScratch = new double[_comm.Size * _statSums.Length];
 
         _ws = model.CreateWorkspace(_local);
@@ -99,6 +117,7 @@ public sealed class MetaTrainingStep : IDisposable
         _m = _be.Allocate("meta.m", _local, _r, _h);
         _dm = _be.Allocate("meta.m.grad", _local, _r, _h);
         _dz = _be.Allocate("meta.z.grad", _local, _r, _h);
+        _probeCls = _be.Allocate("meta.cls_probe", _b, c.EmbedDim);
         _labels = _be.Allocate("meta.labels", _b, _r, _h);
         _bceLoss = _be.Allocate("meta.bce", 1);
         if (_comm.Size > 1)
@@ -176,6 +195,34 @@ public sealed class MetaTrainingStep : IDisposable
     }
 
     /// <summary>
+    /// Sets the probe batch (B clean images [B, C, H, W]) whose [CLS] features <see cref="ProbeScores"/> feeds the
+    /// hypernetwork, in chunks of this rank's slice size. Call before <see cref="SetBatch"/> (it reuses the model workspace).
+    /// </summary>
+    public void SetProbe(ReadOnlySpan<float> images)
+    {
+        var c = _model.Config;
+        int per = c.InChans * c.ImageSize * c.ImageSize;
+        if (images.Length != (long)_b * per)
+            throw new ArgumentException($"probe batch: {images.Length} values, {(long)_b * per} expected ([{_b}, {c.InChans}, {c.ImageSize}, {c.ImageSize}])");
+        _ws.ClearPerSampleWeights();
+        for (int start = 0; start < _b; start += _local)
+        {
+            int n = Math.Min(_local, _b - start);
+            _images.CopyFrom(images.Slice(start * per, n * per));
+            _model.Forward(_ws, _images, n);
+            _be.Copy(_ws.ClsFeature, 0, _probeCls, (long)start * c.EmbedDim, (long)n * c.EmbedDim);
+        }
+    }
+
+    /// <summary>The hypernetwork's soft scores [B, R, H] for the probe batch (into <paramref name="destination"/>).</summary>
+    public void ProbeScores(Span<float> destination)
+    {
+        if (destination.Length != GateCount) throw new ArgumentException($"destination holds {destination.Length} values, {GateCount} expected");
+        Hypernet.Forward(_hws, _probeCls, _b);
+        _hws.Scores.CopyTo(destination);
+    }
+
+    /// <summary>
     /// Stage A from initial logits z0 [B, R, H] of the whole batch (fresh RMSprop state) on this rank's slice. Leaves
     /// the final z in <see cref="Z"/>; the returned numbers are over the whole batch (summed over the ranks).
     /// </summary>
@@ -188,7 +235,7 @@ public sealed class MetaTrainingStep : IDisposable
         int localGates = LocalGateCount;
         _z.CopyFrom(z0.Slice(_first * _r * _h, localGates));
         _be.Fill(_zSquareAvg, 0f);
-        float penaltyGrad = o.SparsityWeight / GateCount;   // the global numel: the penalty is λ·mean over all B·R·H gates
+        float penaltyGrad = o.PenaltyGradPerGate(GateCount, _h);   // GateCount is the global numel: the penalty is λ·mean over all B·R·H gates
         for (int k = 0; k < Target.Blocks.Count; k++)
             _ws.SetPerSampleWeights(Target.Blocks[k], _perSample[2 * k], _perSample[2 * k + 1]);
         try
@@ -200,10 +247,12 @@ public sealed class MetaTrainingStep : IDisposable
                 foreach (var d in _delta) _be.Fill(d, 0f);
                 for (int t = 0; t < o.InnerSteps; t++)
                 {
-                    EditedPass();
+                    double kl = EditedPass();
+                    if (t == 0) _statSums[2 * o.OuterSteps + s] = kl;
                     for (int u = 0; u < _r; u++) _be.Axpy(-o.InnerLr, _perSample[u].Grads, _delta[u], _delta[u].Length);
                 }
                 _statSums[s] = EditedPass();
+                if (o.InnerSteps == 0) _statSums[2 * o.OuterSteps + s] = _statSums[s];
                 for (int u = 0; u < _r; u++)
                 {
                     var unit = Target.Units[u];
@@ -219,12 +268,14 @@ public sealed class MetaTrainingStep : IDisposable
             _ws.ClearPerSampleWeights();
         }
         _comm.SumInRankOrder(_statSums, _statScratch);
+        var klBefore = new float[o.OuterSteps];
         for (int s = 0; s < o.OuterSteps; s++)
         {
             outerKl[s] = (float)_statSums[s];
             maskMean[s] = (float)(_statSums[o.OuterSteps + s] / GateCount);
+            klBefore[s] = (float)_statSums[2 * o.OuterSteps + s];
         }
-        return new StageAResult(outerKl, maskMean);
+        return new StageAResult(outerKl, maskMean, klBefore);
     }
 
     /// <summary>W'_i = W + m_i⊙Δ_i, forward from the first edited block, per-sample KL, backward to ∇_{W'_i}ℓ_i. Returns Σ_i ℓ_i over this rank's samples.</summary>
@@ -295,7 +346,7 @@ public sealed class MetaTrainingStep : IDisposable
     {
         _ws.Dispose();
         _hws.Dispose();
-        foreach (var t in new[] { _images, _teacher, _cls, _z, _zSquareAvg, _m, _dm, _dz, _labels, _bceLoss }) t.Dispose();
+        foreach (var t in new[] { _images, _teacher, _cls, _probeCls, _z, _zSquareAvg, _m, _dm, _dz, _labels, _bceLoss }) t.Dispose();
         if (_comm.Size > 1) { _zAll.Dispose(); _clsAll.Dispose(); }
         foreach (var p in _perSample) { p.Values.Dispose(); p.Grads.Dispose(); }
         foreach (var t in _delta.Concat(_hyperSquareAvg)) t.Dispose();

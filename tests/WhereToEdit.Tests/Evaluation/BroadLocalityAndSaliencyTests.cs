@@ -1,0 +1,188 @@
+using WhereToEdit.Engine.Backends.Cpu;
+using WhereToEdit.Engine.Editing;
+using WhereToEdit.Engine.Evaluation;
+using WhereToEdit.Engine.IO;
+using WhereToEdit.Engine.Models;
+using WhereToEdit.Engine.Tensors;
+using WhereToEdit.Tests.IO;
+using Xunit;
+
+namespace WhereToEdit.Tests.Evaluation;
+
+/// <summary>The broad locality set (selection, storage, LR on it), confidence intervals and the gradient-saliency pre-check (issue 10).</summary>
+public sealed class BroadLocalityAndSaliencyTests
+{
+    private static readonly VitConfig Config = new()
+    {
+        ImageSize = 16, PatchSize = 4, InChans = 3, EmbedDim = 16, Depth = 4, NumHeads = 2, MlpHidden = 32, NumClasses = 4,
+    };
+
+    private static VitModel Model(CpuBackend be)
+    {
+        var model = new VitModel(be, Config);
+        var rng = new Rng(3);
+        foreach (var p in model.Parameters)
+        {
+            bool ln = p.Name.Contains("norm") && p.Name.EndsWith("weight");
+            double std = ln ? 0 : p.Name == "head.weight" ? 1.5 : 0.2;
+            p.Value.CopyFrom(Enumerable.Range(0, (int)p.Length).Select(_ => (float)(rng.NextNormal() * std + (ln ? 1 : 0))).ToArray());
+        }
+        return model;
+    }
+
+    [Fact]
+    public void Selection_takes_only_correct_images_equally_per_class_in_test_order()
+    {
+        int[] labels = [0, 0, 0, 1, 1, 1, 2, 2, 2, 0];
+        int[] predicted = [0, 1, 0, 1, 1, 0, 2, 2, 2, 0];
+        var picked = BroadLocality.Select(labels, predicted, 3, 6, seed: 1);
+        Assert.Equal(picked.Order(), picked);
+        Assert.All(picked, i => Assert.Equal(labels[i], predicted[i]));
+        Assert.Equal(2, picked.Count(i => labels[i] == 0));
+        Assert.Equal(2, picked.Count(i => labels[i] == 1));
+        Assert.Equal(2, picked.Count(i => labels[i] == 2));
+        Assert.Equal(picked, BroadLocality.Select(labels, predicted, 3, 6, seed: 1));
+        Assert.Throws<ArgumentException>(() => BroadLocality.Select(labels, predicted, 3, 2, seed: 1));
+    }
+
+    [Fact]
+    public void Idx_files_round_trip()
+    {
+        using var dir = new TempDir();
+        var pixels = Enumerable.Range(0, 3 * 4 * 5).Select(i => (byte)(i * 7)).ToArray();
+        BroadLocality.WriteIdx(dir.File("x.gz"), IdxReader.ImagesMagic, [3, 4, 5], pixels);
+        var read = IdxReader.ReadImages(dir.File("x.gz"));
+        Assert.Equal((3, 4, 5), (read.Count, read.Rows, read.Cols));
+        Assert.Equal(pixels.AsSpan(20, 20).ToArray(), read.GetImage(1));
+        Assert.False(File.Exists(dir.File("x.gz.tmp")));
+    }
+
+    [Fact]
+    public void Broad_lr_is_measured_like_lr_on_its_own_set()
+    {
+        using var be = new CpuBackend(new CpuBackendOptions { Threads = 2 });
+        using var model = Model(be);
+        var rng = new Rng(11);
+        float[] Image() => Enumerable.Range(0, 3 * 16 * 16).Select(_ => (float)rng.NextNormal()).ToArray();
+        var near = Enumerable.Range(0, 10).Select(_ => Image()).ToList();
+        var broad = Enumerable.Range(0, 70).Select(_ => Image()).ToList();   // more than one chunk of 64
+        var target = EditTarget.Default(Config);
+        using var both = new EditEvaluator(model, null, target, near, broad);
+        using var alone = new EditEvaluator(model, null, target, broad);
+        Assert.Equal(70, both.BroadLocalityCount);
+        Assert.Equal(1.0, both.BroadLocalityRate());
+        // Move an edited matrix: both evaluators see the same weights, so the broad LR equals LR on that set alone.
+        var fc1 = model[target.Units[0].Parameter];
+        var w = fc1.Value.ToArray();
+        for (int i = 0; i < w.Length; i++) w[i] += (float)(rng.NextNormal() * 0.8);
+        fc1.Value.CopyFrom(w);
+        double broadLr = both.BroadLocalityRate();
+        Assert.Equal(alone.LocalityRate(), broadLr, 12);
+        Assert.True(broadLr < 1, "a large weight change left every prediction unchanged: the test does not exercise LR");
+        using var none = new EditEvaluator(model, null, target, near);
+        Assert.True(double.IsNaN(none.BroadLocalityRate()));
+    }
+
+    [Fact]
+    public void Confidence_half_width_is_196_standard_errors()
+    {
+        Assert.Equal(1.96 * Math.Sqrt(1.0 / 3 / 4), EvalReport.Ci95([0, 1, 0, 1, double.NaN]), 12);
+        Assert.True(double.IsNaN(EvalReport.Ci95([0.5])));
+    }
+
+    [Fact]
+    public void Saliency_is_the_gradient_norm_of_each_units_weights()
+    {
+        using var be = new CpuBackend(new CpuBackendOptions { Threads = 1 });
+        using var model = Model(be);
+        var target = EditTarget.Default(Config);
+        var rng = new Rng(5);
+        var image = Enumerable.Range(0, 3 * 16 * 16).Select(_ => (float)rng.NextNormal()).ToArray();
+        int label = 1;
+        using var saliency = new GradientSaliency(model, target);
+        var scores = saliency.Scores(image, label);
+        Assert.Equal(target.TotalGates, scores.Length);
+
+        // Finite differences: moving unit j's weights along their gradient g changes the loss at rate ‖g‖².
+        double Loss()
+        {
+            using var ws = model.CreateWorkspace(1);
+            using var x = be.Allocate("x", 1, 3, 16, 16);
+            x.CopyFrom(image);
+            model.Forward(ws, x, 1);
+            var logits = ws.Logits.ToArray();
+            double max = logits.Max(), sum = logits.Sum(v => Math.Exp(v - max));
+            return -(logits[label] - max - Math.Log(sum));
+        }
+        int h = target.UnitSize;
+        foreach (int r in new[] { 0, 1 })   // fc1 (rows) and fc2 (columns) of the first edited block
+        {
+            var p = model[target.Units[r].Parameter];
+            int rows = p.Shape[0], cols = p.Shape[1];
+            int j = Enumerable.Range(0, h).MaxBy(k => scores[r * h + k]);
+            var w0 = p.Value.ToArray();
+            // The gradient restricted to unit j, recovered from the saliency's own definition by a second backward.
+            using var grads = new GradientProbe(model, target, image, label);
+            var g = grads.Gradient(r);
+            var direction = new float[w0.Length];
+            for (int k = 0; k < (r % 2 == 0 ? cols : rows); k++)
+            {
+                int idx = r % 2 == 0 ? j * cols + k : k * cols + j;
+                direction[idx] = g[idx];
+            }
+            double norm2 = direction.Sum(v => (double)v * v);
+            Assert.Equal(Math.Sqrt(norm2), scores[r * h + j], 4);
+            const double eps = 1e-3;
+            p.Value.CopyFrom(w0.Select((v, i) => (float)(v + eps * direction[i])).ToArray());
+            double up = Loss();
+            p.Value.CopyFrom(w0.Select((v, i) => (float)(v - eps * direction[i])).ToArray());
+            double down = Loss();
+            p.Value.CopyFrom(w0);
+            Assert.Equal(norm2, (up - down) / (2 * eps), 2e-2 * norm2 + 1e-7);
+        }
+    }
+
+    /// <summary>Full (untruncated) backward of the CE: an independent path to the edited matrices' gradients.</summary>
+    private sealed class GradientProbe : IDisposable
+    {
+        private readonly VitModel _model;
+        private readonly EditTarget _target;
+
+        public GradientProbe(VitModel model, EditTarget target, float[] image, int label)
+        {
+            _model = model;
+            _target = target;
+            var be = model.Backend;
+            using var ws = model.CreateWorkspace(1);
+            using var x = be.Allocate("x", 1, 3, 16, 16);
+            using var y = be.Allocate("y", 1);
+            x.CopyFrom(image);
+            y.CopyFrom([label]);
+            foreach (var p in model.Parameters) be.Fill(p.Grad, 0f);
+            model.Forward(ws, x, 1);
+            be.CrossEntropy(ws.Logits, y, ws.Losses, ws.DLogits, 1, Config.NumClasses, 1f);
+            model.Backward(ws, 1, BackwardOptions.Full);
+        }
+
+        public float[] Gradient(int unit) => _model[_target.Units[unit].Parameter].Grad.ToArray();
+
+        public void Dispose() { }
+    }
+
+    [Fact]
+    public void Saliency_overlap_pairs_within_and_across_groups()
+    {
+        using var be = new CpuBackend(new CpuBackendOptions { Threads = 1 });
+        using var model = Model(be);
+        var target = EditTarget.Default(Config);
+        var rng = new Rng(9);
+        float[] Image() => Enumerable.Range(0, 3 * 16 * 16).Select(_ => (float)rng.NextNormal()).ToArray();
+        var a = Image();
+        var images = new List<(string, int, float[])> { ("g1", 0, a), ("g1", 0, a), ("g2", 1, Image()) };
+        using var saliency = new GradientSaliency(model, target);
+        var o = saliency.Overlap("s", images, 0.25);
+        Assert.Equal((3, 1, 2), (o.Images, o.WithinPairs, o.AcrossPairs));
+        Assert.Equal(1.0, o.WithinGroups, 12);   // the same image twice: the same mask
+        Assert.InRange(o.AcrossGroups, 0, 0.999);
+    }
+}
