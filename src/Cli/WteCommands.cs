@@ -20,6 +20,7 @@ public static partial class WteCommands
         root.Subcommands.Add(GpuCheckCommand(stdout, stderr));
         root.Subcommands.Add(BenchmarkCommand(stdout, stderr));
         root.Subcommands.Add(MetaTrainCommand(stdout, stderr));
+        root.Subcommands.Add(ServeCommand(stdout));
         var config = new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false };
         try
         {
