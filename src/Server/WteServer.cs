@@ -224,7 +224,6 @@ public static class WteServer
     private static ValueTask WriteError(HttpContext ctx, int status, string message, object? details = null)
     {
         if (ctx.Response.HasStarted) return ValueTask.CompletedTask;
-        ctx.Response.Clear();
         ctx.Response.StatusCode = status;
         ctx.Response.ContentType = "application/json; charset=utf-8";
         var body = new JsonObject { ["error"] = message };
