@@ -96,9 +96,10 @@ public sealed class EditJournal : IDisposable
         foreach (string f in Directory.EnumerateFiles(Path.Combine(folder, PatchFolder)))
         {
             string name = Path.GetFileName(f);
-            bool known = name.EndsWith(".safetensors", StringComparison.Ordinal) && int.TryParse(name[..^".safetensors".Length], out int seq)
-                         && seq <= entries.Count && entries[seq - 1].Op == JournalEntry.EditOp;
-            if (!known)
+            bool temp = name.StartsWith('.') && name.EndsWith(".tmp", StringComparison.Ordinal);
+            int seq = 0;
+            bool patch = name.EndsWith(".safetensors", StringComparison.Ordinal) && int.TryParse(name[..^".safetensors".Length], out seq);
+            if (temp || (patch && !(seq >= 1 && seq <= entries.Count && entries[seq - 1].Op == JournalEntry.EditOp)))
             {
                 File.Delete(f);
                 notes.Add($"removed {PatchFolder}/{name}: written by an edit that was never acknowledged");
