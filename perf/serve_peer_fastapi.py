@@ -46,27 +46,27 @@ def decode_png(data):
         pos += 12 + length
     raw = zlib.decompress(idat)
     stride = w * ch
-    out = np.zeros((h, stride), dtype=np.int32)
-    prev = np.zeros(stride, dtype=np.int32)
+    out = bytearray(h * stride)
+    prev = bytearray(stride)
     for y in range(h):
         f = raw[y * (stride + 1)]
-        line = np.frombuffer(raw, dtype=np.uint8, count=stride, offset=y * (stride + 1) + 1).astype(np.int32)
-        cur = np.zeros(stride, dtype=np.int32)
-        for x in range(stride):
+        line = raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)]
+        cur = bytearray(stride)
+        for x in range(stride):   # plain ints: numpy scalars would make this loop 20x slower
             a = cur[x - ch] if x >= ch else 0
             b = prev[x]
             c = prev[x - ch] if x >= ch else 0
             if f == 0: p = 0
             elif f == 1: p = a
             elif f == 2: p = b
-            elif f == 3: p = (a + b) // 2
+            elif f == 3: p = (a + b) >> 1
             else:
                 pa, pb, pc = abs(b - c), abs(a - c), abs(a + b - 2 * c)
                 p = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
             cur[x] = (line[x] + p) & 255
-        out[y] = cur
+        out[y * stride:(y + 1) * stride] = cur
         prev = cur
-    return out.reshape(h, w, ch).astype(np.uint8)
+    return np.frombuffer(out, dtype=np.uint8).reshape(h, w, ch)
 
 
 class Model:
