@@ -63,19 +63,21 @@ public sealed class EditJournal : IDisposable
         var notes = new List<string>();
         string basePath = Path.Combine(folder, BaseFile), logPath = Path.Combine(folder, JournalFile);
         if (File.Exists(folder)) throw new ArgumentException($"--journal {folder}: is a file; give a folder");
-        Directory.CreateDirectory(folder);
-        Directory.CreateDirectory(Path.Combine(folder, PatchFolder));
         if (!File.Exists(basePath))
         {
-            if (File.Exists(logPath) || Directory.EnumerateFiles(Path.Combine(folder, PatchFolder), "*.safetensors").Any())
+            // Check before creating anything: a folder that is not ours is left exactly as it was.
+            string patches = Path.Combine(folder, PatchFolder);
+            if (File.Exists(logPath) || (Directory.Exists(patches) && Directory.EnumerateFiles(patches, "*.safetensors").Any()))
                 throw new ArgumentException($"--journal {folder}: corrupt journal: {BaseFile} is missing but entries exist");
-            if (Directory.EnumerateFileSystemEntries(folder).Any(e => Path.GetFileName(e) != PatchFolder))
+            if (Directory.Exists(folder) && Directory.EnumerateFileSystemEntries(folder).Any(e => Path.GetFileName(e) != PatchFolder))
                 throw new ArgumentException($"--journal {folder}: the folder holds other files and is not a journal; give an empty or new folder");
+            Directory.CreateDirectory(patches);
             Durable.WriteAllText(basePath, JsonSerializer.Serialize(new { format = Format, base_fingerprint = baseFingerprint }));
             Durable.SyncFolder(Path.GetDirectoryName(folder)!);
         }
         else
         {
+            Directory.CreateDirectory(Path.Combine(folder, PatchFolder));
             string stored;
             try
             {

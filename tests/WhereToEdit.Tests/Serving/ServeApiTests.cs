@@ -329,6 +329,26 @@ public sealed class ServeApiTests
         int code = WteCommands.Run(["serve", ServeAssets.Model, "--urls", "http://0.0.0.0:8080"], new StringWriter(), stderr);
         Assert.Equal(1, code);
         Assert.StartsWith("wte: --urls http://0.0.0.0:8080: not a loopback address", stderr.ToString());
+
+        string folder = Directory.CreateTempSubdirectory("wte-token-").FullName;
+        try
+        {
+            string missing = Path.Combine(folder, "missing.token"), shortToken = Path.Combine(folder, "short.token");
+            File.WriteAllText(shortToken, "abc\n");
+            foreach (var (file, expected) in new[] { (missing, $"wte: --token-file {missing}: no such file"), (shortToken, "wte: token (--token-file or WTE_TOKEN): must be at least 16 characters") })
+            {
+                stderr = new StringWriter();
+                Assert.Equal(1, WteCommands.Run(["serve", ServeAssets.Model, "--token-file", file], new StringWriter(), stderr));
+                Assert.Equal(expected, stderr.ToString().Trim());
+            }
+            // A journal folder that holds something else is refused before anything listens.
+            File.WriteAllText(Path.Combine(folder, "notes.txt"), "mine");
+            stderr = new StringWriter();
+            Assert.Equal(1, WteCommands.Run(["serve", ServeAssets.Model, "--journal", folder, "--urls", "http://127.0.0.1:0"], new StringWriter(), stderr));
+            Assert.StartsWith($"wte: --journal {folder}: the folder holds other files", stderr.ToString());
+            Assert.Equal(["notes.txt"], Directory.EnumerateFileSystemEntries(folder).Select(Path.GetFileName).Where(n => n != "missing.token" && n != "short.token"));
+        }
+        finally { Directory.Delete(folder, true); }
     }
 
     [Fact]
