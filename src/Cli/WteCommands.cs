@@ -26,6 +26,7 @@ public static partial class WteCommands
         root.Subcommands.Add(SaliencyCommand(stdout));
         root.Subcommands.Add(ConvertCommand(stdout));
         root.Subcommands.Add(ExportCommand(stdout));
+        root.Subcommands.Add(ServeCommand(stdout));
         var maxMemory = new Option<string?>("--max-memory")
         {
             Description = "largest allocation one input file may imply, e.g. 8G (default: three quarters of the memory available to the process)",

@@ -1,0 +1,171 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using WhereToEdit.Engine.Models;
+using WhereToEdit.Engine.Tensors;
+
+namespace WhereToEdit.Server;
+
+/// <summary>One set of weights the server answers with: immutable while it serves.</summary>
+public sealed record WeightsVersion(int Number, string Fingerprint, IReadOnlyList<string> EditIds);
+
+public sealed record PredictAnswer(int Version, IReadOnlyList<ClassScore> Top);
+
+/// <summary>
+/// Owns the serving copy of the model and the one thread that runs it. Predictions queue in a bounded queue; the
+/// thread takes what is queued (up to <see cref="ServeOptions.MaxBatch"/>, waiting at most
+/// <see cref="ServeOptions.MaxBatchDelay"/> for more) and runs one forward pass. A new version's weights are swapped
+/// in by the same thread between two batches, so every batch — and every answer — sees exactly one version.
+/// </summary>
+public sealed class ModelHost : IDisposable
+{
+    private abstract class Work;
+
+    private sealed class PredictWork(float[] pixels, int topK) : Work
+    {
+        public readonly float[] Pixels = pixels;
+        public readonly int TopK = topK;
+        public readonly TaskCompletionSource<PredictAnswer> Done = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    }
+
+    private sealed class SwapWork(WeightsVersion version, IReadOnlyList<(string Name, float[] Values)> weights) : Work
+    {
+        public readonly WeightsVersion Version = version;
+        public readonly IReadOnlyList<(string Name, float[] Values)> Weights = weights;
+        public readonly TaskCompletionSource Done = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    }
+
+    private readonly VitModel _model;
+    private readonly IReadOnlyList<string>? _labels;
+    private readonly ServeOptions _options;
+    private readonly BlockingCollection<Work> _queue;
+    private readonly Thread _thread;
+    private readonly ServerMetrics _metrics;
+    private readonly CancellationTokenSource _stop = new();
+    private WeightsVersion _version;
+
+    public ModelHost(VitModel servingModel, IReadOnlyList<string>? labels, WeightsVersion version, ServeOptions options, ServerMetrics metrics)
+    {
+        _model = servingModel;
+        _labels = labels;
+        _options = options;
+        _metrics = metrics;
+        _version = version;
+        _queue = new BlockingCollection<Work>(new ConcurrentQueue<Work>(), options.QueueCapacity);
+        _thread = new Thread(Run) { IsBackground = true, Name = "wte-predict" };
+        _thread.Start();
+    }
+
+    /// <summary>The version the next batch will run (swaps are applied in queue order).</summary>
+    public WeightsVersion Current => Volatile.Read(ref _version);
+
+    public int Classes => _model.Config.NumClasses;
+
+    /// <summary>Queues one preprocessed image; 503 when the queue is full.</summary>
+    public Task<PredictAnswer> PredictAsync(float[] pixels, int topK, CancellationToken cancel)
+    {
+        var work = new PredictWork(pixels, topK);
+        if (!_queue.TryAdd(work)) throw new ApiError(503, "predict: the server is at capacity (queue full); retry later");
+        return work.Done.Task.WaitAsync(cancel);
+    }
+
+    /// <summary>Swaps in a new version (full values of every changed matrix) between batches; completes once it serves.</summary>
+    public Task SwapAsync(WeightsVersion version, IReadOnlyList<(string Name, float[] Values)> weights)
+    {
+        var work = new SwapWork(version, weights);
+        _queue.Add(work);   // waits for room: a swap is never refused
+        return work.Done.Task;
+    }
+
+    private void Run()
+    {
+        var c = _model.Config;
+        int per = c.InChans * c.ImageSize * c.ImageSize, max = _options.MaxBatch;
+        using var ws = _model.CreateWorkspace(max);
+        using var input = _model.Backend.Allocate("serve.images", max, c.InChans, c.ImageSize, c.ImageSize);
+        var host = new float[max * per];
+        var logits = new float[max * c.NumClasses];
+        var batch = new List<PredictWork>(max);
+        SwapWork? swap = null;
+        try
+        {
+            while (!_queue.IsCompleted)
+            {
+                if (!_queue.TryTake(out var first, Timeout.Infinite, _stop.Token)) continue;
+                batch.Clear();
+                swap = first as SwapWork;
+                if (first is PredictWork p0)
+                {
+                    batch.Add(p0);
+                    var deadline = Stopwatch.GetTimestamp() + (long)(_options.MaxBatchDelay.TotalSeconds * Stopwatch.Frequency);
+                    while (batch.Count < max)
+                    {
+                        long left = deadline - Stopwatch.GetTimestamp();
+                        int waitMs = left <= 0 ? 0 : (int)Math.Ceiling(left * 1000.0 / Stopwatch.Frequency);
+                        if (!_queue.TryTake(out var next, waitMs)) break;
+                        if (next is SwapWork s) { swap = s; break; }   // the batch so far runs on the old version
+                        batch.Add((PredictWork)next);
+                    }
+                }
+                if (batch.Count > 0) RunBatch(batch, ws, input, host, logits, per);
+                if (swap is not null) ApplySwap(swap);
+            }
+        }
+        catch (OperationCanceledException) when (_stop.IsCancellationRequested) { }
+        finally
+        {
+            foreach (var w in _queue.GetConsumingEnumerable(CancellationToken.None).Concat(batch))
+                if (w is PredictWork p) p.Done.TrySetException(new ApiError(503, "predict: the server is shutting down"));
+                else if (w is SwapWork s) s.Done.TrySetException(new ObjectDisposedException(nameof(ModelHost)));
+        }
+    }
+
+    private void RunBatch(List<PredictWork> batch, VitWorkspace ws, Tensor input, float[] host, float[] logits, int per)
+    {
+        var c = _model.Config;
+        int n = batch.Count;
+        var version = _version;
+        try
+        {
+            for (int i = 0; i < n; i++) batch[i].Pixels.AsSpan().CopyTo(host.AsSpan(i * per, per));
+            input.CopyFrom(host.AsSpan(0, n * per));
+            _model.Forward(ws, input, n);
+            ws.Logits.CopyTo(logits.AsSpan(0, n * c.NumClasses));
+            _metrics.PredictBatchSize.Observe(n);
+            for (int i = 0; i < n; i++)
+            {
+                var row = logits.AsSpan(i * c.NumClasses, c.NumClasses).ToArray();
+                TensorChecks.EnsureFinite(row, "logits");
+                batch[i].Done.TrySetResult(new PredictAnswer(version.Number, Predictor.TopK(row, batch[i].TopK, _labels)));
+            }
+        }
+        catch (Exception e)
+        {
+            foreach (var w in batch) w.Done.TrySetException(e);
+        }
+        batch.Clear();
+    }
+
+    private void ApplySwap(SwapWork swap)
+    {
+        try
+        {
+            foreach (var (name, values) in swap.Weights) _model[name].Value.CopyFrom(values);
+            Volatile.Write(ref _version, swap.Version);
+            _metrics.ModelVersion.Set(swap.Version.Number);
+            swap.Done.TrySetResult();
+        }
+        catch (Exception e)
+        {
+            swap.Done.TrySetException(e);
+        }
+    }
+
+    public void Dispose()
+    {
+        _queue.CompleteAdding();
+        _stop.Cancel();
+        _thread.Join();
+        _queue.Dispose();
+        _stop.Dispose();
+    }
+}

@@ -1,0 +1,29 @@
+using Prometheus;
+
+namespace WhereToEdit.Server;
+
+/// <summary>The server's own Prometheus metrics, in a registry per server (HTTP request metrics join it too).</summary>
+public sealed class ServerMetrics
+{
+    public ServerMetrics()
+    {
+        Registry = Metrics.NewCustomRegistry();
+        Factory = Metrics.WithCustomRegistry(Registry);
+        PredictBatchSize = Factory.CreateHistogram("wte_predict_batch_size", "Images per forward pass of the prediction batcher.",
+            new HistogramConfiguration { Buckets = [1, 2, 4, 8, 16, 32, 64, 128] });
+        EditDuration = Factory.CreateHistogram("wte_edit_duration_seconds", "Wall time of an edit (mask, optimisation, journal, swap).",
+            new HistogramConfiguration { LabelNames = ["method", "outcome"], Buckets = Histogram.ExponentialBuckets(0.01, 2, 14) });
+        RevertDuration = Factory.CreateHistogram("wte_revert_duration_seconds", "Wall time of a revert (journal and swap included).",
+            new HistogramConfiguration { Buckets = Histogram.ExponentialBuckets(0.001, 2, 14) });
+        ModelVersion = Factory.CreateGauge("wte_model_version", "The weights version predictions are answered with.");
+        ActiveEdits = Factory.CreateGauge("wte_active_edits", "Edits applied to the base model now.");
+    }
+
+    public CollectorRegistry Registry { get; }
+    public IMetricFactory Factory { get; }
+    public Histogram PredictBatchSize { get; }
+    public Histogram EditDuration { get; }
+    public Histogram RevertDuration { get; }
+    public Gauge ModelVersion { get; }
+    public Gauge ActiveEdits { get; }
+}
