@@ -16,7 +16,7 @@ public static partial class CliErrors
     public static string? ParseProblem(ParseResult parse)
     {
         var command = parse.CommandResult.Command;
-        string name = CommandPath(parse.CommandResult);
+        string name = CommandPath(parse.CommandResult);   // "wte predict"; the line reads "wte: predict: …"
         // An unknown "--flag" lands in a variadic argument (predict's IMAGE…) or among the unmatched tokens.
         foreach (var token in parse.Tokens)
             if (token.Type == TokenType.Argument && LooksLikeOption(token.Value))
@@ -25,7 +25,7 @@ public static partial class CliErrors
             if (LooksLikeOption(token)) return UnknownOption(token, command, name);
         if (parse.Errors.Count == 0) return null;
         var messages = parse.Errors.Select(e => Rephrase(e.Message, command)).Distinct().ToList();
-        return $"{name}: {string.Join("; ", messages)} (see {name} --help)";
+        return $"{Prefix(name)}{string.Join("; ", messages)} (see {name} --help)";
     }
 
     /// <summary>An exception as one line without .NET's internal names.</summary>
@@ -37,17 +37,17 @@ public static partial class CliErrors
         return OneLine(m);
     }
 
-    /// <summary>
-    /// Writes the error the way the command line asked for it and returns the exit code (1). A parse problem
-    /// already starts with the command ("wte edit: …"); anything else gets the "wte: " prefix.
-    /// </summary>
-    public static int Report(string message, IReadOnlyList<string> args, TextWriter stdout, TextWriter stderr, bool startsWithCommand = false)
+    /// <summary>Writes the error as one "wte: …" line (and as {"error": …} on stdout under --json); returns the exit code (1).</summary>
+    public static int Report(string message, IReadOnlyList<string> args, TextWriter stdout, TextWriter stderr)
     {
         if (args.Contains("--json"))
             stdout.WriteLine(JsonSerializer.Serialize(new Dictionary<string, string> { ["error"] = message }));
-        stderr.WriteLine(startsWithCommand ? message : $"wte: {message}");
+        stderr.WriteLine($"wte: {message}");
         return 1;
     }
+
+    /// <summary>"predict: " for "wte predict"; nothing for the root command.</summary>
+    private static string Prefix(string commandPath) => commandPath == "wte" ? "" : commandPath["wte ".Length..] + ": ";
 
     private static bool LooksLikeOption(string token) =>
         token.Length > 1 && token[0] == '-' && token != "--" && !double.TryParse(token, System.Globalization.CultureInfo.InvariantCulture, out _);
@@ -57,11 +57,11 @@ public static partial class CliErrors
         string flag = token.Split('=', 2)[0];
         var names = command.Options.SelectMany(o => o.Aliases.Prepend(o.Name)).Where(n => n.StartsWith('-')).Distinct().ToList();
         if (command.Subcommands.Count > 0 && names.Count <= 3)
-            return $"{commandName}: unknown option '{flag}' (expected one of: {string.Join(", ", command.Subcommands.Select(c => c.Name))})";
+            return $"{Prefix(commandName)}unknown option '{flag}' (expected one of: {string.Join(", ", command.Subcommands.Select(c => c.Name))})";
         string? closest = names.Where(n => n.Length > 2).OrderBy(n => Distance(flag, n)).FirstOrDefault();
         return closest is not null && Distance(flag, closest) <= Math.Max(2, flag.Length / 3)
-            ? $"{commandName}: unknown option '{flag}' (did you mean {closest}?)"
-            : $"{commandName}: unknown option '{flag}' (see {commandName} --help)";
+            ? $"{Prefix(commandName)}unknown option '{flag}' (did you mean {closest}?)"
+            : $"{Prefix(commandName)}unknown option '{flag}' (see {commandName} --help)";
     }
 
     private static string CommandPath(CommandResult result)

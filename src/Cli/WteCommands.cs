@@ -45,7 +45,7 @@ public static partial class WteCommands
         try
         {
             var parse = root.Parse(args);
-            if (CliErrors.ParseProblem(parse) is { } problem) return CliErrors.Report(problem, args, stdout, stderr, startsWithCommand: true);
+            if (CliErrors.ParseProblem(parse) is { } problem) return CliErrors.Report(problem, args, stdout, stderr);
             ResourceBudget.LimitBytes = parse.GetValue(maxMemory) is { } limit ? ResourceBudget.ParseSize(limit) : ResourceBudget.DefaultLimit();
             if (world.Size > 1 && args.Length > 0 && !DistributedCommands.Contains(args[0]))
                 throw new ArgumentException($"`wte {args[0]}` does not spread over MPI ranks (meta-train, eval and demo do): run it without mpirun");

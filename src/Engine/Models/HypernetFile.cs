@@ -72,6 +72,7 @@ public static class HypernetFile
                                       IReadOnlyList<int>? referenceEditBlocks = null)
     {
         ArgumentNullException.ThrowIfNull(backend);
+        PathSafety.RequireInputFile(path, "hypernetwork file");   // before anything opens it (a FIFO would block)
         bool isReference = IsPyTorchPath(path);
         var file = isReference ? PyTorchCheckpoint.Read(path) : SafeTensors.Read(path);
         HypernetConfig config;

@@ -36,7 +36,7 @@ public sealed class CliErrorTests
     {
         var (code, _, err) = Run("predict", Model, "--topk", "3", "x.png");
         Assert.Equal(1, code);
-        Assert.Equal("wte predict: unknown option '--topk' (did you mean --top-k?)", SingleLine(err));
+        Assert.Equal("wte: predict: unknown option '--topk' (did you mean --top-k?)", SingleLine(err));
     }
 
     [Fact]
@@ -44,7 +44,7 @@ public sealed class CliErrorTests
     {
         var (code, _, err) = Run("edit", Model, "--zzzzzzzzzz");
         Assert.Equal(1, code);
-        Assert.Equal("wte edit: unknown option '--zzzzzzzzzz' (see wte edit --help)", SingleLine(err));
+        Assert.Equal("wte: edit: unknown option '--zzzzzzzzzz' (see wte edit --help)", SingleLine(err));
     }
 
     [Fact]
@@ -53,13 +53,13 @@ public sealed class CliErrorTests
         var (code, _, err) = Run("edit", Model);
         Assert.Equal(1, code);
         string line = SingleLine(err);
-        Assert.StartsWith("wte edit: ", line);
+        Assert.StartsWith("wte: edit: ", line);
         Assert.Contains("--image is required", line);
         Assert.Contains("--label is required", line);
 
         (code, _, err) = Run("info");
         Assert.Equal(1, code);
-        Assert.Equal("wte info: missing MODEL (see wte info --help)", SingleLine(err));
+        Assert.Equal("wte: info: missing MODEL (see wte info --help)", SingleLine(err));
     }
 
     [Fact]
@@ -68,7 +68,7 @@ public sealed class CliErrorTests
         var (code, _, err) = Run("predict", Model, "x.png", "--top-k", "many");
         Assert.Equal(1, code);
         string line = SingleLine(err);
-        Assert.Equal("wte predict: --top-k 'many': expected an integer (see wte predict --help)", line);
+        Assert.Equal("wte: predict: --top-k 'many': expected an integer (see wte predict --help)", line);
         Assert.DoesNotContain("System.", line);
     }
 

@@ -142,7 +142,7 @@ public sealed class ReferenceHypernetTests(ITestOutputHelper output)
         {
             var (c, stdout, err) = PyTorchCheckpointTests.RunCli("edit", model, "--hypernet", h, "--image", image, "--label", "2", "--keep", "0.1",
                 "--max-steps", "5", "--out", dir.File(patch), "--json", "--threads", "2");
-            Assert.True(c == 0, err);
+            Assert.True(c is 0 or 2, err);   // 2: five steps may not fix the image; the record and patch are written either way
             using var doc = System.Text.Json.JsonDocument.Parse(stdout);
             return doc.RootElement.GetProperty("loss_history").GetRawText() + doc.RootElement.GetProperty("weights_changed").GetRawText();
         }

@@ -123,17 +123,20 @@ public sealed class JobsTests
     public void Evaluate_options_expand_to_the_sweep_in_method_order_and_survive_json()
     {
         var demo = DemoSetup.Options("assets", "out/demo", 3);
+        // The demo's reduced sweep is an explicit list: learned vs random masks at keep 0.1 (+ HPRD 0.25) and FT-L2.
+        Assert.Equal(["hprd keep=0.25", "hprd keep=0.1", "random keep=0.1", "ft-l2 c=0.001"], demo.Settings().Select(s => s.Key));
+        var grid = new EvaluateJobOptions { ModelPath = "m", OutDir = "o", Methods = ["hprd", "random", "ft-l1", "ft-l2"], Keeps = [0.25, 0.1], Coefficients = [0.01, 0.001] };
         Assert.Equal(
             ["hprd keep=0.25", "hprd keep=0.1", "random keep=0.25", "random keep=0.1", "ft-l1 c=0.01", "ft-l1 c=0.001", "ft-l2 c=0.01", "ft-l2 c=0.001"],
-            demo.Settings().Select(s => s.Key));
+            grid.Settings().Select(s => s.Key));
         Assert.Equal(0.001f, demo.Settings()[^1].Coefficient);
         Assert.Equal(2 * 5 + 2 * 7, new EvaluateJobOptions { ModelPath = "m", OutDir = "o" }.Settings().Count);   // the paper's sweep: hprd, random × 5 keeps; FT-L1, FT-L2 × 7 coefficients
         var back = JobJson.Deserialize<EvaluateJobOptions>(JobJson.Serialize(demo));
         Assert.Equal(demo.Settings(), back.Settings());
         Assert.Equal(demo.Protocol, back.Protocol);
         Assert.Equal(DemoSetup.LearningRate, back.Protocol.LearningRate);
-        Assert.Throws<ArgumentException>(() => (demo with { Keeps = [0.5, 1.5] }).Settings());
-        Assert.Throws<ArgumentException>(() => (demo with { Methods = ["hprd", "sgd"] }).Settings());
+        Assert.Throws<ArgumentException>(() => (grid with { Keeps = [0.5, 1.5] }).Settings());
+        Assert.Throws<ArgumentException>(() => (grid with { Methods = ["hprd", "sgd"] }).Settings());
     }
 
     [Fact]

@@ -62,7 +62,7 @@ public sealed class FuzzCorpusTests(ITestOutputHelper output)
             var before = HashInputs(c);
             var filesBefore = Files(dir.Path);
             var err = new StringWriter();
-            var run = Task.Run(() => WteCommands.Run([.. c.Args, "--max-memory", "1G"], new StringWriter(), err));
+            var run = Task.Run(() => WteCommands.Run(c.Args.Contains("--max-memory") ? c.Args : c.Args.Concat(["--max-memory", "1G"]).ToArray(), new StringWriter(), err));
             bool finished = run.Wait(CaseTimeout);
             string? problem = Classify(finished ? run.Result : -1, err.ToString(), !finished) ?? CheckAfter(c, before, dir.Path, filesBefore);
             if (problem is not null) problems.Add(new Outcome(c, $"{problem}; stderr: {err.ToString().Trim()}"));

@@ -368,11 +368,11 @@ public sealed class ServeApiTests
     [Fact]
     public async Task A_request_past_its_timeout_gets_a_504_json_error()
     {
-        await using var s = await TestServe.StartAsync(o => o with { EditTimeout = TimeSpan.FromMilliseconds(400) });
-        // The first edit holds the edit lock (300 steps at a learning rate too small to fix anything) far longer
-        // than the second may wait for it.
-        var first = s.Client.PostAsync("/v1/edits", TestServe.Form([ServeAssets.Failure], ("label", "0"), ("lr", "1e-9"), ("max_steps", "300")));
-        await Task.Delay(150);
+        await using var s = await TestServe.StartAsync(o => o with { EditTimeout = TimeSpan.FromMilliseconds(200) });
+        // The first edit holds the edit lock (1000 steps, the most a request may ask, at a learning rate too small to
+        // fix anything: over a second even on a quiet machine) far longer than the second may wait for it.
+        var first = s.Client.PostAsync("/v1/edits", TestServe.Form([ServeAssets.Failure], ("label", "0"), ("lr", "1e-9"), ("max_steps", "1000")));
+        await Task.Delay(50);
         var second = await s.Client.PostAsync("/v1/edits", TestServe.EditForm(ServeAssets.Failure2, method: "ft-l2"));
         await TestServe.ErrorAsync(second, 504, "request");
         var firstAnswer = await first;

@@ -34,6 +34,7 @@ public static class PyTorchCheckpoint
     /// <summary>True when the file is a torch.save zip archive (a ZIP whose members include */data.pkl) or a legacy torch.save pickle.</summary>
     public static bool IsPyTorchFile(string path)
     {
+        if (PathSafety.InputFileProblem(path) is not null) return false;   // never open a FIFO or device to sniff it
         try
         {
             using var fs = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read);
