@@ -13,7 +13,7 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
 # Sources only: no bin/obj/build outputs.
-tar -C "$root" --exclude='bin' --exclude='obj' -cf - Directory.Build.props WhereToEdit.sln src tests/WhereToEdit.Tests tests/reference/fixtures \
+tar -C "$root" --exclude='bin' --exclude='obj' -cf - Directory.Build.props WhereToEdit.sln src tests/WhereToEdit.Tests tests/fuzz tests/reference/fixtures \
   | tar -C "$work" -xf -
 grep -q "WTE_MUTANT_${mutant}" -r "$work/src" || { echo "mutation: no WTE_MUTANT_${mutant} in src/" >&2; exit 1; }
 
