@@ -1,8 +1,6 @@
 using System.CommandLine;
-using WhereToEdit.Engine.Backends;
 using WhereToEdit.Engine.Evaluation;
-using WhereToEdit.Engine.IO;
-using WhereToEdit.Engine.Models;
+using WhereToEdit.Engine.Jobs;
 
 namespace WhereToEdit.Cli;
 
@@ -33,11 +31,11 @@ public static partial class WteCommands
                 Folder = parse.GetValue(folder), IdxImages = parse.GetValue(idx), IdxLabels = parse.GetValue(idxLabels),
                 Patches = parse.GetValue(patches) ?? [], Limit = parse.GetValue(limit), Batch = parse.GetValue(batch),
             };
-            var loaded = ModelFolder.Load(path);
-            using var backend = BackendFactory.Create(parse.GetValue(device)!, parse.GetValue(threads));
-            using var vit = VitCheckpoint.Load(backend, loaded);
-            var result = ModelValidation.Run(vit, loaded, options);
-            if (parse.GetValue(outDir) is { } dir) ModelValidation.Write(result, dir);
+            var result = ValidateJob.Run(new ValidateJobOptions
+            {
+                ModelPath = path, Validation = options, OutDir = parse.GetValue(outDir),
+                Backend = new BackendChoice { Device = parse.GetValue(device)!, Threads = parse.GetValue(threads) },
+            });
             if (parse.GetValue(json)) { stdout.WriteLine(ModelValidation.ToJson(result)); return 0; }
             stdout.WriteLine($"{result.Source}: {result.Images} images, {result.Classes} classes");
             stdout.WriteLine($"{"",-8} {"top-1",8} {"top-5",8}  fingerprint");

@@ -121,13 +121,13 @@ public static partial class ModelValidation
     public static void Write(ValidationResult result, string folder)
     {
         Directory.CreateDirectory(folder);
-        WriteAtomically(Path.Combine(folder, "validation.json"), ToJson(result) + "\n");
+        AtomicFile.WriteAllText(Path.Combine(folder, "validation.json"), ToJson(result) + "\n");
         var csv = new StringBuilder("class,label,images,top1_before,top1_after\n");
         string F(double? v) => v is double d ? d.ToString("F6", CultureInfo.InvariantCulture) : "";
         foreach (var c in result.PerClass)
             csv.Append(CultureInfo.InvariantCulture, $"{c.Index},{Csv(c.Label)},{c.Images},{F(c.Top1Before)},{F(c.Top1After)}\n");
         csv.Append(CultureInfo.InvariantCulture, $"all,,{result.Images},{F(result.Before.Top1)},{F(result.After?.Top1)}\n");
-        WriteAtomically(Path.Combine(folder, "validation.csv"), csv.ToString());
+        AtomicFile.WriteAllText(Path.Combine(folder, "validation.csv"), csv.ToString());
     }
 
     public static string ToJson(ValidationResult result) => JsonSerializer.Serialize(result, JsonOptions);
@@ -139,24 +139,6 @@ public static partial class ModelValidation
     };
 
     private static string Csv(string s) => s.Contains(',') || s.Contains('"') ? "\"" + s.Replace("\"", "\"\"") + "\"" : s;
-
-    private static void WriteAtomically(string path, string text)
-    {
-        string temp = path + ".tmp";
-        try
-        {
-            using (var fs = new FileStream(temp, FileMode.Create, FileAccess.Write, FileShare.None))
-            {
-                fs.Write(Encoding.UTF8.GetBytes(text));
-                fs.Flush(flushToDisk: true);
-            }
-            File.Move(temp, path, overwrite: true);
-        }
-        finally
-        {
-            if (File.Exists(temp)) File.Delete(temp);
-        }
-    }
 
     private static AccuracyScore Score(float[] logits, int[] truth, int classes, string fingerprint)
     {
