@@ -1,8 +1,6 @@
 using System.CommandLine;
-using WhereToEdit.Engine.Backends.Cpu;
 using WhereToEdit.Engine.Editing;
-using WhereToEdit.Engine.IO;
-using WhereToEdit.Engine.Models;
+using WhereToEdit.Engine.Jobs;
 using WhereToEdit.Engine.Reports;
 
 namespace WhereToEdit.Cli;
@@ -41,23 +39,11 @@ public static partial class WteCommands
         var edit = new Command("edit", "The image beside its top classes' probabilities before and after the patch.") { editModel, editPatch, image, topK, editOut };
         edit.SetAction(parse =>
         {
-            var patch = EditPatch.Load(parse.GetValue(editPatch)!);
-            string imagePath = parse.GetValue(image) ?? patch.Info.Images.FirstOrDefault(File.Exists)
-                ?? throw new ArgumentException(patch.Info.Images.Length == 0 ? "--image: the patch names no edit image; give one"
-                    : $"--image: the patch's edit image '{patch.Info.Images[0]}' is not here; give its path");
-            int k = parse.GetValue(topK);
-            if (k <= 0) throw new ArgumentException($"--top-k {k}: must be positive");
-            var loaded = ModelFolder.Load(parse.GetValue(editModel)!);
-            var loader = new ImageLoader();
-            using var backend = new CpuBackend();
-            using var vit = VitCheckpoint.Load(backend, loaded);
-            var before = Predictor.Run(vit, loader, loaded.Preprocessing, [imagePath], 1, k, loaded.Labels)[0].Top;
-            patch.Apply(vit);
-            var after = Predictor.Run(vit, loader, loaded.Preprocessing, [imagePath], 1, k, loaded.Labels)[0].Top;
-            string label = patch.Info.Labels.Length > 0 && loaded.Labels is { } names && patch.Info.Labels[0] < names.Count
-                ? names[patch.Info.Labels[0]] : patch.Info.Labels.FirstOrDefault().ToString(System.Globalization.CultureInfo.InvariantCulture);
-            var decoded = loader.Decode(imagePath, loaded.Preprocessing.Channels);
-            Print(stdout, Figures.BeforeAfter(decoded, before, after, $"{Path.GetFileName(imagePath)}: edit to '{label}' ({patch.Info.Method})", parse.GetValue(editOut)!));
+            Print(stdout, PlotJob.EditPanel(new EditPanelJobOptions
+            {
+                ModelPath = parse.GetValue(editModel)!, PatchPath = parse.GetValue(editPatch)!, ImagePath = parse.GetValue(image),
+                TopK = parse.GetValue(topK), OutStem = parse.GetValue(editOut)!,
+            }));
             return 0;
         });
 
