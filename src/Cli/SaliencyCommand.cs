@@ -1,10 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
-using WhereToEdit.Engine.Backends;
-using WhereToEdit.Engine.Editing;
-using WhereToEdit.Engine.Evaluation;
-using WhereToEdit.Engine.IO;
-using WhereToEdit.Engine.Models;
+using WhereToEdit.Engine.Jobs;
 
 namespace WhereToEdit.Cli;
 
@@ -24,30 +20,21 @@ public static partial class WteCommands
         };
         command.SetAction(parse =>
         {
-            double k = parse.GetValue(keep);
-            if (!(k > 0 && k <= 1)) throw new ArgumentException($"--keep {k.ToString(CultureInfo.InvariantCulture)}: must be in (0, 1]");
-            var manifest = BenchmarkManifest.Read(parse.GetValue(benchmark)!);
-            var wanted = parse.GetValue(subsets)?.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
-            if (wanted is not null) foreach (string name in wanted) _ = manifest.Subset(name);
-            var loaded = ModelFolder.Load(parse.GetValue(model)!);
-            using var backend = BackendFactory.Create("cpu", parse.GetValue(threads));
-            using var vit = VitCheckpoint.Load(backend, loaded);
-            var target = parse.GetValue(editBlocks) is { } eb
-                ? new EditTarget(vit.Config, eb.Split(',', StringSplitOptions.TrimEntries).Select(s => int.TryParse(s, NumberStyles.None, CultureInfo.InvariantCulture, out int b)
-                    ? b : throw new ArgumentException($"--edit-blocks '{eb}': '{s}' is not a block index")).ToArray())
-                : EditTarget.Default(vit.Config);
-            var loader = new ImageLoader();
-            using var saliency = new GradientSaliency(vit, target);
-            double random = k / (2 - k);
-            stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"gradient-saliency masks (top {k:P0} of {target.TotalGates} units by ‖∇W‖ of the CE to the true label; two random masks: IoU {random:0.000})"));
-            stdout.WriteLine($"{"subset",-14} {"images",7} {"within",8} {"across",8} {"diff",7}");
-            foreach (var subset in manifest.Subsets.Where(s => wanted is null || wanted.Contains(s.Name)))
+            var r = SaliencyJob.Run(new SaliencyJobOptions
             {
-                var images = subset.Groups.SelectMany(g => g.Images.Select(i => (g.Name, g.Label, loader.Load(manifest.ImagePath(i), loaded.Preprocessing)))).ToList();
-                var o = saliency.Overlap(subset.Name, images, k);
+                ModelPath = parse.GetValue(model)!, BenchmarkPath = parse.GetValue(benchmark)!, Keep = parse.GetValue(keep),
+                Subsets = parse.GetValue(subsets)?.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries),
+                EditBlocks = parse.GetValue(editBlocks) is { } eb
+                    ? eb.Split(',', StringSplitOptions.TrimEntries).Select(s => int.TryParse(s, NumberStyles.None, CultureInfo.InvariantCulture, out int b)
+                        ? b : throw new ArgumentException($"--edit-blocks '{eb}': '{s}' is not a block index")).ToArray()
+                    : null,
+                Backend = new BackendChoice { Threads = parse.GetValue(threads) },
+            });
+            stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"gradient-saliency masks (top {r.Keep:P0} of {r.TotalGates} units by ‖∇W‖ of the CE to the true label; two random masks: IoU {r.RandomIoU:0.000})"));
+            stdout.WriteLine($"{"subset",-14} {"images",7} {"within",8} {"across",8} {"diff",7}");
+            foreach (var o in r.Subsets)
                 stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{o.Subset,-14} {o.Images,7} {o.WithinGroups,8:F3} {o.AcrossGroups,8:F3} {o.Difference,7:F3}"));
-            }
             return 0;
         });
         return command;
