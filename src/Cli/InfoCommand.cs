@@ -9,7 +9,7 @@ public static partial class WteCommands
 {
     private static Command InfoCommand(TextWriter stdout)
     {
-        var model = new Argument<string>("MODEL") { Description = "a .safetensors or .npz file, or a hub-style folder (model.safetensors + config.json)" };
+        var model = new Argument<string>("MODEL") { Description = "a .safetensors, .npz or PyTorch .pth/.pt/.bin file, or a hub-style folder (model.safetensors or pytorch_model.bin + config.json)" };
         var json = new Option<bool>("--json") { Description = "print one JSON object" };
         var command = new Command("info", "Describe a model: format, naming convention, architecture, parameters, preprocessing, labels.") { model, json };
         command.SetAction(parse =>

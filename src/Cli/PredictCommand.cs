@@ -8,7 +8,7 @@ public static partial class WteCommands
 {
     private static Command PredictCommand(TextWriter stdout)
     {
-        var model = new Argument<string>("MODEL") { Description = "a .safetensors or .npz file, or a hub-style folder" };
+        var model = new Argument<string>("MODEL") { Description = "a .safetensors, .npz or PyTorch .pth/.pt/.bin file, or a hub-style folder" };
         var images = new Argument<string[]>("IMAGE") { Description = "image files or folders of images", Arity = ArgumentArity.OneOrMore };
         var topK = new Option<int>("--top-k") { Description = "classes to print per image", DefaultValueFactory = _ => 5 };
         var batch = new Option<int>("--batch") { Description = "images per forward pass", DefaultValueFactory = _ => 8 };

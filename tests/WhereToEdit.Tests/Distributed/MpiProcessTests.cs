@@ -233,7 +233,7 @@ public sealed partial class MpiProcessTests(ITestOutputHelper output)
     [GeneratedRegex("\u001b(\\[[?0-9;]*[a-zA-Z]|=)")]
     private static partial Regex Escape();
 
-    [GeneratedRegex("cl_[0-9]+")]
+    [GeneratedRegex("cl_[0-9A-Za-z]+")]
     private static partial Regex SvgId();
 
     [GeneratedRegex("\"wall_ms\":[^,]*,")]
