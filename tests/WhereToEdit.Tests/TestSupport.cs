@@ -97,3 +97,23 @@ public static class TestMath
         return v;
     }
 }
+
+/// <summary>Files of the repository (found from the test binary upwards) and `wte` run in-process.</summary>
+public static class Repo
+{
+    public static string File(string relative)
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+            if (System.IO.File.Exists(Path.Combine(dir.FullName, "WhereToEdit.sln"))) return Path.Combine(dir.FullName, relative);
+        throw new FileNotFoundException($"no WhereToEdit.sln above {AppContext.BaseDirectory}");
+    }
+
+    /// <summary>Runs `wte ARGS` in this process; returns the exit code, stdout and stderr.</summary>
+    public static (int Code, string Out, string Err) Wte(params string[] args)
+    {
+        using var o = new StringWriter();
+        using var e = new StringWriter();
+        int code = WhereToEdit.Cli.WteCommands.Run(args, o, e);
+        return (code, o.ToString(), e.ToString());
+    }
+}

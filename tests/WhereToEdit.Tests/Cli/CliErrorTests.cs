@@ -9,20 +9,9 @@ public sealed class CliErrorTests
 {
     private static readonly string Model = RepoFile("assets/fashion_mnist/vit.safetensors");
 
-    private static string RepoFile(string relative)
-    {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-            if (File.Exists(Path.Combine(dir.FullName, "WhereToEdit.sln"))) return Path.Combine(dir.FullName, relative);
-        throw new FileNotFoundException($"no WhereToEdit.sln above {AppContext.BaseDirectory}");
-    }
+    private static string RepoFile(string relative) => Repo.File(relative);
 
-    private static (int Code, string Out, string Err) Run(params string[] args)
-    {
-        using var o = new StringWriter();
-        using var e = new StringWriter();
-        int code = WteCommands.Run(args, o, e);
-        return (code, o.ToString(), e.ToString());
-    }
+    private static (int Code, string Out, string Err) Run(params string[] args) => Repo.Wte(args);
 
     private static string SingleLine(string err)
     {

@@ -8,23 +8,12 @@ namespace WhereToEdit.Tests.Evaluation;
 /// <summary>`wte validate` on the shipped model: the benchmark's natural failures as a labelled folder, before and after a real patch.</summary>
 public sealed class ValidationTests
 {
-    private static string RepoFile(string relative)
-    {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-            if (File.Exists(Path.Combine(dir.FullName, "WhereToEdit.sln"))) return Path.Combine(dir.FullName, relative);
-        throw new FileNotFoundException($"no WhereToEdit.sln above {AppContext.BaseDirectory}");
-    }
+    private static string RepoFile(string relative) => Repo.File(relative);
 
     private static readonly string Model = RepoFile("assets/fashion_mnist/vit.safetensors");
     private static readonly string Natural = RepoFile("assets/fashion_mnist/benchmark/natural");
 
-    private static (int Code, string Out, string Err) Run(params string[] args)
-    {
-        using var o = new StringWriter();
-        using var e = new StringWriter();
-        int code = WteCommands.Run(args, o, e);
-        return (code, o.ToString(), e.ToString());
-    }
+    private static (int Code, string Out, string Err) Run(params string[] args) => Repo.Wte(args);
 
     [Fact]
     public void Failures_score_zero_before_and_a_patch_fixes_some_with_files_written()

@@ -8,20 +8,9 @@ namespace WhereToEdit.Tests.IO;
 /// <summary>`wte patch apply --format timm|hf`: folders whose own config files carry architecture, preprocessing and labels.</summary>
 public sealed class ModelExportTests
 {
-    private static string RepoFile(string relative)
-    {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-            if (File.Exists(Path.Combine(dir.FullName, "WhereToEdit.sln"))) return Path.Combine(dir.FullName, relative);
-        throw new FileNotFoundException($"no WhereToEdit.sln above {AppContext.BaseDirectory}");
-    }
+    private static string RepoFile(string relative) => Repo.File(relative);
 
-    private static (int Code, string Out, string Err) Run(params string[] args)
-    {
-        using var o = new StringWriter();
-        using var e = new StringWriter();
-        int code = WteCommands.Run(args, o, e);
-        return (code, o.ToString(), e.ToString());
-    }
+    private static (int Code, string Out, string Err) Run(params string[] args) => Repo.Wte(args);
 
     [Fact]
     public void Patched_model_exported_as_timm_and_hf_folders_loads_back_identically()

@@ -9,20 +9,9 @@ namespace WhereToEdit.Tests.Reports;
 /// <summary>`wte plot`: mask heat map, before/after panel and training curves are real PNG + SVG files of the right content.</summary>
 public sealed class FiguresTests
 {
-    private static string RepoFile(string relative)
-    {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-            if (File.Exists(Path.Combine(dir.FullName, "WhereToEdit.sln"))) return Path.Combine(dir.FullName, relative);
-        throw new FileNotFoundException($"no WhereToEdit.sln above {AppContext.BaseDirectory}");
-    }
+    private static string RepoFile(string relative) => Repo.File(relative);
 
-    private static (int Code, string Out, string Err) Run(params string[] args)
-    {
-        using var o = new StringWriter();
-        using var e = new StringWriter();
-        int code = WteCommands.Run(args, o, e);
-        return (code, o.ToString(), e.ToString());
-    }
+    private static (int Code, string Out, string Err) Run(params string[] args) => Repo.Wte(args);
 
     private static void AssertPngAndSvg(string stem, int minWidth)
     {
