@@ -24,12 +24,19 @@ internal sealed class Crc32Stream(Stream inner) : Stream
         return table;
     }
 
+    /// <summary>The CRC-32 of <paramref name="data"/> (what a ZIP member header records).</summary>
+    public static uint Compute(ReadOnlySpan<byte> data) => ~Update(0xFFFFFFFFu, data);
+
+    private static uint Update(uint crc, ReadOnlySpan<byte> data)
+    {
+        foreach (byte b in data) crc = Table[(crc ^ b) & 0xFF] ^ (crc >> 8);
+        return crc;
+    }
+
     public override int Read(Span<byte> buffer)
     {
         int read = inner.Read(buffer);
-        uint crc = _crc;
-        foreach (byte b in buffer[..read]) crc = Table[(crc ^ b) & 0xFF] ^ (crc >> 8);
-        _crc = crc;
+        _crc = Update(_crc, buffer[..read]);
         return read;
     }
 

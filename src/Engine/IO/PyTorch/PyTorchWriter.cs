@@ -126,7 +126,7 @@ public static class PyTorchWriter
             long dataStart = offset + 30 + nameBytes.Length + 4;
             int pad = (int)((64 - dataStart % 64) % 64);
             int extra = 4 + pad;
-            uint crc = Crc32(data);
+            uint crc = Crc32Stream.Compute(data);
             var h = new byte[30];
             BinaryPrimitives.WriteUInt32LittleEndian(h, 0x04034b50);
             BinaryPrimitives.WriteUInt16LittleEndian(h.AsSpan(4), 20);
@@ -171,20 +171,6 @@ public static class PyTorchWriter
             BinaryPrimitives.WriteUInt32LittleEndian(e.AsSpan(12), (uint)size);
             BinaryPrimitives.WriteUInt32LittleEndian(e.AsSpan(16), (uint)start);
             fs.Write(e);
-        }
-
-        private static readonly uint[] Table = Enumerable.Range(0, 256).Select(n =>
-        {
-            uint c = (uint)n;
-            for (int k = 0; k < 8; k++) c = (c & 1) != 0 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-            return c;
-        }).ToArray();
-
-        private static uint Crc32(byte[] data)
-        {
-            uint c = 0xFFFFFFFFu;
-            foreach (byte b in data) c = Table[(c ^ b) & 0xFF] ^ (c >> 8);
-            return c ^ 0xFFFFFFFFu;
         }
     }
 }
