@@ -365,7 +365,6 @@ public sealed record BenchmarkManifest
 
     // ---- the paper's layout ----------------------------------------------------------------------------
 
-    private static readonly string[] ImageExtensions = [".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"];
 
     /// <summary>
     /// The paper's layout: <paramref name="failuresFolder"/> holds one folder per group named
@@ -400,13 +399,13 @@ public sealed record BenchmarkManifest
                 continue;
             }
             var images = ImagesIn(dir).Select(Relative).ToList();
-            if (images.Count == 0) problems.Add($"folder \"{name}\" holds no images ({string.Join(", ", ImageExtensions)})");
+            if (images.Count == 0) problems.Add($"folder \"{name}\" holds no images ({string.Join(", ", ImageLoader.Extensions)})");
             else groups.Add((label, name, images));
         }
         if (groups.Count == 0 && problems.Count == 0) problems.Add("holds no <class index>_<name> group folders");
         if (problems.Count > 0) throw new BenchmarkManifestException(failuresFolder, problems);
         var localityImages = ImagesIn(locality).Select(Relative).ToList();
-        if (localityImages.Count == 0) throw new BenchmarkManifestException(localityFolder, $"holds no images ({string.Join(", ", ImageExtensions)})");
+        if (localityImages.Count == 0) throw new BenchmarkManifestException(localityFolder, $"holds no images ({string.Join(", ", ImageLoader.Extensions)})");
 
         var manifest = new BenchmarkManifest
         {
@@ -426,7 +425,7 @@ public sealed record BenchmarkManifest
 
     private static IEnumerable<string> ImagesIn(string folder) =>
         Directory.GetFiles(folder)
-            .Where(f => !Path.GetFileName(f).StartsWith('.') && ImageExtensions.Contains(Path.GetExtension(f).ToLowerInvariant()))
+            .Where(f => !Path.GetFileName(f).StartsWith('.') && ImageLoader.HasImageExtension(f))
             .Order(StringComparer.Ordinal);
 
     /// <summary>The deepest folder that holds both (the parent of a folder that holds the other).</summary>

@@ -159,8 +159,6 @@ public static partial class ModelValidation
     private static int[] ArgMaxes(float[] logits, int classes) =>
         Enumerable.Range(0, logits.Length / classes).Select(i => HostMath.ArgMax(logits.AsSpan(i * classes, classes))).ToArray();
 
-    private static readonly string[] ImageExtensions = [".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"];
-
     /// <summary>Images of class subfolders, sorted by path; a folder that names no class is an error listing the classes.</summary>
     internal static List<(string File, int Label)> FolderItems(string folder, IReadOnlyList<string> labels)
     {
@@ -172,7 +170,7 @@ public static partial class ModelValidation
             int label = ClassOf(name, labels)
                 ?? throw new ArgumentException($"{sub}: folder name is not a class of the model (expected an index 0–{labels.Count - 1}, <index>_<name>, or one of: {string.Join(", ", labels)})");
             foreach (string f in Directory.EnumerateFiles(sub).Order(StringComparer.Ordinal))
-                if (ImageExtensions.Contains(Path.GetExtension(f).ToLowerInvariant())) items.Add((f, label));
+                if (ImageLoader.HasImageExtension(f)) items.Add((f, label));
         }
         if (items.Count == 0)
             throw new ArgumentException($"{folder}: no images in class subfolders (expected {folder}/<class>/<image>, a class being an index, <index>_<name> or a label name)");

@@ -39,6 +39,12 @@ public sealed record DecodedImage(int Width, int Height, int Channels, byte[] Pi
 /// </summary>
 public sealed class ImageLoader
 {
+    /// <summary>File extensions taken as images wherever a folder of images is read (lower case, with the dot).</summary>
+    public static readonly string[] Extensions = [".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"];
+
+    /// <summary>True when <paramref name="path"/> has one of <see cref="Extensions"/> (any case).</summary>
+    public static bool HasImageExtension(string path) => Extensions.Contains(Path.GetExtension(path).ToLowerInvariant());
+
     private readonly Configuration _config;
 
     public ImageLoader(ImageLoaderOptions? options = null)

@@ -6,8 +6,6 @@ namespace WhereToEdit.Engine.Jobs;
 /// <summary>Checks and expansions of the paths and names a job is given, shared by the jobs.</summary>
 public static class JobInputs
 {
-    public static readonly string[] ImageExtensions = [".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"];
-
     /// <summary>Files as given; folders expand to their image files (recursively, sorted).</summary>
     public static List<string> ExpandImages(IEnumerable<string> inputs)
     {
@@ -16,8 +14,8 @@ public static class JobInputs
         {
             if (Directory.Exists(input))
             {
-                var found = FolderWalk.Files(input, f => ImageExtensions.Contains(Path.GetExtension(f).ToLowerInvariant()));
-                if (found.Count == 0) throw new ArgumentException($"{input}: folder holds no images ({string.Join(", ", ImageExtensions)})");
+                var found = FolderWalk.Files(input, ImageLoader.HasImageExtension);
+                if (found.Count == 0) throw new ArgumentException($"{input}: folder holds no images ({string.Join(", ", ImageLoader.Extensions)})");
                 files.AddRange(found);
             }
             else if (File.Exists(input)) files.Add(input);

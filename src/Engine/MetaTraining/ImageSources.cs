@@ -55,8 +55,6 @@ public sealed class IdxImageSource(IdxImages images) : IImageSource
 /// </summary>
 public sealed class FolderImageSource : IImageSource
 {
-    public static readonly string[] Extensions = [".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"];
-
     private readonly string[] _files;
     private readonly ImageLoader _loader;
 
@@ -66,8 +64,8 @@ public sealed class FolderImageSource : IImageSource
         if (!Directory.Exists(root))
             throw new DirectoryNotFoundException(File.Exists(root) ? $"{root}: is a file; --data expects a folder of images" : $"{root}: no such folder");
         Root = root;
-        _files = [.. FolderWalk.Files(root, f => Extensions.Contains(Path.GetExtension(f).ToLowerInvariant()))];
-        if (_files.Length == 0) throw new ArgumentException($"{root}: folder holds no images ({string.Join(" ", Extensions)})");
+        _files = [.. FolderWalk.Files(root, ImageLoader.HasImageExtension)];
+        if (_files.Length == 0) throw new ArgumentException($"{root}: folder holds no images ({string.Join(" ", ImageLoader.Extensions)})");
         _loader = loader ?? new ImageLoader();
     }
 
