@@ -65,6 +65,8 @@ public static partial class WteCommands
         return command;
     }
 
+    private static string Signed(double v, double ci) => double.IsNaN(v) ? "–" : $"{v:+0.000;-0.000} ± {ci:F3}";
+
     /// <summary>The console table, the HPRD mask IoU and where the files went (`wte eval`, `wte demo`).</summary>
     private static void PrintEvaluation(TextWriter stdout, EvaluateJobResult result)
     {
@@ -74,6 +76,14 @@ public static partial class WteCommands
             stdout.WriteLine("mask IoU (HPRD)   within groups  across groups");
             foreach (var o in result.Overlaps)
                 stdout.WriteLine($"  {o.Subset,-12} {o.Setting,-18} {o.WithinGroups,8:F3}  {o.AcrossGroups,8:F3}");
+        }
+        if (result.LearnedVsRandom.Count > 0)
+        {
+            stdout.WriteLine();
+            stdout.WriteLine("HPRD − random (same keep, paired over the same edits; ± 95 %)");
+            stdout.WriteLine($"  {"subset",-12} {"setting",-18} {"pairs",5}  {"ΔGR",-15} {"ΔLR broad",-15}");
+            foreach (var d in result.LearnedVsRandom)
+                stdout.WriteLine($"  {d.Subset,-12} {d.Setting,-18} {d.Pairs,5}  {Signed(d.Gr, d.GrCi),-15} {Signed(d.LrBroad, d.LrBroadCi),-15}");
         }
         stdout.WriteLine($"wrote {result.EditsPath}, {result.SummaryPath} and {result.PlotFiles} plot files in {result.PlotsFolder}");
     }

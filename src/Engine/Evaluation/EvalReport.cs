@@ -18,6 +18,14 @@ public sealed record MetricRow(string Subset, string Group, string Method, strin
 /// <summary>Mean pairwise IoU of HPRD masks within the same group and across groups of one subset.</summary>
 public sealed record MaskOverlap(string Subset, string Setting, double WithinGroups, int WithinPairs, double AcrossGroups, int AcrossPairs);
 
+/// <summary>
+/// Mean difference <see cref="Setting"/> − <see cref="Baseline"/> over edits of the same images (same subset, group and
+/// edit images), with 95 % half-widths of the paired differences: the learned-vs-random comparison of the paper's
+/// second claim, resolved far more finely than two unpaired means.
+/// </summary>
+public sealed record PairedDifference(string Subset, string Setting, string Baseline, int Pairs,
+    double Gr, double GrCi, double Lr, double LrCi, double LrBroad, double LrBroadCi);
+
 /// <summary>Tables, mask-overlap analysis, JSON lines and Pareto plots of an evaluation.</summary>
 public static class EvalReport
 {
@@ -71,6 +79,47 @@ public static class EvalReport
         }
         return result.OrderBy(o => o.Subset, StringComparer.Ordinal).ThenBy(o => o.Setting, StringComparer.Ordinal).ToList();
     }
+
+    /// <summary>
+    /// Every HPRD setting against the random-mask setting of the same keep fraction, paired over the edits both ran
+    /// (matched by subset, group and edit images; an edit missing from either side is left out).
+    /// </summary>
+    public static List<PairedDifference> LearnedVsRandom(IEnumerable<EditRecord> records)
+    {
+        var list = records.ToList();
+        static string Key(EditRecord r) => r.Group + "\n" + string.Join("\n", r.EditImages);
+        var result = new List<PairedDifference>();
+        foreach (var hprd in list.Where(r => r.Method == "hprd").GroupBy(r => (r.Subset, r.Setting, r.Keep)))
+        {
+            var random = list.Where(r => r.Method == "random" && r.Subset == hprd.Key.Subset && r.Keep == hprd.Key.Keep)
+                .GroupBy(Key).ToDictionary(g => g.Key, g => g.First());
+            if (random.Count == 0) continue;
+            var pairs = hprd.GroupBy(Key).Where(g => random.ContainsKey(g.Key)).Select(g => (A: g.First(), B: random[g.Key])).ToList();
+            if (pairs.Count == 0) continue;
+            List<double> D(Func<EditRecord, double> f) =>
+                pairs.Select(p => f(p.A) - f(p.B)).Where(v => !double.IsNaN(v)).ToList();
+            var gr = D(r => r.Gr); var lr = D(r => r.Lr); var broad = D(r => r.LrBroad);
+            result.Add(new PairedDifference(hprd.Key.Subset, hprd.Key.Setting, pairs[0].B.Setting, pairs.Count,
+                Mean(gr), Ci95(gr), Mean(lr), Ci95(lr), Mean(broad), Ci95(broad)));
+        }
+        return result.OrderBy(d => d.Subset, StringComparer.Ordinal).ThenBy(d => d.Setting, StringComparer.Ordinal).ToList();
+    }
+
+    public static string PairedTable(IEnumerable<PairedDifference> differences)
+    {
+        var list = differences.ToList();
+        bool broad = list.Any(d => !double.IsNaN(d.LrBroad));
+        var sb = new StringBuilder();
+        sb.AppendLine("| subset | setting − baseline | pairs | ΔGR | ΔLR |" + (broad ? " ΔLR broad |" : ""));
+        sb.AppendLine("|---|---|---|---|---|" + (broad ? "---|" : ""));
+        foreach (var d in list)
+            sb.AppendLine($"| {d.Subset} | {d.Setting} − {d.Baseline} | {d.Pairs} | {FSigned(d.Gr, d.GrCi)} | {FSigned(d.Lr, d.LrCi)} |"
+                + (broad ? $" {FSigned(d.LrBroad, d.LrBroadCi)} |" : ""));
+        return sb.ToString();
+    }
+
+    private static string FSigned(double v, double ci) =>
+        double.IsNaN(v) ? "–" : v.ToString("+0.000;−0.000;0.000", Inv) + (double.IsNaN(ci) ? "" : $" ± {F(ci)}");
 
     private static double IoU(int[] a, int[] b)
     {

@@ -63,6 +63,8 @@ public sealed record EvaluateJobResult
     public required IReadOnlyList<MetricRow> Summary { get; init; }
     /// <summary>HPRD mask IoU within vs across groups.</summary>
     public required IReadOnlyList<MaskOverlap> Overlaps { get; init; }
+    /// <summary>Every HPRD setting minus the random mask of the same keep, paired over the same edits.</summary>
+    public IReadOnlyList<PairedDifference> LearnedVsRandom { get; init; } = [];
     public required int Groups { get; init; }
     /// <summary>Edits per setting.</summary>
     public required int Edits { get; init; }
@@ -151,6 +153,7 @@ public static class EvaluateJob
         var summary = EvalReport.Summarise(records);
         var perGroup = EvalReport.Summarise(records, perGroup: true);
         var overlaps = EvalReport.Overlaps(records);
+        var learnedVsRandom = EvalReport.LearnedVsRandom(records);
         string plotsFolder = Path.Combine(o.OutDir, "plots");
         var plots = EvalReport.ParetoPlots(summary, plotsFolder, o.Title);
         var md = new StringBuilder();
@@ -167,6 +170,12 @@ public static class EvaluateJob
         md.AppendLine("## Mask overlap (HPRD)");
         md.AppendLine();
         md.AppendLine(EvalReport.OverlapTable(overlaps));
+        if (learnedVsRandom.Count > 0)
+        {
+            md.AppendLine("## Learned vs random masks (HPRD − random at the same keep, paired over the same edits)");
+            md.AppendLine();
+            md.AppendLine(EvalReport.PairedTable(learnedVsRandom));
+        }
         md.AppendLine("## Per group");
         md.AppendLine();
         md.AppendLine(EvalReport.MarkdownTable(perGroup, withGroup: true));
@@ -175,7 +184,7 @@ public static class EvaluateJob
         outFolder.Commit();
         return new EvaluateJobResult
         {
-            Summary = summary, Overlaps = overlaps, Groups = groups.Count, Edits = edits, Settings = settings.Count, LocalityImages = locality.Count,
+            Summary = summary, Overlaps = overlaps, LearnedVsRandom = learnedVsRandom, Groups = groups.Count, Edits = edits, Settings = settings.Count, LocalityImages = locality.Count,
             EditsPath = jsonl, SummaryPath = summaryPath, PlotsFolder = plotsFolder, PlotFiles = plots.Count,
         };
     }

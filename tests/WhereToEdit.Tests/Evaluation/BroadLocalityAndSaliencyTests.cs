@@ -91,6 +91,32 @@ public sealed class BroadLocalityAndSaliencyTests
     }
 
     [Fact]
+    public void Learned_vs_random_pairs_the_same_edits_and_leaves_out_unmatched_ones()
+    {
+        static EditRecord R(string method, double keep, string group, string image, double gr, double lr, double broad) => new()
+        {
+            Subset = "natural", Group = group, Label = 0, Method = method, Setting = $"{method} keep={keep}", Keep = keep,
+            EditImages = [image], Sr = 1, Gr = gr, Lr = lr, LrBroad = broad, Steps = 1, FinalLoss = 0, KeptGates = 1,
+            WeightsChanged = 1, WallMs = 1, WeightsBefore = "h",
+        };
+        var records = new[]
+        {
+            R("hprd", 0.1, "a", "1.png", 0.9, 0.5, 0.95), R("random", 0.1, "a", "1.png", 0.5, 0.6, 0.96),
+            R("hprd", 0.1, "b", "2.png", 0.7, 0.5, 0.90), R("random", 0.1, "b", "2.png", 0.6, 0.5, 0.94),
+            R("hprd", 0.1, "b", "3.png", 0.1, 0.1, 0.10),                                   // no random partner: left out
+            R("random", 0.25, "a", "1.png", 0.0, 0.0, 0.00),                                 // other keep: not a baseline
+            R("hprd", 0.25, "c", "4.png", 1.0, 1.0, 1.00),                                   // no random at 0.25 for this edit
+        };
+        var d = Assert.Single(EvalReport.LearnedVsRandom(records));
+        Assert.Equal(("hprd keep=0.1", "random keep=0.1", 2), (d.Setting, d.Baseline, d.Pairs));
+        Assert.Equal((0.4 + 0.1) / 2, d.Gr, 12);
+        Assert.Equal((-0.1 + 0.0) / 2, d.Lr, 12);
+        Assert.Equal((-0.01 - 0.04) / 2, d.LrBroad, 12);
+        Assert.Equal(EvalReport.Ci95([0.4, 0.1]), d.GrCi, 12);
+        Assert.Contains("| natural | hprd keep=0.1 − random keep=0.1 | 2 | +0.250 ± ", EvalReport.PairedTable([d]));
+    }
+
+    [Fact]
     public void Saliency_is_the_gradient_norm_of_each_units_weights()
     {
         using var be = new CpuBackend(new CpuBackendOptions { Threads = 1 });
