@@ -18,6 +18,7 @@ public static partial class WteCommands
         var wd = new Option<float>("--weight-decay") { DefaultValueFactory = _ => 0.05f };
         var warmup = new Option<double>("--warmup-epochs") { DefaultValueFactory = _ => 1.0 };
         var seed = new Option<ulong>("--seed") { DefaultValueFactory = _ => 0UL };
+        var flip = new Option<bool>("--flip") { Description = "random horizontal flips (turn off for orientation-sensitive data: 'wte dataset orientations')", DefaultValueFactory = _ => true };
         var limit = new Option<int>("--train-limit") { Description = "use only the first N training images (quick runs)", DefaultValueFactory = _ => 0 };
         var checkpointDir = new Option<string?>("--checkpoint-dir") { Description = "write resumable checkpoints here (every epoch and --checkpoint-every steps)" };
         var checkpointEvery = new Option<int>("--checkpoint-every") { DefaultValueFactory = _ => 0 };
@@ -27,7 +28,7 @@ public static partial class WteCommands
         var threads = ThreadsOption();
         var command = new Command("pretrain", "Train the embedded default ViT on Fashion-MNIST (AdamW, warm-up + cosine, shifts and flips).")
         {
-            data, output, preset, epochs, batch, lr, wd, warmup, seed, limit, checkpointDir, checkpointEvery, resume, log, device, threads,
+            data, output, preset, epochs, batch, lr, wd, warmup, seed, flip, limit, checkpointDir, checkpointEvery, resume, log, device, threads,
         };
         command.SetAction(parse =>
         {
@@ -38,7 +39,7 @@ public static partial class WteCommands
                 {
                     Epochs = parse.GetValue(epochs), Batch = parse.GetValue(batch), LearningRate = parse.GetValue(lr),
                     WeightDecay = parse.GetValue(wd), WarmupEpochs = parse.GetValue(warmup), Seed = parse.GetValue(seed),
-                    CheckpointEvery = parse.GetValue(checkpointEvery),
+                    CheckpointEvery = parse.GetValue(checkpointEvery), Flip = parse.GetValue(flip),
                 },
                 TrainLimit = parse.GetValue(limit), CheckpointDir = parse.GetValue(checkpointDir), ResumePath = parse.GetValue(resume), LogPath = parse.GetValue(log),
                 Backend = new BackendChoice { Device = parse.GetValue(device)!, Threads = parse.GetValue(threads) },

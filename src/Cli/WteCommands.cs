@@ -24,6 +24,7 @@ public static partial class WteCommands
         root.Subcommands.Add(BenchmarkCommand(stdout, stderr));
         root.Subcommands.Add(MetaTrainCommand(stdout, stderr));
         root.Subcommands.Add(SaliencyCommand(stdout));
+        root.Subcommands.Add(DatasetCommand(stdout));
         root.Subcommands.Add(ConvertCommand(stdout));
         root.Subcommands.Add(ExportCommand(stdout));
         root.Subcommands.Add(ServeCommand(stdout));

@@ -50,13 +50,16 @@ public static class PretrainJob
             .OutputFolder(o.CheckpointDir, "--checkpoint-dir", Pretrainer.IsCheckpointName).Check();
         var options = o.Training;
         options.Validate();
-        var config = VitConfig.Preset(o.Preset);
         var train = LabeledImagesIdx.FashionMnist(o.DataPath, train: true);
         var test = LabeledImagesIdx.FashionMnist(o.DataPath, train: false);
+        if (test.Names.Length != train.Names.Length || test.Count > 0 && test.Labels.Max() >= train.Names.Length)
+            throw new ArgumentException($"--data {o.DataPath}: the test split's labels do not fit the {train.Names.Length} classes of the training split");
+        // The head has one output per class the data names (10 for Fashion-MNIST, 40 for the orientation task).
+        var config = VitConfig.Preset(o.Preset) with { NumClasses = train.Names.Length };
         if (o.TrainLimit > 0 && o.TrainLimit < train.Count)
         {
             int n = o.TrainLimit;
-            train = new LabeledImages(train.Pixels.AsSpan(0, n * train.PixelsPerImage).ToArray(), train.Labels.AsSpan(0, n).ToArray(), train.Height, train.Width, train.Source + $" (first {n})");
+            train = new LabeledImages(train.Pixels.AsSpan(0, n * train.PixelsPerImage).ToArray(), train.Labels.AsSpan(0, n).ToArray(), train.Height, train.Width, train.Source + $" (first {n})", train.Names);
         }
         if (o.CheckpointDir is not null) Directory.CreateDirectory(o.CheckpointDir);
 
@@ -84,7 +87,7 @@ public static class PretrainJob
         });
         double accuracy = trainer.Evaluate(test);
         var preprocessing = new Preprocessing(ResizeMode.Direct, config.ImageSize, config.ImageSize, Interpolation.Bilinear, [options.Mean], [options.Std]);
-        VitCheckpoint.Save(model, o.OutPath, preprocessing, LabeledImages.FashionMnistLabels);
+        VitCheckpoint.Save(model, o.OutPath, preprocessing, train.Names);
         return new PretrainJobResult
         {
             OutPath = o.OutPath, TestAccuracy = accuracy, TestImages = test.Count, Steps = trainer.Step, Fingerprint = VitCheckpoint.Fingerprint(model),

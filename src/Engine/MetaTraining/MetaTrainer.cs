@@ -71,7 +71,7 @@ public sealed class MetaTrainer : IDisposable
     public const string IterationKey = "wte.meta.iteration", RngKey = "wte.meta.rng", OptionsKey = "wte.meta.options";
     public const string DataEpochKey = "wte.meta.data_epoch", DataCursorKey = "wte.meta.data_cursor";
     public const string DataCountKey = "wte.meta.data_count", DataDescriptionKey = "wte.meta.data";
-    private const string HypernetPrefix = "hypernet/", StatePrefix = "rmsprop/";
+    private const string HypernetPrefix = HypernetFile.CheckpointPrefix, StatePrefix = "rmsprop/";
 
     private readonly VitModel _model;
     private readonly IImageSource _data;

@@ -25,6 +25,9 @@ public sealed class LoadedHypernet(Hypernetwork network, int[] editBlocks, strin
 /// </summary>
 public static class HypernetFile
 {
+    /// <summary>Name prefix of the hypernetwork's tensors inside a meta-training checkpoint.</summary>
+    public const string CheckpointPrefix = "hypernet/";
+
     public const string ConfigKey = "wte.hypernet.config";
     public const string FingerprintKey = "wte.hypernet.base_fingerprint";
     public const string EditBlocksKey = "wte.hypernet.edit_blocks";
@@ -100,7 +103,11 @@ public static class HypernetFile
         {
             (config, blocks, fingerprint) = Describe(file.Metadata, path);
             ResourceBudget.Require(config.EstimateBytes(), path, $"the hypernetwork config (depth {config.Depth}, MLP {config.MlpHidden})");
-            tensors = file.Tensors.ToDictionary(t => t.Name, t => (t.Shape, t.Data));
+            // A meta-training checkpoint holds the hypernetwork under "hypernet/" beside its optimizer state: use it as is,
+            // so that every checkpoint of a run can be evaluated (the reference edits with its 7000-iteration one).
+            bool checkpoint = file.Tensors.Any(t => t.Name.StartsWith(CheckpointPrefix, StringComparison.Ordinal));
+            tensors = file.Tensors.Where(t => !checkpoint || t.Name.StartsWith(CheckpointPrefix, StringComparison.Ordinal))
+                .ToDictionary(t => checkpoint ? t.Name[CheckpointPrefix.Length..] : t.Name, t => (t.Shape, t.Data));
         }
         if (baseModel is not null)
         {

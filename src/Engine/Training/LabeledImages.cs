@@ -3,7 +3,7 @@ namespace WhereToEdit.Engine.Training;
 /// <summary>A set of 8-bit single-channel images with class labels, held in memory (e.g. Fashion-MNIST).</summary>
 public sealed class LabeledImages
 {
-    public LabeledImages(byte[] pixels, byte[] labels, int height, int width, string source)
+    public LabeledImages(byte[] pixels, byte[] labels, int height, int width, string source, string[]? names = null)
     {
         if (height <= 0 || width <= 0) throw new ArgumentException($"{source}: image size {height}×{width} is not positive");
         if (pixels.Length != (long)labels.Length * height * width)
@@ -13,7 +13,13 @@ public sealed class LabeledImages
         Height = height;
         Width = width;
         Source = source;
+        int classes = labels.Length == 0 ? 0 : labels.Max() + 1;
+        Names = names ?? (classes <= FashionMnistLabels.Length ? FashionMnistLabels : Enumerable.Range(0, classes).Select(c => $"class {c}").ToArray());
+        if (classes > Names.Length) throw new ArgumentException($"{source}: label {classes - 1} but only {Names.Length} class names");
     }
+
+    /// <summary>Class names in label order (Fashion-MNIST's unless the data folder names its own in labels.txt).</summary>
+    public string[] Names { get; }
 
     public byte[] Pixels { get; }
     public byte[] Labels { get; }
@@ -60,6 +66,25 @@ public static class LabeledImagesIdx
             }
             throw new FileNotFoundException($"{folder}: no {stem}(.gz) — install Debian's dataset-fashion-mnist or pass --data with the IDX files", Path.Combine(folder, stem));
         }
-        return Load(Find($"{prefix}-images-idx3-ubyte"), Find($"{prefix}-labels-idx1-ubyte"));
+        var data = Load(Find($"{prefix}-images-idx3-ubyte"), Find($"{prefix}-labels-idx1-ubyte"));
+        string namesPath = Path.Combine(folder, NamesFile);
+        if (!File.Exists(namesPath)) return data;
+        var names = ReadNames(namesPath);
+        return new LabeledImages(data.Pixels, data.Labels, data.Height, data.Width, data.Source, names);
+    }
+
+    /// <summary>A data folder may name its classes, one per line in label order (e.g. <see cref="OrientationTask"/>'s 40).</summary>
+    public const string NamesFile = "labels.txt";
+
+    private static string[] ReadNames(string path)
+    {
+        var info = new FileInfo(path);
+        if (info.Length > 1 << 20) throw new IO.IdxFormatException(path, $"class-name file of {info.Length} bytes; at most 1 MiB");
+        var names = File.ReadAllLines(path).Select(l => l.TrimEnd('\r')).ToList();
+        while (names.Count > 0 && names[^1].Length == 0) names.RemoveAt(names.Count - 1);
+        if (names.Count is 0 or > 256) throw new IO.IdxFormatException(path, $"holds {names.Count} class names; 1 to 256 expected, one per line");
+        int empty = names.FindIndex(n => n.Trim().Length == 0);
+        if (empty >= 0) throw new IO.IdxFormatException(path, $"line {empty + 1} is empty; every class needs a name");
+        return names.ToArray();
     }
 }

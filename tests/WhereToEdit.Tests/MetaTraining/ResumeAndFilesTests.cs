@@ -90,6 +90,23 @@ public sealed class ResumeAndFilesTests
     }
 
     [Fact]
+    public void A_meta_training_checkpoint_loads_as_its_hypernetwork()
+    {
+        using var dir = new TempDir();
+        using var be = Backends.Cpu(GemmKind.Managed);
+        using var model = GrayModel(be);
+        string ckpt = dir.File("meta-000001.safetensors");
+        using var t = new MetaTrainer(model, Half, Half, Data(), Small(1));
+        t.RunIteration();
+        t.SaveCheckpoint(ckpt);
+        Assert.Contains(SafeTensors.ReadHeader(ckpt).Entries, x => x.Name.StartsWith("rmsprop/", StringComparison.Ordinal));
+        using var loaded = HypernetFile.Load(be, ckpt, model);
+        Assert.Equal(t.Target.Blocks, loaded.EditBlocks);
+        for (int i = 0; i < t.Hypernet.Parameters.Count; i++)
+            Assert.Equal(t.Hypernet.Parameters[i].Value.ToArray(), loaded.Network.Parameters[i].Value.ToArray());
+    }
+
+    [Fact]
     public void Hypernet_file_round_trips_and_checks_its_base_model()
     {
         using var dir = new TempDir();
