@@ -8,16 +8,13 @@ namespace WhereToEdit.Cli;
 
 public static partial class WteCommands
 {
-    private static Command BenchmarkCommand(TextWriter stdout, TextWriter stderr)
-    {
-        var command = new Command("benchmark", "Build or inspect an editing benchmark (natural failures, style shifts, sensitive locality set).");
-        command.Subcommands.Add(BenchmarkBuildCommand(stdout, stderr));
-        command.Subcommands.Add(BenchmarkInfoCommand(stdout));
-        command.Subcommands.Add(BenchmarkBroadCommand(stdout));
-        return command;
-    }
+    private static Command BenchmarkCommand(CliOutput io) =>
+        new("benchmark", "Build or inspect an editing benchmark (natural failures, style shifts, sensitive locality set).")
+        {
+            BenchmarkBuildCommand(io), BenchmarkInfoCommand(io), BenchmarkBroadCommand(io),
+        };
 
-    private static Command BenchmarkBuildCommand(TextWriter stdout, TextWriter stderr)
+    private static Command BenchmarkBuildCommand(CliOutput io)
     {
         var model = new Option<string>("--model") { Description = "the base model (.safetensors / .npz / hub folder; 1 channel)", Required = true };
         var data = new Option<string>("--data") { Description = "folder with the Fashion-MNIST IDX files (the t10k test split is used)", DefaultValueFactory = _ => LabeledImagesIdx.DebianFashionMnist };
@@ -50,21 +47,25 @@ public static partial class WteCommands
                 },
                 BroadCount = parse.GetValue(broad),
                 Backend = new BackendChoice { Device = parse.GetValue(device)!, Threads = parse.GetValue(threads) },
-            }, new ProgressBar(stderr));
-            if (result.BroadImages > 0) stdout.WriteLine($"broad locality set: {result.BroadImages} correctly classified test images ({BroadLocality.ImagesFile})");
-            PrintBenchmark(stdout, result.Subsets.Select(s => (s.Name, s.Kind, s.Groups, s.Images, (int?)s.Failures, (int?)s.EligibleGroups)),
-                result.LocalityName, result.LocalityImages, result.Margin, withStats: true);
-            stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"base accuracy {result.BaseAccuracy:P2}; locality: {result.LocalityCandidates} candidates below margin {result.Margin}"));
-            foreach (string note in result.Warnings) stdout.WriteLine(note);
-            stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"wrote {result.ManifestPath} ({result.Images} images, {result.TotalBytes / 1024.0:F1} KiB)"));
-            return 0;
+            }, io.Progress());
+            return io.Print(parse, result, stdout => PrintBuild(stdout, result));
         });
         return command;
     }
 
-    private static Command BenchmarkBroadCommand(TextWriter stdout)
+    private static void PrintBuild(TextWriter stdout, BenchmarkBuildJobResult result)
+    {
+        if (result.BroadImages > 0) stdout.WriteLine($"broad locality set: {result.BroadImages} correctly classified test images ({BroadLocality.ImagesFile})");
+        PrintBenchmark(stdout, result.Subsets.Select(s => (s.Name, s.Kind, s.Groups, s.Images, (int?)s.Failures, (int?)s.EligibleGroups)),
+            result.LocalityName, result.LocalityImages, result.Margin, withStats: true);
+        stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"base accuracy {result.BaseAccuracy:P2}; locality: {result.LocalityCandidates} candidates below margin {result.Margin}"));
+        foreach (string note in result.Warnings) stdout.WriteLine(note);
+        stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"wrote {result.ManifestPath} ({result.Images} images, {result.TotalBytes / 1024.0:F1} KiB)"));
+    }
+
+    private static Command BenchmarkBroadCommand(CliOutput io)
     {
         var model = new Option<string>("--model") { Description = "the base model the benchmark was built for", Required = true };
         var data = new Option<string>("--data") { Description = "folder with the Fashion-MNIST IDX files (the t10k test split is used)", DefaultValueFactory = _ => LabeledImagesIdx.DebianFashionMnist };
@@ -82,25 +83,33 @@ public static partial class WteCommands
             {
                 ModelPath = parse.GetValue(model)!, DataPath = parse.GetValue(data)!, BenchmarkPath = parse.GetValue(benchmark)!,
                 Count = parse.GetValue(count), Seed = parse.GetValue(seed), Backend = new BackendChoice { Threads = parse.GetValue(threads) },
-            });
-            stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"wrote {r.Images} images ({r.PerClass} per class) to {r.ImagesPath} ({r.Bytes / 1024.0:F1} KiB with the labels)"));
-            return 0;
+            }, io.Progress());
+            return io.Print(parse, r, stdout => stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"wrote {r.Images} images ({r.PerClass} per class) to {r.ImagesPath} ({r.Bytes / 1024.0:F1} KiB with the labels)")));
         });
         return command;
     }
 
-    private static Command BenchmarkInfoCommand(TextWriter stdout)
+    private static Command BenchmarkInfoCommand(CliOutput io)
     {
         var path = new Argument<string>("MANIFEST") { Description = "a manifest.json or the folder holding it" };
         var command = new Command("info", "Check a benchmark manifest (strictly) and print its subsets, groups and notes.") { path };
         command.SetAction(parse =>
         {
-            var manifest = BenchmarkManifest.Read(parse.GetValue(path)!);
-            stdout.WriteLine($"{manifest.Name}  (base model {manifest.BaseModelFingerprint ?? "unknown"})");
-            PrintBenchmark(stdout, manifest.Subsets.Select(s => (s.Name, s.Kind, s.Groups.Count, s.Groups.Sum(g => g.Images.Count), (int?)null, (int?)null)),
-                manifest.Locality.Name, manifest.Locality.Images.Count, manifest.Locality.Margin, withStats: false);
-            foreach (string note in manifest.Notes) stdout.WriteLine($"  note: {note}");
-            return 0;
+            var m = BenchmarkManifest.Read(parse.GetValue(path)!);
+            var summary = new
+            {
+                m.Name, BaseModel = m.BaseModelFingerprint, m.Notes,
+                Subsets = m.Subsets.Select(s => new { s.Name, s.Kind, Groups = s.Groups.Count, Images = s.Groups.Sum(g => g.Images.Count) }).ToList(),
+                Locality = new { m.Locality.Name, Images = m.Locality.Images.Count, m.Locality.Margin },
+            };
+            return io.Print(parse, summary, stdout =>
+            {
+                stdout.WriteLine($"{m.Name}  (base model {m.BaseModelFingerprint ?? "unknown"})");
+                PrintBenchmark(stdout, summary.Subsets.Select(s => (s.Name, s.Kind, s.Groups, s.Images, (int?)null, (int?)null)),
+                    m.Locality.Name, m.Locality.Images.Count, m.Locality.Margin, withStats: false);
+                foreach (string note in m.Notes) stdout.WriteLine($"  note: {note}");
+            });
         });
         return command;
     }
