@@ -125,6 +125,7 @@ public sealed class CliConventionTests
         }
         var (_, help, _) = Repo.Wte("edit", "--help");
         foreach (string shown in new[] { "-o, --out", "-i, --image", "-l, --label", "-t, --threads", "-d, --device" }) Assert.Contains(shown, help);
+        Assert.Equal("wte: info: unknown option '--jsn' (did you mean --json?)", Repo.Wte("info", "x", "--jsn").Err.Trim());
         var (code, stdout, stderr) = Repo.Wte("predict", Repo.File("assets/fashion_mnist/vit.safetensors"), Repo.File("assets/fashion_mnist/benchmark/natural/0_3/00674.png"), "-k", "1", "-b", "1", "-t", "1");
         Assert.True(code == 0, stderr);
         Assert.Equal(2, stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).Length);   // the image and one class
