@@ -32,10 +32,10 @@ public static partial class WteCommands
         {
             double s = parse.GetValue(seconds);
             string? dir = parse.GetValue(outDir) is { Length: > 0 } d ? d : null;
-            new CommandPaths().OutputFolder(dir, "--out", name => name is "gpu-check.md" or "gpu-check.json").Check();
             if (!(s > 0)) throw new ArgumentException($"--seconds {s}: must be positive");
             int n = parse.GetValue(gemmSize);
             if (n <= 0) throw new ArgumentException($"--gemm-size {n}: must be positive");
+            new CommandPaths().OutputFolder(dir, "--out", name => name is "gpu-check.md" or "gpu-check.json").Check();
             if (!GpuBackend.TryCreateCuda(new GpuBackendOptions { DeviceIndex = parse.GetValue(deviceIndex) }, out var gpu, out string reason))
                 throw new DeviceUnavailableException($"gpu-check needs a CUDA device: {reason}");
             using var _ = gpu;
