@@ -93,6 +93,7 @@ public sealed class CliConventionTests
             ["export", Repo.File("assets/fashion_mnist/hypernet.safetensors"), "-o", dir.File("c/hypernet.pth"), "--json"],
             ["plot", "curves", Repo.File("assets/fashion_mnist/pretrain-log.csv"), "-o", dir.File("curves"), "--columns", "loss", "--json"],
             ["bench", "-m", "test_tiny", "--seconds", "0.01", "-t", "1", "--json"],
+            ["saliency", "-m", model, "--benchmark", Repo.File("assets/fashion_mnist/benchmark"), "--subsets", "natural", "-t", "1", "--json"],
         })
         {
             var (code, stdout, stderr) = Repo.Wte(args);

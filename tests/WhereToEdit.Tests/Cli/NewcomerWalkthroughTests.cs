@@ -48,6 +48,14 @@ public sealed class NewcomerWalkthroughTests
         Assert.Equal(info.GetProperty("edited_fingerprint").GetString(), applied.GetProperty("fingerprint").GetString());
         Assert.Equal(0, Top1(Out("fixed.safetensors"), Failure));
 
+        // Pictures: the edit's mask and the before/after panel (PNG + SVG each).
+        foreach (var files in new[] { Json("plot", "mask", Out("fix.safetensors"), "-o", Out("plots/mask")),
+                                      Json("plot", "edit", Model, Out("fix.safetensors"), "-i", Failure, "-o", Out("plots/edit")) })
+        {
+            Assert.Equal(2, files.GetProperty("files").GetArrayLength());
+            foreach (var f in files.GetProperty("files").EnumerateArray()) Assert.True(new FileInfo(f.GetString()!).Length > 1000, f.GetString());
+        }
+
         // Validate on the shipped failures (every one wrong before): the patch fixes some, and the report says how many.
         var (code, text, err) = Repo.Wte("validate", Model, Failures, "--patch", Out("fix.safetensors"), "-o", Out("validation"));
         Assert.True(code == 0, err);
