@@ -6,20 +6,19 @@ namespace WhereToEdit.Cli;
 
 public static partial class WteCommands
 {
-    private static Command BenchCommand(TextWriter stdout)
+    private static Command BenchCommand(CliOutput io)
     {
         var model = new Option<string>("--model") { Description = "model preset (vit_tiny_patch16_224, vit_small_patch16_224, vit_base_patch16_224, ...)", DefaultValueFactory = _ => "vit_tiny_patch16_224" };
         var batch = new Option<int>("--batch") { Description = "images per forward / forward+backward", DefaultValueFactory = _ => 1 };
         var seconds = new Option<double>("--seconds") { Description = "minimum time per measurement", DefaultValueFactory = _ => 3.0 };
         var keep = new Option<double>("--keep") { Description = "fraction of hidden units the edit step's mask keeps", DefaultValueFactory = _ => 0.1 };
-        var json = new Option<bool>("--json") { Description = "print one JSON object" };
         var profile = new Option<bool>("--profile") { Description = "also print time per op (forward+backward and edit step, ops synchronised one by one)" };
         var device = DeviceOption();
         var threads = ThreadsOption();
         var gemm = GemmOption();
         var command = new Command("bench", "Time a ViT preset's forward, forward+backward and HPRD edit step (fp32, random weights).")
         {
-            model, batch, device, threads, gemm, seconds, keep, json, profile,
+            model, batch, device, threads, gemm, seconds, keep, profile,
         };
         command.SetAction(parse =>
         {
@@ -29,7 +28,8 @@ public static partial class WteCommands
                 Backend = new BackendChoice { Device = parse.GetValue(device)!, Threads = parse.GetValue(threads), Gemm = parse.GetValue(gemm)! },
             });
             var result = job.Timing;
-            if (parse.GetValue(json))
+            var stdout = io.Out;
+            if (io.Json(parse))
                 stdout.WriteLine(JsonSerializer.Serialize(result));
             else
             {
@@ -38,7 +38,7 @@ public static partial class WteCommands
                 stdout.WriteLine($"  forward+backward   {result.ForwardBackwardImagesPerS,9:F2} images/s  ({result.GflopsPerS:F1} GFLOP/s)");
                 stdout.WriteLine($"  edit step (B=1)    {result.EditStepMs,9:F2} ms        (blocks {string.Join(",", result.EditBlocks)}, keep {result.EditKeep})");
             }
-            if (job.Profile is { } table) (parse.GetValue(json) ? Console.Error : stdout).WriteLine(table);
+            if (job.Profile is { } table) (io.Json(parse) ? io.Err : stdout).WriteLine(table);
             return 0;
         });
         return command;

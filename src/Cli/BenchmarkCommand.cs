@@ -8,16 +8,13 @@ namespace WhereToEdit.Cli;
 
 public static partial class WteCommands
 {
-    private static Command BenchmarkCommand(TextWriter stdout, TextWriter stderr)
-    {
-        var command = new Command("benchmark", "Build or inspect an editing benchmark (natural failures, style shifts, sensitive locality set).");
-        command.Subcommands.Add(BenchmarkBuildCommand(stdout, stderr));
-        command.Subcommands.Add(BenchmarkInfoCommand(stdout));
-        command.Subcommands.Add(BenchmarkBroadCommand(stdout));
-        return command;
-    }
+    private static Command BenchmarkCommand(CliOutput io) =>
+        new("benchmark", "Build or inspect an editing benchmark (natural failures, style shifts, sensitive locality set).")
+        {
+            BenchmarkBuildCommand(io), BenchmarkInfoCommand(io), BenchmarkBroadCommand(io),
+        };
 
-    private static Command BenchmarkBuildCommand(TextWriter stdout, TextWriter stderr)
+    private static Command BenchmarkBuildCommand(CliOutput io)
     {
         var model = new Option<string>("--model") { Description = "the base model (.safetensors / .npz / hub folder; 1 channel)", Required = true };
         var data = new Option<string>("--data") { Description = "folder with the Fashion-MNIST IDX files (the t10k test split is used)", DefaultValueFactory = _ => LabeledImagesIdx.DebianFashionMnist };
@@ -50,72 +47,21 @@ public static partial class WteCommands
                 },
                 BroadCount = parse.GetValue(broad),
                 Backend = new BackendChoice { Device = parse.GetValue(device)!, Threads = parse.GetValue(threads) },
-            }, new ProgressBar(stderr));
-            if (result.BroadImages > 0) stdout.WriteLine($"broad locality set: {result.BroadImages} correctly classified test images ({BroadLocality.ImagesFile})");
-            PrintBenchmark(stdout, result.Subsets.Select(s => (s.Name, s.Kind, s.Groups, s.Images, (int?)s.Failures, (int?)s.EligibleGroups)),
-                result.LocalityName, result.LocalityImages, result.Margin, withStats: true);
-            stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"base accuracy {result.BaseAccuracy:P2}; locality: {result.LocalityCandidates} candidates below margin {result.Margin}"));
-            foreach (string note in result.Warnings) stdout.WriteLine(note);
-            stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"wrote {result.ManifestPath} ({result.Images} images, {result.TotalBytes / 1024.0:F1} KiB)"));
-            return 0;
+            }, io.Progress());
+            return io.Print(parse, result, stdout => PrintBuild(stdout, result));
         });
         return command;
     }
 
-    private static Command BenchmarkBroadCommand(TextWriter stdout)
+    private static void PrintBuild(TextWriter stdout, BenchmarkBuildJobResult result)
     {
-        var model = new Option<string>("--model") { Description = "the base model the benchmark was built for", Required = true };
-        var data = new Option<string>("--data") { Description = "folder with the Fashion-MNIST IDX files (the t10k test split is used)", DefaultValueFactory = _ => LabeledImagesIdx.DebianFashionMnist };
-        var benchmark = new Option<string>("--benchmark") { Description = "the benchmark folder (holding manifest.json) to add the set to", Required = true };
-        var count = new Option<int>("--count") { Description = "images, equally from every class", DefaultValueFactory = _ => BroadLocality.DefaultCount };
-        var seed = new Option<ulong>("--seed") { Description = "seeds the per-class samples", DefaultValueFactory = _ => 0UL };
-        var threads = ThreadsOption();
-        var command = new Command("broad", "Add a broad locality set (correctly classified test images from every class) to a benchmark folder.")
-        {
-            model, data, benchmark, count, seed, threads,
-        };
-        command.SetAction(parse =>
-        {
-            var r = BenchmarkBuildJob.AddBroadLocality(new BroadLocalityJobOptions
-            {
-                ModelPath = parse.GetValue(model)!, DataPath = parse.GetValue(data)!, BenchmarkPath = parse.GetValue(benchmark)!,
-                Count = parse.GetValue(count), Seed = parse.GetValue(seed), Backend = new BackendChoice { Threads = parse.GetValue(threads) },
-            });
-            stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"wrote {r.Images} images ({r.PerClass} per class) to {r.ImagesPath} ({r.Bytes / 1024.0:F1} KiB with the labels)"));
-            return 0;
-        });
-        return command;
-    }
-
-    private static Command BenchmarkInfoCommand(TextWriter stdout)
-    {
-        var path = new Argument<string>("MANIFEST") { Description = "a manifest.json or the folder holding it" };
-        var command = new Command("info", "Check a benchmark manifest (strictly) and print its subsets, groups and notes.") { path };
-        command.SetAction(parse =>
-        {
-            var manifest = BenchmarkManifest.Read(parse.GetValue(path)!);
-            stdout.WriteLine($"{manifest.Name}  (base model {manifest.BaseModelFingerprint ?? "unknown"})");
-            PrintBenchmark(stdout, manifest.Subsets.Select(s => (s.Name, s.Kind, s.Groups.Count, s.Groups.Sum(g => g.Images.Count), (int?)null, (int?)null)),
-                manifest.Locality.Name, manifest.Locality.Images.Count, manifest.Locality.Margin, withStats: false);
-            foreach (string note in manifest.Notes) stdout.WriteLine($"  note: {note}");
-            return 0;
-        });
-        return command;
-    }
-
-    private static void PrintBenchmark(TextWriter stdout, IEnumerable<(string Name, BenchmarkSubsetKind Kind, int Groups, int Images, int? Failures, int? Eligible)> rows,
-                                       string localityName, int localityImages, double margin, bool withStats)
-    {
-        stdout.WriteLine(withStats ? $"{"subset",-16} {"kind",-8} {"groups",6} {"images",7} {"failures",9} {"eligible",9}"
-                                   : $"{"subset",-16} {"kind",-8} {"groups",6} {"images",7}");
-        foreach (var (n, kind, groups, images, failures, eligible) in rows)
-        {
-            string k = kind == BenchmarkSubsetKind.Natural ? "natural" : "style";
-            stdout.WriteLine(failures is null ? $"{n,-16} {k,-8} {groups,6} {images,7}" : $"{n,-16} {k,-8} {groups,6} {images,7} {failures,9} {eligible,9}");
-        }
+        if (result.BroadImages > 0) stdout.WriteLine($"broad locality set: {result.BroadImages} correctly classified test images ({BroadLocality.ImagesFile})");
+        PrintBenchmark(stdout, result.Subsets.Select(s => (s.Name, s.Kind, s.Groups, s.Images, (int?)s.Failures, (int?)s.EligibleGroups)),
+            result.LocalityName, result.LocalityImages, result.Margin, withStats: true);
         stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"{"locality",-16} {localityName,-8} {"",6} {localityImages,7}   margin < {margin}"));
+            $"base accuracy {result.BaseAccuracy:P2}; locality: {result.LocalityCandidates} candidates below margin {result.Margin}"));
+        foreach (string note in result.Warnings) stdout.WriteLine(note);
+        stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"wrote {result.ManifestPath} ({result.Images} images, {result.TotalBytes / 1024.0:F1} KiB)"));
     }
 }

@@ -58,6 +58,9 @@ public static partial class CliErrors
         var names = command.Options.SelectMany(o => o.Aliases.Prepend(o.Name)).Where(n => n.StartsWith('-')).Distinct().ToList();
         if (command.Subcommands.Count > 0 && names.Count <= 3)
             return $"{Prefix(commandName)}unknown option '{flag}' (expected one of: {string.Join(", ", command.Subcommands.Select(c => c.Name))})";
+        // The root's recursive options (--json, --max-memory) count as the command's own.
+        for (var parent = command.Parents.OfType<Command>().FirstOrDefault(); parent is not null; parent = parent.Parents.OfType<Command>().FirstOrDefault())
+            names.AddRange(parent.Options.Where(o => o.Recursive).Select(o => o.Name));
         string? closest = names.Where(n => n.Length > 2).OrderBy(n => Distance(flag, n)).FirstOrDefault();
         return closest is not null && Distance(flag, closest) <= Math.Max(2, flag.Length / 3)
             ? $"{Prefix(commandName)}unknown option '{flag}' (did you mean {closest}?)"

@@ -1,13 +1,11 @@
 using System.CommandLine;
 using WhereToEdit.Engine.Jobs;
-using WhereToEdit.Engine.Backends.Cpu;
-using WhereToEdit.Engine.IO;
 
 namespace WhereToEdit.Cli;
 
 public static partial class WteCommands
 {
-    private static Command ConvertCommand(TextWriter stdout)
+    private static Command ConvertCommand(CliOutput io)
     {
         var input = new Argument<string>("IN") { Description = "a model: .safetensors, .npz, PyTorch .pth/.pt/.bin, or a hub-style folder" };
         var output = new Option<string>("--out") { Description = "the safetensors file to write (timm names + wte.* metadata)", Required = true };
@@ -19,39 +17,32 @@ public static partial class WteCommands
         };
         command.SetAction(parse =>
         {
-            string outPath = parse.GetValue(output)!;
-            var type = parse.GetValue(dtype)!.Trim().ToLowerInvariant() switch
+            var r = ConvertJob.Run(new ConvertJobOptions
             {
-                "f32" => TensorDType.F32,
-                "f16" => TensorDType.F16,
-                "bf16" => TensorDType.BF16,
-                var other => throw new ArgumentException($"--dtype {other}: must be f32, f16 or bf16"),
-            };
-            if (parse.GetValue(heads) is int h && h <= 0) throw new ArgumentException($"--heads {h}: must be positive");
-            JobInputs.RefuseOverwritingInput(outPath, parse.GetValue(input));
-            var r = CheckpointConversion.Convert(parse.GetValue(input)!, outPath, type, new ModelLoadOptions { NumHeads = parse.GetValue(heads) });
-            stdout.WriteLine($"read   {r.InputCheckpoint} ({r.InputFormat.ToString().ToLowerInvariant()}, {NamingText(r.InputNaming)} names)");
-            stdout.WriteLine($"wrote  {r.OutputPath} (safetensors, timm names, {type}): {r.Parameters:N0} parameters in {r.Tensors} tensors, fingerprint {r.Fingerprint}");
-            foreach (string note in r.Notes) stdout.WriteLine($"note   {note}");
-            return 0;
+                InPath = parse.GetValue(input)!, OutPath = parse.GetValue(output)!, DType = parse.GetValue(dtype)!, Heads = parse.GetValue(heads),
+            });
+            return io.Print(parse, r, stdout =>
+            {
+                stdout.WriteLine($"read   {r.InputCheckpoint} ({r.InputFormat.ToString().ToLowerInvariant()}, {NamingText(r.InputNaming)} names)");
+                stdout.WriteLine($"wrote  {r.OutputPath} (safetensors, timm names, {ConvertJob.ParseDType(parse.GetValue(dtype)!)}): " +
+                                 $"{r.Parameters:N0} parameters in {r.Tensors} tensors, fingerprint {r.Fingerprint}");
+                foreach (string note in r.Notes) stdout.WriteLine($"note   {note}");
+            });
         });
         return command;
     }
 
-    private static Command ExportCommand(TextWriter stdout)
+    private static Command ExportCommand(CliOutput io)
     {
         var input = new Argument<string>("HYPERNET") { Description = "a hypernetwork file (ours, from wte meta-train)" };
         var output = new Option<string>("--out") { Description = "the .pth to write: the reference's HyperNetwork_mask state dict (torch.load + load_state_dict)", Required = true };
         var command = new Command("export", "Write a hypernetwork as a reference-compatible PyTorch .pth (HyperNetwork_mask state dict).") { input, output };
         command.SetAction(parse =>
         {
-            string outPath = parse.GetValue(output)!;
-            JobInputs.RefuseOverwritingInput(outPath, parse.GetValue(input));
-            using var backend = new CpuBackend(new CpuBackendOptions { Threads = 1 });
-            var (c, blocks) = CheckpointConversion.ExportHypernet(backend, parse.GetValue(input)!, outPath);
-            stdout.WriteLine($"wrote  {outPath} (PyTorch, reference HyperNetwork_mask names): width {c.EmbedDim}, {c.Depth} blocks, " +
-                             $"{c.Units} mask heads of {c.UnitSize} gates for blocks [{string.Join(",", blocks)}] (the reference edits blocks layer-2..layer: pass layer={blocks[^1]})");
-            return 0;
+            var r = ConvertJob.Export(parse.GetValue(input)!, parse.GetValue(output)!);
+            return io.Print(parse, r, stdout => stdout.WriteLine(
+                $"wrote  {r.OutPath} (PyTorch, reference HyperNetwork_mask names): width {r.Width}, {r.Depth} blocks, {r.Units} mask heads of {r.UnitSize} gates " +
+                $"for blocks [{string.Join(",", r.EditBlocks)}] (the reference edits blocks layer-2..layer: pass layer={r.EditBlocks[^1]})"));
         });
         return command;
     }

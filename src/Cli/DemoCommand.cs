@@ -6,7 +6,7 @@ namespace WhereToEdit.Cli;
 
 public static partial class WteCommands
 {
-    private static Command DemoCommand(TextWriter stdout, TextWriter stderr)
+    private static Command DemoCommand(CliOutput io)
     {
         var assets = new Option<string?>("--assets") { Description = $"folder with vit.safetensors, hypernet.safetensors and benchmark/ (default: {DemoSetup.AssetsFolder} of the repository)" };
         var output = new Option<string>("--out") { Description = "output folder for records, tables and plots", DefaultValueFactory = _ => "out/demo" };
@@ -21,14 +21,16 @@ public static partial class WteCommands
         {
             string folder = DemoSetup.FindAssets(parse.GetValue(assets));
             var options = DemoSetup.Options(folder, parse.GetValue(output)!, parse.GetValue(edits), new BackendChoice { Threads = parse.GetValue(threads) }, parse.GetValue(broadImages));
-            var result = EvaluateJob.Run(options, new ProgressBar(stderr), world: World);
+            var result = EvaluateJob.Run(options, io.Progress(), world: World);
             if (result is null) return 0;   // an MPI rank other than 0 ran its share of the edits
-            PrintEvaluation(stdout, result);
-            stdout.WriteLine();
-            stdout.WriteLine("The full protocol (all keep fractions and FT coefficients, every failure, 1 or 3 images per edit):");
-            stdout.WriteLine($"  wte eval --model {options.ModelPath} --hypernet {options.HypernetPath} --benchmark {options.BenchmarkPath} --lr {DemoSetup.LearningRate.ToString(CultureInfo.InvariantCulture)} --out out/eval");
-            stdout.WriteLine("Results of that run are in docs/RESULTS.md.");
-            return 0;
+            return io.Print(parse, result, stdout =>
+            {
+                PrintEvaluation(stdout, result);
+                stdout.WriteLine();
+                stdout.WriteLine("The full protocol (all keep fractions and FT coefficients, every failure, 1 or 3 images per edit):");
+                stdout.WriteLine($"  wte eval --model {options.ModelPath} --hypernet {options.HypernetPath} --benchmark {options.BenchmarkPath} --lr {DemoSetup.LearningRate.ToString(CultureInfo.InvariantCulture)} --out out/eval");
+                stdout.WriteLine("Results of that run are in docs/RESULTS.md.");
+            });
         });
         return command;
     }

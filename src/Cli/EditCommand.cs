@@ -8,7 +8,7 @@ namespace WhereToEdit.Cli;
 
 public static partial class WteCommands
 {
-    private static Command EditCommand(TextWriter stdout, TextWriter stderr)
+    private static Command EditCommand(CliOutput io)
     {
         var model = new Argument<string>("MODEL") { Description = "the model to edit (file or hub folder; may already carry patches)" };
         var hypernet = new Option<string?>("--hypernet") { Description = "hypernetwork file (required for --method hprd)" };
@@ -22,12 +22,11 @@ public static partial class WteCommands
         var seed = new Option<ulong>("--seed") { Description = "seed of the random mask", DefaultValueFactory = _ => 0UL };
         var baseModel = new Option<string?>("--base") { Description = "the original model the hypernetwork was trained for, when MODEL already carries patches" };
         var output = new Option<string>("--out") { Description = "where to write the edit patch (.safetensors)", Required = true };
-        var json = new Option<bool>("--json") { Description = "print the result record as JSON" };
         var device = DeviceOption();
         var threads = ThreadsOption();
         var command = new Command("edit", "Fix a model's mistake on the given image(s) by editing a few MLP weights; writes an edit patch.")
         {
-            model, hypernet, images, label, keep, method, lr, maxSteps, coef, seed, baseModel, output, json, device, threads,
+            model, hypernet, images, label, keep, method, lr, maxSteps, coef, seed, baseModel, output, device, threads,
         };
         command.SetAction(parse =>
         {
@@ -37,9 +36,10 @@ public static partial class WteCommands
                 Method = parse.GetValue(method)!, Keep = parse.GetValue(keep), LearningRate = parse.GetValue(lr), MaxSteps = parse.GetValue(maxSteps),
                 Coefficient = parse.GetValue(coef), Seed = parse.GetValue(seed), BasePath = parse.GetValue(baseModel), OutPath = parse.GetValue(output)!,
                 Backend = new BackendChoice { Device = parse.GetValue(device)!, Threads = parse.GetValue(threads) },
-            });
+            }, io.Progress());
             var result = job.Edit;
-            if (parse.GetValue(json)) stdout.WriteLine(JsonSerializer.Serialize(result));
+            var (stdout, stderr) = (io.Out, io.Err);
+            if (io.Json(parse)) stdout.WriteLine(JsonSerializer.Serialize(result));
             else
             {
                 string Name(int c) => job.ClassNames is { } l && c < l.Count ? $"{c} ({l[c]})" : c.ToString(CultureInfo.InvariantCulture);

@@ -19,7 +19,7 @@ public static partial class WteCommands
 
     private static string[] SplitList(string text) => text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
 
-    private static Command EvalCommand(TextWriter stdout, TextWriter stderr)
+    private static Command EvalCommand(CliOutput io)
     {
         var model = new Option<string>("--model") { Description = "the ORIGINAL model (file or hub folder)", Required = true };
         var hypernet = new Option<string?>("--hypernet") { Description = "hypernetwork for the model (needed for hprd)" };
@@ -58,9 +58,8 @@ public static partial class WteCommands
                 },
                 Subsets = parse.GetValue(subsets) is { } s ? SplitList(s) : null, BroadLimit = parse.GetValue(broadImages),
                 OutDir = parse.GetValue(output)!, Backend = new BackendChoice { Device = parse.GetValue(device)!, Threads = parse.GetValue(threads) },
-            }, new ProgressBar(stderr), world: World);
-            if (result is not null) PrintEvaluation(stdout, result);   // null on MPI ranks other than 0
-            return 0;
+            }, io.Progress(), world: World);
+            return result is null ? 0 : io.Print(parse, result, stdout => PrintEvaluation(stdout, result));   // null on MPI ranks other than 0
         });
         return command;
     }

@@ -2,6 +2,7 @@ using System.CommandLine;
 using WhereToEdit.Engine.Backends;
 using WhereToEdit.Engine.Backends.Gpu;
 using WhereToEdit.Engine.Backends.Gpu.Diagnostics;
+using WhereToEdit.Engine.IO;
 
 namespace WhereToEdit.Cli;
 
@@ -13,9 +14,8 @@ public static partial class WteCommands
     /// splices the markdown into a results file. Exit 0: every parity check passed; 2: some failed; 1: no CUDA device
     /// or another error.
     /// </summary>
-    private static Command GpuCheckCommand(TextWriter stdout, TextWriter stderr)
+    private static Command GpuCheckCommand(CliOutput io)
     {
-        var json = new Option<bool>("--json") { Description = "print the report as one JSON object instead of markdown" };
         var outDir = new Option<string?>("--out") { Description = "also write gpu-check.md and gpu-check.json into this folder" };
         var results = new Option<string?>("--results") { Description = "splice the markdown into this file between <!-- gpu-check:begin/end --> markers (e.g. perf/RESULTS.md)" };
         var seconds = new Option<double>("--seconds") { Description = "minimum time per measurement", DefaultValueFactory = _ => 2.0 };
@@ -26,14 +26,16 @@ public static partial class WteCommands
         var noTimings = new Option<bool>("--no-timings") { Description = "skip the timings" };
         var command = new Command("gpu-check", "On a CUDA device: every GPU op and native kernel against the CPU backend, then SGEMM (ours vs cuBLAS), ViT-B/16 throughput, the HPRD edit step and the fused masked RMSprop timings.")
         {
-            json, outDir, results, seconds, deviceIndex, threads, gemmSize, noParity, noTimings,
+            outDir, results, seconds, deviceIndex, threads, gemmSize, noParity, noTimings,
         };
         command.SetAction(parse =>
         {
             double s = parse.GetValue(seconds);
+            string? dir = parse.GetValue(outDir) is { Length: > 0 } d ? d : null;
             if (!(s > 0)) throw new ArgumentException($"--seconds {s}: must be positive");
             int n = parse.GetValue(gemmSize);
             if (n <= 0) throw new ArgumentException($"--gemm-size {n}: must be positive");
+            new CommandPaths().OutputFolder(dir, "--out", name => name is "gpu-check.md" or "gpu-check.json").Check();
             if (!GpuBackend.TryCreateCuda(new GpuBackendOptions { DeviceIndex = parse.GetValue(deviceIndex) }, out var gpu, out string reason))
                 throw new DeviceUnavailableException($"gpu-check needs a CUDA device: {reason}");
             using var _ = gpu;
@@ -42,17 +44,16 @@ public static partial class WteCommands
                 DeviceIndex = parse.GetValue(deviceIndex), Seconds = s, CpuThreads = parse.GetValue(threads), GemmSize = n,
                 Parity = !parse.GetValue(noParity), Timings = !parse.GetValue(noTimings),
             };
-            var result = GpuCheck.Run(gpu!, options, stderr);
+            var result = GpuCheck.Run(gpu!, options, io.Err);
             string markdown = GpuCheck.Markdown(result);
             string report = GpuCheck.ToJson(result);
-            if (parse.GetValue(outDir) is { Length: > 0 } dir)
+            if (dir is not null)
             {
-                Directory.CreateDirectory(dir);
-                File.WriteAllText(Path.Combine(dir, "gpu-check.md"), markdown);
-                File.WriteAllText(Path.Combine(dir, "gpu-check.json"), report);
+                AtomicFile.WriteAllText(Path.Combine(dir, "gpu-check.md"), markdown);
+                AtomicFile.WriteAllText(Path.Combine(dir, "gpu-check.json"), report);
             }
             if (parse.GetValue(results) is { Length: > 0 } file) GpuCheck.Splice(file, markdown);
-            stdout.Write(parse.GetValue(json) ? report + "\n" : markdown);
+            io.Out.Write(io.Json(parse) ? report + "\n" : markdown);
             return result.ParityPassed ? 0 : 2;
         });
         return command;

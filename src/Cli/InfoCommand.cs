@@ -7,11 +7,10 @@ namespace WhereToEdit.Cli;
 
 public static partial class WteCommands
 {
-    private static Command InfoCommand(TextWriter stdout)
+    private static Command InfoCommand(CliOutput io)
     {
         var model = new Argument<string>("MODEL") { Description = "a .safetensors, .npz or PyTorch .pth/.pt/.bin file, or a hub-style folder (model.safetensors or pytorch_model.bin + config.json)" };
-        var json = new Option<bool>("--json") { Description = "print one JSON object" };
-        var command = new Command("info", "Describe a model: format, naming convention, architecture, parameters, preprocessing, labels.") { model, json };
+        var command = new Command("info", "Describe a model: format, naming convention, architecture, parameters, preprocessing, labels.") { model };
         command.SetAction(parse =>
         {
             string path = parse.GetValue(model)!;
@@ -26,7 +25,8 @@ public static partial class WteCommands
                 HeadsOrigin.DimOver64Guess => $"{a.HeadsSource} (GUESSED: pass a config.json to be sure)",
                 _ => a.HeadsSource,
             };
-            if (parse.GetValue(json))
+            var stdout = io.Out;
+            if (io.Json(parse))
             {
                 stdout.WriteLine(JsonSerializer.Serialize(new
                 {

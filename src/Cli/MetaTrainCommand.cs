@@ -63,7 +63,7 @@ public static partial class WteCommands
         }
     }
 
-    private static Command MetaTrainCommand(TextWriter stdout, TextWriter stderr)
+    private static Command MetaTrainCommand(CliOutput io)
     {
         var model = new Argument<string>("MODEL") { Description = "the base ViT (a .safetensors or .npz file, or a hub-style folder); with --bench also a preset name (random weights)" };
         var data = new Option<string?>("--data") { Description = "a folder of training images (ImageFolder class/xxx.jpg or flat)" };
@@ -91,10 +91,10 @@ public static partial class WteCommands
                 CheckpointDir = parse.GetValue(checkpointDir), ResumePath = parse.GetValue(resume), LogPath = parse.GetValue(log), Bench = parse.GetValue(bench),
                 Overrides = knobs.Parse(parse),
                 Backend = new BackendChoice { Device = parse.GetValue(device)!, Threads = parse.GetValue(threads), Gemm = parse.GetValue(gemm)! },
-            }, parse.GetValue(noProgress) ? NullJobProgress.Instance : new ProgressBar(stderr), world: World);
+            }, io.Progress(quiet: parse.GetValue(noProgress)), world: World);
             if (!World.IsRoot()) return 0;
-            if (result.Timing is { } timing) stdout.WriteLine(JsonSerializer.Serialize(timing));
-            else stdout.WriteLine($"wrote {result.OutPath} ({result.Iteration} iterations, base {result.BaseFingerprint})");
+            if (result.Timing is { } timing) io.Out.WriteLine(JsonSerializer.Serialize(timing));   // --bench: one JSON line, as always
+            else io.Print(parse, result, stdout => stdout.WriteLine($"wrote {result.OutPath} ({result.Iteration} iterations, base {result.BaseFingerprint})"));
             return 0;
         });
         return command;

@@ -8,7 +8,7 @@ namespace WhereToEdit.Cli;
 
 public static partial class WteCommands
 {
-    private static Command PatchCommand(TextWriter stdout)
+    private static Command PatchCommand(CliOutput io)
     {
         var command = new Command("patch", "Apply, revert or describe edit patches.");
 
@@ -22,7 +22,7 @@ public static partial class WteCommands
             DefaultValueFactory = _ => "wte",
         };
         var apply = new Command("apply", "Write MODEL with the patch applied to --out.") { applyModel, applyPatch, scale, applyOut, format };
-        apply.SetAction(parse => Rewrite(stdout, "applied", new PatchJobOptions
+        apply.SetAction(parse => Rewrite(io, parse, "applied", new PatchJobOptions
         {
             ModelPath = parse.GetValue(applyModel)!, PatchPath = parse.GetValue(applyPatch)!, OutPath = parse.GetValue(applyOut)!, Scale = parse.GetValue(scale),
             Format = ModelExport.ParseFormat(parse.GetValue(format)!),
@@ -32,18 +32,18 @@ public static partial class WteCommands
         var revertPatch = new Argument<string>("PATCH") { Description = "the patch to remove" };
         var revertOut = new Option<string>("--out") { Description = "the restored model (.safetensors)", Required = true };
         var revert = new Command("revert", "Write MODEL with the patch removed to --out (bit-identical to the patch's base).") { revertModel, revertPatch, revertOut };
-        revert.SetAction(parse => Rewrite(stdout, "reverted", new PatchJobOptions
+        revert.SetAction(parse => Rewrite(io, parse, "reverted", new PatchJobOptions
         {
             ModelPath = parse.GetValue(revertModel)!, PatchPath = parse.GetValue(revertPatch)!, OutPath = parse.GetValue(revertOut)!, Revert = true,
         }));
 
         var infoPatch = new Argument<string>("PATCH");
-        var infoJson = new Option<bool>("--json") { Description = "print the patch header as JSON" };
-        var info = new Command("info", "Describe an edit patch.") { infoPatch, infoJson };
+        var info = new Command("info", "Describe an edit patch.") { infoPatch };
         info.SetAction(parse =>
         {
             var patch = EditPatch.Load(parse.GetValue(infoPatch)!);
-            if (parse.GetValue(infoJson)) stdout.WriteLine(JsonSerializer.Serialize(patch.Info, new JsonSerializerOptions { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower }));
+            var stdout = io.Out;
+            if (io.Json(parse)) stdout.WriteLine(JsonSerializer.Serialize(patch.Info, new JsonSerializerOptions { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower }));
             else
             {
                 stdout.WriteLine(patch.Describe());
@@ -61,11 +61,13 @@ public static partial class WteCommands
         return command;
     }
 
-    private static int Rewrite(TextWriter stdout, string verb, PatchJobOptions options)
+    private static int Rewrite(CliOutput io, ParseResult parse, string verb, PatchJobOptions options)
     {
         var result = PatchJob.Run(options);
-        foreach (string note in result.Notes) stdout.WriteLine($"note: {note}");
-        stdout.WriteLine($"{verb} {options.PatchPath} → {result.OutPath} (fingerprint {result.Fingerprint})");
-        return 0;
+        return io.Print(parse, result, stdout =>
+        {
+            foreach (string note in result.Notes) stdout.WriteLine($"note: {note}");
+            stdout.WriteLine($"{verb} {options.PatchPath} → {result.OutPath} (fingerprint {result.Fingerprint})");
+        });
     }
 }

@@ -7,7 +7,7 @@ namespace WhereToEdit.Cli;
 
 public static partial class WteCommands
 {
-    private static Command PlotCommand(TextWriter stdout)
+    private static Command PlotCommand(CliOutput io)
     {
         var command = new Command("plot", "Pictures: training curves from a CSV log, an edit's mask, an edit's before/after prediction panel (PNG + SVG).");
 
@@ -18,8 +18,7 @@ public static partial class WteCommands
         curves.SetAction(parse =>
         {
             var wanted = parse.GetValue(columns)?.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
-            Print(stdout, Figures.Curves(parse.GetValue(log)!, parse.GetValue(curvesOut)!, wanted));
-            return 0;
+            return Files(io, parse, Figures.Curves(parse.GetValue(log)!, parse.GetValue(curvesOut)!, wanted));
         });
 
         var maskPatch = new Argument<string>("PATCH") { Description = "an edit patch written by wte edit" };
@@ -27,8 +26,7 @@ public static partial class WteCommands
         var mask = new Command("mask", "The edited hidden units as a heat map over the edited matrices.") { maskPatch, maskOut };
         mask.SetAction(parse =>
         {
-            Print(stdout, Figures.MaskHeatmap(EditPatch.Load(parse.GetValue(maskPatch)!), parse.GetValue(maskOut)!));
-            return 0;
+            return Files(io, parse, Figures.MaskHeatmap(EditPatch.Load(parse.GetValue(maskPatch)!), parse.GetValue(maskOut)!));
         });
 
         var editModel = new Argument<string>("MODEL") { Description = "the model the patch was made for" };
@@ -39,12 +37,11 @@ public static partial class WteCommands
         var edit = new Command("edit", "The image beside its top classes' probabilities before and after the patch.") { editModel, editPatch, image, topK, editOut };
         edit.SetAction(parse =>
         {
-            Print(stdout, PlotJob.EditPanel(new EditPanelJobOptions
+            return Files(io, parse, PlotJob.EditPanel(new EditPanelJobOptions
             {
                 ModelPath = parse.GetValue(editModel)!, PatchPath = parse.GetValue(editPatch)!, ImagePath = parse.GetValue(image),
                 TopK = parse.GetValue(topK), OutStem = parse.GetValue(editOut)!,
             }));
-            return 0;
         });
 
         command.Subcommands.Add(curves);
@@ -53,8 +50,7 @@ public static partial class WteCommands
         return command;
     }
 
-    private static void Print(TextWriter stdout, IEnumerable<string> files)
-    {
-        foreach (string f in files) stdout.WriteLine(f);
-    }
+    /// <summary>The files written, one per line (under --json: {"files": [...]}).</summary>
+    private static int Files(CliOutput io, ParseResult parse, IReadOnlyList<string> files) =>
+        io.Print(parse, new { Files = files }, stdout => { foreach (string f in files) stdout.WriteLine(f); });
 }

@@ -6,19 +6,18 @@ namespace WhereToEdit.Cli;
 
 public static partial class WteCommands
 {
-    private static Command PredictCommand(TextWriter stdout)
+    private static Command PredictCommand(CliOutput io)
     {
         var model = new Argument<string>("MODEL") { Description = "a .safetensors, .npz or PyTorch .pth/.pt/.bin file, or a hub-style folder" };
         var images = new Argument<string[]>("IMAGE") { Description = "image files or folders of images", Arity = ArgumentArity.OneOrMore };
         var topK = new Option<int>("--top-k") { Description = "classes to print per image", DefaultValueFactory = _ => 5 };
         var batch = new Option<int>("--batch") { Description = "images per forward pass", DefaultValueFactory = _ => 8 };
-        var json = new Option<bool>("--json") { Description = "one JSON object per line per image: {\"image\", \"top\": [{\"index\", \"label\", \"prob\"}]}" };
         var device = DeviceOption();
         var threads = ThreadsOption();
         var pre = new PreprocessingOptions();
         var command = new Command("predict", "Classify images with a model, using the preprocessing the model file carries (overridable).")
         {
-            model, images, topK, batch, json, device, threads,
+            model, images, topK, batch, device, threads,
         };
         foreach (var o in pre.All) command.Options.Add(o);
         command.SetAction(parse =>
@@ -28,9 +27,10 @@ public static partial class WteCommands
                 ModelPath = parse.GetValue(model)!, Images = parse.GetValue(images)!, TopK = parse.GetValue(topK), Batch = parse.GetValue(batch),
                 Preprocessing = pre.Parse(parse), Backend = new BackendChoice { Device = parse.GetValue(device)!, Threads = parse.GetValue(threads) },
             });
+            var stdout = io.Out;
             foreach (var r in result.Predictions)
             {
-                if (parse.GetValue(json))
+                if (io.Json(parse))   // JSON lines: one object per image
                     stdout.WriteLine(JsonSerializer.Serialize(new
                     {
                         image = r.Image,

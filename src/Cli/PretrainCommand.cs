@@ -7,7 +7,7 @@ namespace WhereToEdit.Cli;
 
 public static partial class WteCommands
 {
-    private static Command PretrainCommand(TextWriter stdout, TextWriter stderr)
+    private static Command PretrainCommand(CliOutput io)
     {
         var data = new Option<string>("--data") { Description = "folder with the Fashion-MNIST IDX files (train-/t10k-images-idx3-ubyte[.gz], ...-labels-idx1-ubyte[.gz])", DefaultValueFactory = _ => LabeledImagesIdx.DebianFashionMnist };
         var output = new Option<string>("--out") { Description = "the trained model (.safetensors, timm names + labels + preprocessing)", Required = true };
@@ -43,9 +43,9 @@ public static partial class WteCommands
                 },
                 TrainLimit = parse.GetValue(limit), CheckpointDir = parse.GetValue(checkpointDir), ResumePath = parse.GetValue(resume), LogPath = parse.GetValue(log),
                 Backend = new BackendChoice { Device = parse.GetValue(device)!, Threads = parse.GetValue(threads) },
-            }, new ProgressBar(stderr));
-            stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"test accuracy {result.TestAccuracy:P2} on {result.TestImages} images; wrote {result.OutPath} (fingerprint {result.Fingerprint})"));
-            return 0;
+            }, io.Progress());
+            return io.Print(parse, result, stdout => stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"test accuracy {result.TestAccuracy:P2} on {result.TestImages} images; wrote {result.OutPath} (fingerprint {result.Fingerprint})")));
         });
         return command;
     }

@@ -29,7 +29,7 @@ internal sealed class ProgressBar(TextWriter stderr) : IJobProgress
         {
             EndLine();
             _stage = p.Stage;
-            _firstStep = p.Step - 1;
+            _firstStep = p.Step;   // the first report only starts the clock: a rate needs a second one
             _clock.Restart();
         }
         double fraction = p.Total > 0 ? Math.Clamp((double)p.Step / p.Total, 0, 1) : 0;
@@ -37,8 +37,8 @@ internal sealed class ProgressBar(TextWriter stderr) : IJobProgress
         var eta = TimeSpan.FromSeconds(Math.Min(1e8, Math.Max(0, p.Total - p.Step) / Math.Max(rate, 1e-9)));
         const int width = 24;
         int filled = (int)Math.Round(fraction * width);
-        string line = $"{p.Stage} [{new string('#', filled)}{new string('.', width - filled)}] {fraction,4:P0} {p.Step}/{p.Total} " +
-                      $"{rate:F2}/s ETA {Format(eta)} {p.Message}";
+        string speed = p.Step > _firstStep ? $"{rate:F2}/s ETA {Format(eta)} " : "";
+        string line = $"{p.Stage} [{new string('#', filled)}{new string('.', width - filled)}] {fraction,4:P0} {p.Step}/{p.Total} {speed}{p.Message}";
         bool done = p.Step >= p.Total;
         if (_interactive)
         {

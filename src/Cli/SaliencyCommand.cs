@@ -6,7 +6,7 @@ namespace WhereToEdit.Cli;
 
 public static partial class WteCommands
 {
-    private static Command SaliencyCommand(TextWriter stdout)
+    private static Command SaliencyCommand(CliOutput io)
     {
         var model = new Option<string>("--model") { Description = "the model (file or hub folder)", Required = true };
         var benchmark = new Option<string>("--benchmark") { Description = "a benchmark manifest.json (wte benchmark build)", Required = true };
@@ -29,13 +29,15 @@ public static partial class WteCommands
                         ? b : throw new ArgumentException($"--edit-blocks '{eb}': '{s}' is not a block index")).ToArray()
                     : null,
                 Backend = new BackendChoice { Threads = parse.GetValue(threads) },
+            }, io.Progress());
+            return io.Print(parse, r, stdout =>
+            {
+                stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                    $"gradient-saliency masks (top {r.Keep:P0} of {r.TotalGates} units by ‖∇W‖ of the CE to the true label; two random masks: IoU {r.RandomIoU:0.000})"));
+                stdout.WriteLine($"{"subset",-14} {"images",7} {"within",8} {"across",8} {"diff",7}");
+                foreach (var o in r.Subsets)
+                    stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{o.Subset,-14} {o.Images,7} {o.WithinGroups,8:F3} {o.AcrossGroups,8:F3} {o.Difference,7:F3}"));
             });
-            stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"gradient-saliency masks (top {r.Keep:P0} of {r.TotalGates} units by ‖∇W‖ of the CE to the true label; two random masks: IoU {r.RandomIoU:0.000})"));
-            stdout.WriteLine($"{"subset",-14} {"images",7} {"within",8} {"across",8} {"diff",7}");
-            foreach (var o in r.Subsets)
-                stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{o.Subset,-14} {o.Images,7} {o.WithinGroups,8:F3} {o.AcrossGroups,8:F3} {o.Difference,7:F3}"));
-            return 0;
         });
         return command;
     }

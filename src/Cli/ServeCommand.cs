@@ -6,7 +6,7 @@ namespace WhereToEdit.Cli;
 
 public static partial class WteCommands
 {
-    private static Command ServeCommand(TextWriter stdout)
+    private static Command ServeCommand(CliOutput io)
     {
         var model = new Argument<string>("MODEL") { Description = "the base model to serve (file or hub folder)" };
         var hypernet = new Option<string?>("--hypernet") { Description = "hypernetwork file (enables method hprd)" };
@@ -41,7 +41,7 @@ public static partial class WteCommands
                 Urls = parse.GetValue(urls)!, Token = token, Threads = parse.GetValue(threads), Device = parse.GetValue(device)!,
                 MaxBatch = batch, MaxBatchDelay = TimeSpan.FromMilliseconds(delay),
             };
-            WteServer.Run(options, stdout);
+            WteServer.Run(options, io.Out, json: io.Json(parse));
             return 0;
         });
         return command;

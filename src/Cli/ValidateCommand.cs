@@ -6,7 +6,7 @@ namespace WhereToEdit.Cli;
 
 public static partial class WteCommands
 {
-    private static Command ValidateCommand(TextWriter stdout)
+    private static Command ValidateCommand(CliOutput io)
     {
         var model = new Argument<string>("MODEL") { Description = "a model file or hub folder" };
         var folder = new Argument<string?>("FOLDER") { Description = "labelled images: one subfolder per class (an index, <index>_<name>, or a label name)", Arity = ArgumentArity.ZeroOrOne };
@@ -16,12 +16,11 @@ public static partial class WteCommands
         var limit = new Option<int?>("--limit") { Description = "only the first N images" };
         var batch = new Option<int>("--batch") { Description = "images per forward pass", DefaultValueFactory = _ => 64 };
         var outDir = new Option<string?>("--out") { Description = "folder for validation.json and validation.csv" };
-        var json = new Option<bool>("--json") { Description = "print the result as one JSON object" };
         var device = DeviceOption();
         var threads = ThreadsOption();
         var command = new Command("validate", "Top-1/top-5 and per-class accuracy on labelled images, before and after edit patches.")
         {
-            model, folder, idx, idxLabels, patches, limit, batch, outDir, json, device, threads,
+            model, folder, idx, idxLabels, patches, limit, batch, outDir, device, threads,
         };
         command.SetAction(parse =>
         {
@@ -36,7 +35,8 @@ public static partial class WteCommands
                 ModelPath = path, Validation = options, OutDir = parse.GetValue(outDir),
                 Backend = new BackendChoice { Device = parse.GetValue(device)!, Threads = parse.GetValue(threads) },
             });
-            if (parse.GetValue(json)) { stdout.WriteLine(ModelValidation.ToJson(result)); return 0; }
+            var stdout = io.Out;
+            if (io.Json(parse)) { stdout.WriteLine(ModelValidation.ToJson(result)); return 0; }
             stdout.WriteLine($"{result.Source}: {result.Images} images, {result.Classes} classes");
             stdout.WriteLine($"{"",-8} {"top-1",8} {"top-5",8}  fingerprint");
             stdout.WriteLine($"{"before",-8} {result.Before.Top1,8:P2} {result.Before.Top5,8:P2}  {result.Before.Fingerprint}");

@@ -7,33 +7,12 @@ namespace WhereToEdit.Cli;
 /// <summary>The `wte` command tree. Each command lives in its own file; errors become one line on stderr and exit code 1.</summary>
 public static partial class WteCommands
 {
+    /// <summary>The command tree as `wte` builds it (for tests and documentation: every command, option and short flag).</summary>
+    public static RootCommand Tree() => Build(new CliOutput(TextWriter.Null, TextWriter.Null), out _);
+
     public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
     {
-        var root = new RootCommand("WhereToEdit: learn where to edit a Vision Transformer, then fix its mistakes with a few weights.");
-        root.Subcommands.Add(InfoCommand(stdout));
-        root.Subcommands.Add(PredictCommand(stdout));
-        root.Subcommands.Add(ValidateCommand(stdout));
-        root.Subcommands.Add(PlotCommand(stdout));
-        root.Subcommands.Add(EditCommand(stdout, stderr));
-        root.Subcommands.Add(PatchCommand(stdout));
-        root.Subcommands.Add(PretrainCommand(stdout, stderr));
-        root.Subcommands.Add(EvalCommand(stdout, stderr));
-        root.Subcommands.Add(DemoCommand(stdout, stderr));
-        root.Subcommands.Add(BenchCommand(stdout));
-        root.Subcommands.Add(GpuCheckCommand(stdout, stderr));
-        root.Subcommands.Add(BenchmarkCommand(stdout, stderr));
-        root.Subcommands.Add(MetaTrainCommand(stdout, stderr));
-        root.Subcommands.Add(SaliencyCommand(stdout));
-        root.Subcommands.Add(DatasetCommand(stdout));
-        root.Subcommands.Add(ConvertCommand(stdout));
-        root.Subcommands.Add(ExportCommand(stdout));
-        root.Subcommands.Add(ServeCommand(stdout));
-        var maxMemory = new Option<string?>("--max-memory")
-        {
-            Description = "largest allocation one input file may imply, e.g. 8G (default: three quarters of the memory available to the process)",
-            Recursive = true,
-        };
-        root.Options.Add(maxMemory);
+        var root = Build(new CliOutput(stdout, stderr), out var maxMemory);
         var config = new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false };
         ICommunicator world;
         try { world = Communicators.FromEnvironment(); }
@@ -68,6 +47,25 @@ public static partial class WteCommands
             world.Abort(1);
             return 1;
         }
+    }
+
+    private static RootCommand Build(CliOutput io, out Option<string?> maxMemory)
+    {
+        var root = new RootCommand("WhereToEdit: learn where to edit a Vision Transformer, then fix its mistakes with a few weights.")
+        {
+            InfoCommand(io), PredictCommand(io), ValidateCommand(io), PlotCommand(io), EditCommand(io), PatchCommand(io), PretrainCommand(io),
+            EvalCommand(io), DemoCommand(io), BenchCommand(io), GpuCheckCommand(io), BenchmarkCommand(io), MetaTrainCommand(io),
+            SaliencyCommand(io), DatasetCommand(io), ConvertCommand(io), ExportCommand(io), ServeCommand(io),
+        };
+        maxMemory = new Option<string?>("--max-memory")
+        {
+            Description = "largest allocation one input file may imply, e.g. 8G (default: three quarters of the memory available to the process)",
+            Recursive = true,
+        };
+        root.Options.Add(io.JsonOption);
+        root.Options.Add(maxMemory);
+        ShortFlags.AddTo(root);
+        return root;
     }
 
     private static readonly string[] DistributedCommands = ["meta-train", "eval", "demo"];

@@ -195,13 +195,17 @@ public static class WteServer
         return app;
     }
 
-    /// <summary>Builds, starts and blocks until Ctrl+C / SIGTERM; prints where it listens.</summary>
-    public static void Run(ServeOptions options, TextWriter stdout)
+    /// <summary>
+    /// Builds, starts and blocks until Ctrl+C / SIGTERM; prints where it listens (with <paramref name="json"/>: one JSON
+    /// line <c>{"listening": [...]}</c>, for scripts that wait for the server; the answers themselves are JSON over HTTP).
+    /// </summary>
+    public static void Run(ServeOptions options, TextWriter stdout, bool json = false)
     {
         var app = Build(options);
         app.StartAsync().GetAwaiter().GetResult();
         var addresses = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses ?? [];
-        stdout.WriteLine($"wte serve: listening on {string.Join(" ", addresses)}");
+        stdout.WriteLine(json ? new JsonObject { ["listening"] = new JsonArray([.. addresses.Select(a => (JsonNode)a)]) }.ToJsonString()
+                              : $"wte serve: listening on {string.Join(" ", addresses)}");
         stdout.Flush();
         app.WaitForShutdownAsync().GetAwaiter().GetResult();
         app.DisposeAsync().AsTask().GetAwaiter().GetResult();

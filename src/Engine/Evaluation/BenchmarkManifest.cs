@@ -152,8 +152,7 @@ public sealed record BenchmarkManifest
         JsonDocument doc;
         try
         {
-            StrictJson.CheckNoDuplicateKeys(utf8.Span);
-            doc = JsonDocument.Parse(utf8, new JsonDocumentOptions { AllowTrailingCommas = false, CommentHandling = JsonCommentHandling.Disallow, MaxDepth = 64 });
+            doc = StrictJson.ParseDocument(utf8);
         }
         catch (StrictJson.DuplicateKeyException e)
         {

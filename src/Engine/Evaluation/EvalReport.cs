@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text;
 using System.Text.Json;
+using WhereToEdit.Engine.Reports;
 
 namespace WhereToEdit.Engine.Evaluation;
 
@@ -176,12 +177,12 @@ public static class EvalReport
     public static string JsonLine(EditRecord r) => JsonSerializer.Serialize(r, new JsonSerializerOptions { NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals });
 
     /// <summary>
-    /// GR (y) against LR (x) per subset, one line per method through its sweep points; writes PNG and SVG.
-    /// Returns the files written.
+    /// GR (y) against LR (x) per subset (and on the broad locality set when the run has one): one line per method
+    /// through its sweep points, the Pareto front dashed and its points labelled with their settings
+    /// (<see cref="Figures.Pareto"/>); PNG and SVG. Returns the files written.
     /// </summary>
     public static List<string> ParetoPlots(IEnumerable<MetricRow> summary, string folder, string title)
     {
-        Directory.CreateDirectory(folder);
         var files = new List<string>();
         var rows = summary.ToList();
         foreach (bool broad in new[] { false, true })
@@ -189,24 +190,12 @@ public static class EvalReport
         {
             if (broad && subset.All(r => double.IsNaN(r.LrBroad))) continue;
             double Lr(MetricRow r) => broad ? r.LrBroad : r.Lr;
-            var plot = new ScottPlot.Plot();
-            foreach (var method in subset.GroupBy(r => r.Method).OrderBy(g => MethodOrder(g.Key)))
-            {
-                var points = method.Where(r => !double.IsNaN(r.Gr) && !double.IsNaN(Lr(r))).OrderBy(Lr).ToList();
-                if (points.Count == 0) continue;
-                var scatter = plot.Add.Scatter(points.Select(Lr).ToArray(), points.Select(p => p.Gr).ToArray());
-                scatter.LegendText = method.Key.ToUpperInvariant();
-                scatter.MarkerSize = 7;
-            }
-            plot.Title($"{title}: {subset.Key}" + (broad ? " (broad locality set)" : ""));
-            plot.XLabel(broad ? "locality LR (share of broad-set images unchanged)" : "locality LR (share of sensitive images unchanged)");
-            plot.YLabel("generalisation GR");
-            plot.ShowLegend(ScottPlot.Alignment.LowerLeft);
-            string stem = Path.Combine(folder, $"pareto_{(broad ? "broad_" : "")}{Sanitise(subset.Key)}");
-            plot.SavePng(stem + ".png", 720, 480);
-            plot.SaveSvg(stem + ".svg", 720, 480);
-            files.Add(stem + ".png");
-            files.Add(stem + ".svg");
+            var points = subset.Where(r => !double.IsNaN(r.Gr) && !double.IsNaN(Lr(r))).OrderBy(r => MethodOrder(r.Method))
+                .Select(r => new Figures.ParetoPoint(r.Method.ToUpperInvariant(), r.Setting, Lr(r), r.Gr)).ToList();
+            if (points.Count == 0) continue;
+            files.AddRange(Figures.Pareto(points, $"{title}: {subset.Key}" + (broad ? " (broad locality set)" : ""),
+                broad ? "locality LR (share of broad-set images unchanged)" : "locality LR (share of sensitive images unchanged)", "generalisation GR",
+                Path.Combine(folder, $"pareto_{(broad ? "broad_" : "")}{Sanitise(subset.Key)}")));
         }
         return files;
     }

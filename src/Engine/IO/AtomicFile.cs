@@ -23,7 +23,7 @@ public sealed class AtomicWrite : IDisposable
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
         Target = Path.GetFullPath(path);
-        string folder = Path.GetDirectoryName(Target) ?? "/";
+        string folder = OutputPaths.CreateParentFolder(Target);
         string name = Path.GetFileName(Target);
         if (name.Length == 0) throw new ArgumentException($"{path}: not a file name");
         RemoveStaleTemps(folder, name);

@@ -150,7 +150,10 @@ public sealed class CommandPaths
         return this;
     }
 
-    /// <summary>Refuses (<see cref="UnsafePathException"/>) when an output is an input; otherwise returns.</summary>
+    /// <summary>
+    /// Refuses (<see cref="UnsafePathException"/>) when an output is an input; otherwise creates the parent folder of
+    /// every output (<see cref="OutputPaths.CreateParentFolder"/>), so nothing fails for a missing folder after the work.
+    /// </summary>
     public void Check()
     {
         foreach (var (given, flag, writes, folder) in _outputs)
@@ -178,6 +181,7 @@ public sealed class CommandPaths
         foreach (var (given, flag, _, folder) in _outputs)
             if (!folder && !seen.TryAdd(PathSafety.RealPath(given), flag))
                 throw new UnsafePathException($"{flag} {given}: is also given as {seen[PathSafety.RealPath(given)]}; each output needs its own file");
+        foreach (var (given, flag, _, _) in _outputs) OutputPaths.CreateParentFolder(given, flag);
     }
 }
 

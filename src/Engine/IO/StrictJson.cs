@@ -4,8 +4,9 @@ using System.Text.Json;
 namespace WhereToEdit.Engine.IO;
 
 /// <summary>
-/// JSON parsing that rejects what <see cref="JsonDocument"/> silently accepts: duplicate keys in an object
-/// (JsonDocument keeps both and lookups return the last one). Every error names the file.
+/// JSON parsing that rejects what <see cref="JsonDocument"/> accepts by default: duplicate keys in an object
+/// (System.Text.Json's <see cref="JsonDocumentOptions.AllowDuplicateProperties"/> = false) and strings holding escapes
+/// that are not valid UTF-16 (lone surrogates). Every error names the file.
 /// </summary>
 internal static class StrictJson
 {
@@ -14,6 +15,7 @@ internal static class StrictJson
         AllowTrailingCommas = false,
         CommentHandling = JsonCommentHandling.Disallow,
         MaxDepth = 64,
+        AllowDuplicateProperties = false,
     };
 
     /// <summary>Thrown (wrapped by callers) for a duplicate key; carries the JSON path of the object.</summary>
@@ -30,8 +32,7 @@ internal static class StrictJson
             throw new CheckpointFormatException(path, $"{what} is not valid UTF-8");
         try
         {
-            CheckNoDuplicateKeys(utf8.Span);
-            return JsonDocument.Parse(utf8, DocumentOptions);
+            return ParseDocument(utf8);
         }
         catch (DuplicateKeyException e)
         {
@@ -41,7 +42,7 @@ internal static class StrictJson
         {
             throw new CheckpointFormatException(path, $"{what} is not valid JSON ({Short(e)})", e);
         }
-        catch (Exception e) when (e is ArgumentException or InvalidOperationException) // invalid UTF-8 in strings
+        catch (Exception e) when (e is ArgumentException or InvalidOperationException) // invalid UTF-16 escapes in strings
         {
             throw new CheckpointFormatException(path, $"{what} is not valid UTF-8 JSON ({e.Message})", e);
         }
@@ -49,6 +50,35 @@ internal static class StrictJson
 
     public static JsonDocument Parse(string json, string path, string what) =>
         Parse(Encoding.UTF8.GetBytes(json), path, what);
+
+    /// <summary>
+    /// Parses strictly; throws <see cref="DuplicateKeyException"/>, <see cref="JsonException"/> (syntax) or
+    /// <see cref="InvalidOperationException"/> (a string escape that is not valid UTF-16). For callers with their own error type.
+    /// </summary>
+    public static JsonDocument ParseDocument(ReadOnlyMemory<byte> utf8)
+    {
+        JsonDocument doc;
+        try
+        {
+            doc = JsonDocument.Parse(utf8, DocumentOptions);
+        }
+        catch (JsonException)
+        {
+            // System.Text.Json refused it; when duplicates are the only problem, say which key and where.
+            if (LocateDuplicate(utf8) is { } duplicate) throw duplicate;
+            throw;
+        }
+        try
+        {
+            RequireValidStrings(doc.RootElement);
+        }
+        catch
+        {
+            doc.Dispose();
+            throw;
+        }
+        return doc;
+    }
 
     private static string Short(JsonException e) =>
         e.LineNumber is long line ? $"line {line + 1}, byte {e.BytePositionInLine + 1}: {FirstSentence(e.Message)}" : FirstSentence(e.Message);
@@ -59,55 +89,55 @@ internal static class StrictJson
         return i > 0 ? m[..i] : m;
     }
 
-    /// <summary>Walks the token stream once; throws <see cref="DuplicateKeyException"/> or <see cref="JsonException"/>.</summary>
-    public static void CheckNoDuplicateKeys(ReadOnlySpan<byte> utf8)
+    /// <summary>The first duplicate key in document order, when the text parses with duplicates allowed (error path only).</summary>
+    private static DuplicateKeyException? LocateDuplicate(ReadOnlyMemory<byte> utf8)
     {
-        var reader = new Utf8JsonReader(utf8, new JsonReaderOptions
+        try
         {
-            AllowTrailingCommas = false,
-            CommentHandling = JsonCommentHandling.Disallow,
-            MaxDepth = 64,
-        });
-        // One frame per open container: the keys seen (null for arrays) and the key that led into it.
-        var keys = new Stack<HashSet<string>?>();
-        var names = new Stack<string>();
-        string? lastKey = null;
-        while (reader.Read())
+            using var lenient = JsonDocument.Parse(utf8, DocumentOptions with { AllowDuplicateProperties = true });
+            return Find(lenient.RootElement, null, top: true);
+        }
+        catch (Exception e) when (e is JsonException or InvalidOperationException)
         {
-            switch (reader.TokenType)
+            return null;
+        }
+
+        static DuplicateKeyException? Find(JsonElement e, string? name, bool top)
+        {
+            if (e.ValueKind == JsonValueKind.Array)
             {
-                case JsonTokenType.StartObject:
-                    keys.Push(new HashSet<string>(StringComparer.Ordinal));
-                    names.Push(lastKey ?? (keys.Count == 1 ? "$" : "[]"));
-                    lastKey = null;
-                    break;
-                case JsonTokenType.StartArray:
-                    keys.Push(null);
-                    names.Push(lastKey ?? (keys.Count == 1 ? "$" : "[]"));
-                    lastKey = null;
-                    break;
-                case JsonTokenType.EndObject:
-                case JsonTokenType.EndArray:
-                    keys.Pop();
-                    names.Pop();
-                    lastKey = null;
-                    break;
-                case JsonTokenType.PropertyName:
-                {
-                    string key = reader.GetString()!;
-                    if (!keys.Peek()!.Add(key))
-                        throw new DuplicateKeyException(key, names.Count == 1 ? "the top-level object" : $"object \"{names.Peek()}\"");
-                    lastKey = key;
-                    break;
-                }
-                case JsonTokenType.String:
-                    _ = reader.GetString(); // rejects escapes that are not valid UTF-16 (lone surrogates)
-                    lastKey = null;
-                    break;
-                default:
-                    lastKey = null;
-                    break;
+                foreach (var item in e.EnumerateArray())
+                    if (Find(item, "[]", top: false) is { } d) return d;
+                return null;
             }
+            if (e.ValueKind != JsonValueKind.Object) return null;
+            var seen = new HashSet<string>(StringComparer.Ordinal);
+            foreach (var p in e.EnumerateObject())
+                if (!seen.Add(p.Name)) return new DuplicateKeyException(p.Name, top ? "the top-level object" : $"object \"{name}\"");
+            foreach (var p in e.EnumerateObject())
+                if (Find(p.Value, p.Name, top: false) is { } d) return d;
+            return null;
+        }
+    }
+
+    /// <summary>Reads every string once: an escape that is not valid UTF-16 (a lone surrogate) throws here, not in a later lookup.</summary>
+    private static void RequireValidStrings(JsonElement e)
+    {
+        switch (e.ValueKind)
+        {
+            case JsonValueKind.String:
+                _ = e.GetString();
+                break;
+            case JsonValueKind.Array:
+                foreach (var item in e.EnumerateArray()) RequireValidStrings(item);
+                break;
+            case JsonValueKind.Object:
+                foreach (var p in e.EnumerateObject())
+                {
+                    _ = p.Name;
+                    RequireValidStrings(p.Value);
+                }
+                break;
         }
     }
 

@@ -167,6 +167,16 @@ public static class EvaluateJob
         md.AppendLine("## Overall (mean over edits)");
         md.AppendLine();
         md.AppendLine(EvalReport.MarkdownTable(summary));
+        md.AppendLine("## GR against LR");
+        md.AppendLine();
+        md.AppendLine("One line per method through its settings; the dashed line is the Pareto front, its points labelled with their settings.");
+        md.AppendLine();
+        foreach (string png in plots.Where(f => f.EndsWith(".png", StringComparison.Ordinal)))
+        {
+            string link = Path.GetRelativePath(o.OutDir, png).Replace('\\', '/');
+            md.AppendLine($"![{Path.GetFileNameWithoutExtension(png)}]({link})");
+        }
+        md.AppendLine();
         md.AppendLine("## Mask overlap (HPRD)");
         md.AppendLine();
         md.AppendLine(EvalReport.OverlapTable(overlaps));

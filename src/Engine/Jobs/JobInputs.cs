@@ -34,19 +34,4 @@ public static class JobInputs
                 if (string.Equals(labels[i], text, StringComparison.OrdinalIgnoreCase)) return i;
         throw new ArgumentException($"--label '{text}': not a class index or one of the model's label names");
     }
-
-    /// <summary>Never write over a user's input: the output must be another file (real paths compared).</summary>
-    public static void RefuseOverwritingInput(string output, params string?[] inputs)
-    {
-        var paths = new CommandPaths().Output(output, "--out");
-        foreach (string? input in inputs) paths.Input(input, "input");
-        paths.Check();
-    }
-
-    /// <summary>Creates the folder a file will be written to.</summary>
-    public static void EnsureParentFolder(string path)
-    {
-        string? dir = Path.GetDirectoryName(Path.GetFullPath(path));
-        if (dir is not null) Directory.CreateDirectory(dir);
-    }
 }

@@ -175,8 +175,8 @@ public static class MetaTrainJob
         using var _ = vit;
         // A fresh run's defaults follow the width rules (docs/SCALING.md); explicit options win.
         fresh = o.Overrides.Apply(MetaTrainOptions.ForWidth(vit.Config.EmbedDim) with { Iterations = defaults.Iterations, DiagnosticsEvery = o.Bench ? 0 : 25 }).Validate();
-        if (o.OutPath is not null) JobInputs.EnsureParentFolder(o.OutPath);
-        if (o.LogPath is not null) JobInputs.EnsureParentFolder(o.LogPath);
+        if (o.OutPath is not null) OutputPaths.CreateParentFolder(o.OutPath, "--out");
+        if (o.LogPath is not null) OutputPaths.CreateParentFolder(o.LogPath, "--log");
 
         using var trainer = o.ResumePath is not null
             ? MetaTrainer.Resume(vit, mean, std, source, o.ResumePath, o.Overrides.Apply, communicator: world)

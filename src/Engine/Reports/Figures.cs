@@ -72,6 +72,59 @@ public static class Figures
         return Save(plot, stem, 800, 120 + 50 * classes.Count);
     }
 
+    /// <summary>One point of a trade-off plot: its series (legend), its name (the setting) and where it lies.</summary>
+    public sealed record ParetoPoint(string Series, string Label, double X, double Y);
+
+    /// <summary>
+    /// A trade-off plot where more is better on both axes: one line of markers per series, the Pareto front (points no
+    /// other point beats on both axes) as a dashed line, and every front point labelled with its name.
+    /// </summary>
+    public static IReadOnlyList<string> Pareto(IReadOnlyList<ParetoPoint> points, string title, string xLabel, string yLabel, string stem)
+    {
+        var plot = new ScottPlot.Plot();
+        foreach (var series in points.GroupBy(p => p.Series))
+        {
+            var ordered = series.OrderBy(p => p.X).ToList();
+            var scatter = plot.Add.Scatter(ordered.Select(p => p.X).ToArray(), ordered.Select(p => p.Y).ToArray());
+            scatter.LegendText = series.Key;
+            scatter.MarkerSize = 7;
+        }
+        var front = ParetoFront(points);
+        if (front.Count > 0)
+        {
+            var line = plot.Add.Scatter(front.Select(p => p.X).ToArray(), front.Select(p => p.Y).ToArray());
+            line.LegendText = "Pareto front";
+            line.Color = ScottPlot.Colors.Black;
+            line.LinePattern = ScottPlot.LinePattern.Dashed;
+            line.LineWidth = 1.5f;
+            line.MarkerSize = 0;
+            double middle = (points.Min(p => p.X) + points.Max(p => p.X)) / 2;
+            foreach (var p in front)
+            {
+                // Above the point, towards the middle of the plot, so that no label runs off an edge.
+                bool right = p.X > middle;
+                var text = plot.Add.Text(p.Label, p.X, p.Y);
+                text.LabelFontSize = 11;
+                text.LabelAlignment = right ? ScottPlot.Alignment.LowerRight : ScottPlot.Alignment.LowerLeft;
+                text.LabelOffsetX = right ? -5 : 5;
+                text.LabelOffsetY = -4;
+            }
+        }
+        plot.Title(title);
+        plot.XLabel(xLabel);
+        plot.YLabel(yLabel);
+        plot.ShowLegend(ScottPlot.Alignment.LowerLeft);
+        return Save(plot, stem, 720, 480);
+    }
+
+    /// <summary>The points no other point beats on both axes (ties kept once), by increasing X.</summary>
+    public static List<ParetoPoint> ParetoFront(IEnumerable<ParetoPoint> points)
+    {
+        var list = points.Where(p => double.IsFinite(p.X) && double.IsFinite(p.Y)).ToList();
+        return list.Where(p => !list.Any(q => q.X >= p.X && q.Y >= p.Y && (q.X > p.X || q.Y > p.Y)))
+            .DistinctBy(p => (p.X, p.Y)).OrderBy(p => p.X).ToList();
+    }
+
     /// <summary>
     /// One plot per numeric column of a CSV training log against its first column (iteration/step), with a
     /// moving average over noisy series. Columns that are only timings are left out unless asked for.
@@ -155,8 +208,7 @@ public static class Figures
 
     private static IReadOnlyList<string> Save(ScottPlot.Plot plot, string stem, int width, int height)
     {
-        string? dir = Path.GetDirectoryName(Path.GetFullPath(stem));
-        if (dir is not null) Directory.CreateDirectory(dir);
+        OutputPaths.CreateParentFolder(stem);
         var files = new List<string>();
         foreach (string ext in new[] { ".png", ".svg" })
         {

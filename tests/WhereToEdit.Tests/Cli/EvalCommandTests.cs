@@ -59,6 +59,10 @@ public sealed class EvalCommandTests
         Assert.Contains("ft-l2 c=0.01", summary);
         Assert.Contains("random keep=0.5", summary);
         Assert.True(File.Exists(dir.File("out/plots/pareto_natural.png")) || Directory.GetFiles(dir.File("out/plots"), "*.png").Length == 1);
+        // summary.md shows the plots it sits beside (relative links that resolve).
+        var links = System.Text.RegularExpressions.Regex.Matches(summary, @"!\[[^\]]*\]\((?<link>[^)]+)\)").Select(m => m.Groups["link"].Value).ToList();
+        Assert.NotEmpty(links);
+        Assert.All(links, l => Assert.True(!Path.IsPathRooted(l) && File.Exists(Path.Combine(dir.File("out"), l)), l));
         Assert.Contains("SR", o.ToString());
 
         // Bad requests: one line, exit code ≠ 0.

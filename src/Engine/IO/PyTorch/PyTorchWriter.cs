@@ -21,8 +21,7 @@ public static class PyTorchWriter
             throw new ArgumentException($"PyTorch export supports F32, F16 and BF16, not {dtype}");
         string storageType = dtype switch { TensorDType.F16 => "HalfStorage", TensorDType.BF16 => "BFloat16Storage", _ => "FloatStorage" };
         string full = Path.GetFullPath(path);
-        string dir = Path.GetDirectoryName(full) ?? ".";
-        if (!Directory.Exists(dir)) throw new CheckpointFormatException(path, $"folder {dir} does not exist");
+        string dir = OutputPaths.CreateParentFolder(full);
         // The archive's folder name is the file's stem, as torch.save does (any name loads).
         string archive = new string(Path.GetFileNameWithoutExtension(full).Select(ch => char.IsAsciiLetterOrDigit(ch) || ch is '_' or '-' ? ch : '_').ToArray());
         if (archive.Length == 0) archive = "archive";
