@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text;
 using System.Text.RegularExpressions;
+using WhereToEdit.Engine.Models;
 
 namespace WhereToEdit.Engine.IO;
 
@@ -96,7 +97,7 @@ public static partial class CheckpointNaming
     }
 
     /// <summary>timm names/layouts → Hugging Face ViTForImageClassification's (qkv split into query/key/value), in HF's order.</summary>
-    public static List<NamedTensor> ToHuggingFace(TensorFile timm, CheckpointArchitecture a)
+    public static List<NamedTensor> ToHuggingFace(TensorFile timm, VitConfig a)
     {
         int d = a.EmbedDim;
         var o = new List<NamedTensor>();
@@ -301,7 +302,11 @@ public static partial class CheckpointNaming
         int image = ctx.ImageSizeFrom(pos.Shape[1], p, "pos_embed");
         if (fc1 is null || depth == 0 || image == 0) return o;
 
-        var arch = new CheckpointArchitecture(image, p, cin, d, depth, 1, hidden, classes, 1e-6, qkvBias, "");
+        var arch = new VitConfig
+        {
+            ImageSize = image, PatchSize = p, InChans = cin, EmbedDim = d, Depth = depth, NumHeads = 1, MlpHidden = hidden,
+            NumClasses = classes, QkvBias = qkvBias,
+        };
         foreach (var (name, shape) in arch.TimmTensorShapes())
         {
             var t = ctx.Take(name, shape);
