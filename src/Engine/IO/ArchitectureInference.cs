@@ -18,7 +18,7 @@ public enum HeadsOrigin
 }
 
 /// <summary>Architecture numbers read off a checkpoint's tensor shapes (everything except heads, unless AugReg).</summary>
-public sealed record CheckpointShapes(
+internal sealed record CheckpointShapes(
     int EmbedDim, int Depth, int MlpHidden, int PatchSize, int InChans, int ImageSize, int NumClasses, bool QkvBias, int? HeadsFromShapes);
 
 /// <summary>
@@ -33,7 +33,7 @@ public sealed record ArchitectureProvenance(HeadsOrigin HeadsOrigin, string Head
 }
 
 /// <summary>Infers a <see cref="VitConfig"/> from a checkpoint's tensor shapes and whatever config came with it.</summary>
-public static class ArchitectureInference
+internal static class ArchitectureInference
 {
     /// <summary>
     /// Combines shapes with heads from (in order) <paramref name="configHeads"/>, the checkpoint shapes (AugReg),
@@ -89,7 +89,7 @@ public static class ArchitectureInference
 }
 
 /// <summary>timm's standard ViT widths (the heads each uses).</summary>
-public static partial class TimmVitPresets
+internal static partial class TimmVitPresets
 {
     public sealed record Preset(string Size, int Dim, int Depth, int Heads, int MlpHidden)
     {

@@ -17,7 +17,7 @@ public enum NamingConvention
 }
 
 /// <summary>The tensors of a checkpoint do not form a supported ViT: lists what is missing, unexpected and mis-shaped.</summary>
-public sealed class CheckpointMappingException : CheckpointFormatException
+internal sealed class CheckpointMappingException : CheckpointFormatException
 {
     public CheckpointMappingException(string filePath, NamingConvention convention, IReadOnlyList<string> missing,
                                       IReadOnlyList<string> unexpected, IReadOnlyList<string> misshaped, string? summary = null)
@@ -58,14 +58,14 @@ public sealed class CheckpointMappingException : CheckpointFormatException
 }
 
 /// <summary>A checkpoint converted to timm names and layouts, with the shapes it showed.</summary>
-public sealed record ConvertedCheckpoint(TensorFile Tensors, NamingConvention SourceConvention, CheckpointShapes Shapes);
+internal sealed record ConvertedCheckpoint(TensorFile Tensors, NamingConvention SourceConvention, CheckpointShapes Shapes);
 
 /// <summary>
 /// Detects the naming convention of a ViT checkpoint and converts it to timm names and layouts
 /// (the engine's canonical form; table in the checkpoints spec). Any missing, unexpected or mis-shaped tensor
 /// is an error listing all of them; nothing is silently dropped or zero-filled.
 /// </summary>
-public static partial class CheckpointNaming
+internal static partial class CheckpointNaming
 {
     /// <summary>Decides the convention from the tensor names; throws when it is none or ambiguous.</summary>
     public static NamingConvention Detect(TensorFile file)

@@ -5,7 +5,7 @@ using WhereToEdit.Engine.Models;
 namespace WhereToEdit.Engine.IO;
 
 /// <summary>Our own metadata keys in a timm-named safetensors file written by <see cref="ModelFolder.Save"/>.</summary>
-public static class WteMetadata
+internal static class WteMetadata
 {
     /// <summary>JSON of <see cref="VitConfig"/> (<see cref="VitConfig.ToJson"/>) plus "heads_source", the head count's provenance.</summary>
     public const string ConfigKey = "wte.config";

@@ -8,7 +8,7 @@ namespace WhereToEdit.Engine.Models;
 /// the evaluation's predictions and locality cache, the benchmark builder and the pretrainer's test pass. The
 /// workspace, input tensor and host buffers are sized once, so a run allocates nothing per batch.
 /// </summary>
-public sealed class BatchedInference : IDisposable
+internal sealed class BatchedInference : IDisposable
 {
     /// <summary>Writes image <paramref name="index"/> ([C, H, W], preprocessed) into <paramref name="pixels"/>.</summary>
     public delegate void ImageWriter(int index, Span<float> pixels);
