@@ -15,15 +15,14 @@ public static partial class WteCommands
         {
             string path = parse.GetValue(model)!;
             var loaded = ModelFolder.Load(path);
-            var a = loaded.Architecture;
-            var config = VitCheckpoint.ToConfig(a);
+            var a = loaded.Architecture.Validate();
             string fingerprint = VitCheckpoint.Fingerprint(loaded.Weights);
-            string headsNote = loaded.Guess.HeadsOrigin switch
+            string source = loaded.Provenance.HeadsSource;
+            string headsNote = loaded.Provenance.HeadsOrigin switch
             {
-                HeadsOrigin.Config => a.HeadsSource,
-                HeadsOrigin.TimmPreset => $"{a.HeadsSource} (not stored in the file: taken from the timm preset of the same shapes)",
-                HeadsOrigin.DimOver64Guess => $"{a.HeadsSource} (GUESSED: pass a config.json to be sure)",
-                _ => a.HeadsSource,
+                HeadsOrigin.TimmPreset => $"{source} (not stored in the file: taken from the timm preset of the same shapes)",
+                HeadsOrigin.DimOver64Guess => $"{source} (GUESSED: pass a config.json to be sure)",
+                _ => source,
             };
             var stdout = io.Out;
             if (io.Json(parse))
@@ -32,7 +31,7 @@ public static partial class WteCommands
                 {
                     model = path, checkpoint = loaded.Paths.CheckpointPath, config = loaded.Paths.ConfigPath,
                     format = loaded.Paths.Format.ToString().ToLowerInvariant(), naming = loaded.SourceConvention.ToString(),
-                    architecture = config, heads_source = headsNote, parameters = config.ParameterCount(), tensors = loaded.Weights.Tensors.Count,
+                    architecture = a, heads_source = headsNote, parameters = a.ParameterCount(), tensors = loaded.Weights.Tensors.Count,
                     fingerprint, preprocessing = loaded.Preprocessing.ToString(), preprocessing_source = loaded.PreprocessingSource,
                     labels = loaded.Labels, notes = loaded.Notes, warning = loaded.Weights.NonFiniteWarning(),
                 }));
@@ -42,9 +41,9 @@ public static partial class WteCommands
             stdout.WriteLine($"checkpoint     {loaded.Paths.CheckpointPath} ({loaded.Paths.Format.ToString().ToLowerInvariant()}, {NamingText(loaded.SourceConvention)} names)");
             if (loaded.Paths.ConfigPath is not null) stdout.WriteLine($"config         {loaded.Paths.ConfigPath}");
             stdout.WriteLine($"architecture   ViT: image {a.ImageSize}, patch {a.PatchSize}, in_chans {a.InChans}, width {a.EmbedDim}, depth {a.Depth}, " +
-                             $"heads {a.NumHeads}, MLP {a.MlpHidden}, classes {a.NumClasses}, LayerNorm eps {a.LnEps:G3}, qkv bias {(a.QkvBias ? "yes" : "no")}");
+                             $"heads {a.NumHeads}, MLP {a.MlpHidden}, classes {a.NumClasses}, LayerNorm eps {a.LayerNormEps:G3}, qkv bias {(a.QkvBias ? "yes" : "no")}");
             stdout.WriteLine($"heads from     {headsNote}");
-            stdout.WriteLine($"parameters     {config.ParameterCount():N0} in {loaded.Weights.Tensors.Count} tensors");
+            stdout.WriteLine($"parameters     {a.ParameterCount():N0} in {loaded.Weights.Tensors.Count} tensors");
             stdout.WriteLine($"fingerprint    {fingerprint}");
             stdout.WriteLine($"preprocessing  {loaded.Preprocessing} ({loaded.PreprocessingSource})");
             stdout.WriteLine(loaded.Labels is { Count: > 0 } labels

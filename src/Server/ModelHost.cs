@@ -78,13 +78,12 @@ public sealed class ModelHost : IDisposable
 
     private void Run()
     {
-        var c = _model.Config;
-        int per = c.InChans * c.ImageSize * c.ImageSize, max = _options.MaxBatch;
-        using var ws = _model.CreateWorkspace(max);
-        using var input = _model.Backend.Allocate("serve.images", max, c.InChans, c.ImageSize, c.ImageSize);
-        var host = new float[max * per];
-        var logits = new float[max * c.NumClasses];
+        int max = _options.MaxBatch;
+        using var inference = new BatchedInference(_model, max);
         var batch = new List<PredictWork>(max);
+        // Made once: the one batched-inference loop reads the queued images and hands back their logits.
+        BatchedInference.ImageWriter write = (i, pixels) => batch[i].Pixels.AsSpan().CopyTo(pixels);
+        BatchedInference.BatchReader read = (_, n, logits) => Answer(batch, n, logits);
         SwapWork? swap = null;
         try
         {
@@ -106,7 +105,7 @@ public sealed class ModelHost : IDisposable
                         batch.Add((PredictWork)next);
                     }
                 }
-                if (batch.Count > 0) RunBatch(batch, ws, input, host, logits, per);
+                if (batch.Count > 0) RunBatch(batch, inference, write, read);
                 if (swap is not null) ApplySwap(swap);
             }
         }
@@ -119,30 +118,31 @@ public sealed class ModelHost : IDisposable
         }
     }
 
-    private void RunBatch(List<PredictWork> batch, VitWorkspace ws, Tensor input, float[] host, float[] logits, int per)
+    private void RunBatch(List<PredictWork> batch, BatchedInference inference, BatchedInference.ImageWriter write, BatchedInference.BatchReader read)
     {
-        var c = _model.Config;
-        int n = batch.Count;
-        var version = _version;
         try
         {
-            for (int i = 0; i < n; i++) batch[i].Pixels.AsSpan().CopyTo(host.AsSpan(i * per, per));
-            input.CopyFrom(host.AsSpan(0, n * per));
-            _model.Forward(ws, input, n);
-            ws.Logits.CopyTo(logits.AsSpan(0, n * c.NumClasses));
-            _metrics.PredictBatchSize.Observe(n);
-            for (int i = 0; i < n; i++)
-            {
-                var row = logits.AsSpan(i * c.NumClasses, c.NumClasses).ToArray();
-                TensorChecks.EnsureFinite(row, "logits");
-                batch[i].Done.TrySetResult(new PredictAnswer(version.Number, Predictor.TopK(row, batch[i].TopK, _labels)));
-            }
+            inference.Run(batch.Count, write, read);   // batch.Count ≤ MaxBatch: one forward pass
         }
         catch (Exception e)
         {
             foreach (var w in batch) w.Done.TrySetException(e);
         }
         batch.Clear();
+    }
+
+    /// <summary>Answers the batch's predictions from its logits [n, classes], with the version that ran them.</summary>
+    private void Answer(List<PredictWork> batch, int n, ReadOnlySpan<float> logits)
+    {
+        int classes = _model.Config.NumClasses;
+        var version = _version;   // written only by this thread (ApplySwap), between batches
+        _metrics.PredictBatchSize.Observe(n);
+        for (int i = 0; i < n; i++)
+        {
+            var row = logits.Slice(i * classes, classes).ToArray();
+            TensorChecks.EnsureFinite(row, "logits");
+            batch[i].Done.TrySetResult(new PredictAnswer(version.Number, Predictor.TopK(row, batch[i].TopK, _labels)));
+        }
     }
 
     private void ApplySwap(SwapWork swap)

@@ -7,7 +7,7 @@ namespace WhereToEdit.Engine.Backends;
 /// Wraps a backend and accumulates wall time and call counts per op (synchronising after each op so GPU
 /// time is attributed to the op that queued it). Used by `wte bench --profile`.
 /// </summary>
-public sealed class ProfilingBackend(IBackend inner) : IBackend
+internal sealed class ProfilingBackend(IBackend inner) : IBackend
 {
     private readonly Dictionary<string, (long Ticks, long Calls)> _stats = [];
 

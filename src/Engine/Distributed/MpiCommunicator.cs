@@ -1,7 +1,7 @@
 namespace WhereToEdit.Engine.Distributed;
 
 /// <summary>MPI_COMM_WORLD of an Open MPI job. Created once per process by <see cref="Communicators.FromEnvironment"/>.</summary>
-public sealed unsafe class MpiCommunicator : ICommunicator
+internal sealed unsafe class MpiCommunicator : ICommunicator
 {
     private readonly OpenMpi _mpi;
     private readonly int[] _counts, _displs;

@@ -5,7 +5,7 @@ namespace WhereToEdit.Engine.Editing;
 /// HPRD keeps the global top-k of the hypernetwork's scores, random keeps a seeded random set of the same size,
 /// fine-tuning keeps every unit.
 /// </summary>
-public static class EditMaskPolicy
+internal static class EditMaskPolicy
 {
     /// <summary>Whether <paramref name="method"/> needs the hypernetwork's scores.</summary>
     public static bool NeedsScores(EditMethod method) => method == EditMethod.Hprd;

@@ -8,7 +8,7 @@ namespace WhereToEdit.Engine.Editing;
 /// lr ∝ 1/fan-in: fc1's fan-in is the embedding width D, fc2's the hidden width 4D, so for the standard MLP ratio
 /// both give the same factor D_ref/D = 768/D.</para>
 /// </summary>
-public static class ScalingRules
+internal static class ScalingRules
 {
     /// <summary>ViT-B/16's embedding width and MLP hidden width: the widths the reference's numbers were tuned at.</summary>
     public const int ReferenceEmbedDim = 768, ReferenceMlpHidden = 3072;

@@ -63,7 +63,7 @@ public sealed record BenchmarkBuildOptions
 public sealed record BenchmarkSubsetStats(string Name, BenchmarkSubsetKind Kind, int Candidates, int Failures, int EligibleGroups, int Groups, int Images);
 
 /// <summary>What a build wrote: the manifest (rebased on the output folder), its path, counts, and the builder's own prediction for every written image.</summary>
-public sealed record BenchmarkBuildResult(
+internal sealed record BenchmarkBuildResult(
     BenchmarkManifest Manifest,
     string ManifestPath,
     double BaseAccuracy,
@@ -91,7 +91,7 @@ public sealed record BenchmarkBuildResult(
 /// <c>natural/&lt;true&gt;_&lt;pred&gt;/NNNNN.png</c>, <c>oil_painting/&lt;true&gt;/NNNNN.png</c>,
 /// <c>spotlight/&lt;true&gt;/NNNNN.png</c>, <c>locality/NNNNN.png</c>; manifest.json is written last, atomically.
 /// </summary>
-public static class BenchmarkBuilder
+internal static class BenchmarkBuilder
 {
     public const string NaturalSubset = "natural";
     public const string OilPaintingSubset = "oil_painting";

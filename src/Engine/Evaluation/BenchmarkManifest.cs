@@ -30,7 +30,7 @@ public sealed record BenchmarkSubset(string Name, BenchmarkSubsetKind Kind, IRea
 public sealed record BenchmarkLocality(string Name, double Margin, IReadOnlyList<string> Images);
 
 /// <summary>A manifest that cannot be used; lists every problem found, each on its own, and names the file.</summary>
-public sealed class BenchmarkManifestException : Exception
+internal sealed class BenchmarkManifestException : Exception
 {
     public BenchmarkManifestException(string filePath, IReadOnlyList<string> problems, Exception? inner = null)
         : base(Format(filePath, problems), inner)

@@ -9,7 +9,7 @@ using WhereToEdit.Engine.Tensors;
 namespace WhereToEdit.Engine.Evaluation;
 
 /// <summary>A group of failures to edit: images of one true class the original model gets wrong.</summary>
-public sealed record EvalGroup(string Subset, string Name, int Label, IReadOnlyList<string> ImageIds, IReadOnlyList<float[]> Images);
+internal sealed record EvalGroup(string Subset, string Name, int Label, IReadOnlyList<string> ImageIds, IReadOnlyList<float[]> Images);
 
 /// <summary>One point of a sweep: a method with its keep fraction (HPRD, random) or coefficient (FT).</summary>
 public sealed record EvalSetting(EditMethod Method, double Keep, float Coefficient)
@@ -37,7 +37,7 @@ public sealed record EvalOptions
 }
 
 /// <summary>The paper's metrics as plain functions of predictions (method.md §7).</summary>
-public static class EditMetrics
+internal static class EditMetrics
 {
     /// <summary>Reliability: 1 when every edit image is classified as the label.</summary>
     public static double Sr(IReadOnlyList<int> editPredictions, int label) => editPredictions.All(p => p == label) ? 1 : 0;
@@ -92,7 +92,7 @@ public sealed record EditRecord
 /// unchanged from the original model's cached predictions. Locality is re-evaluated from the first edited block
 /// on cached block inputs (blocks before it never change).
 /// </summary>
-public sealed class EditEvaluator : IDisposable
+internal sealed class EditEvaluator : IDisposable
 {
     private const int Chunk = 64;
     private readonly VitModel _model;

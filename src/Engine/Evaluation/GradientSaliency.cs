@@ -20,7 +20,7 @@ public sealed record SaliencyOverlap(string Subset, int Images, double WithinGro
 /// their "where". A learned hypernetwork cannot beat this structure; if within ≈ across, no mask predictor can
 /// give group-specific masks on this model.
 /// </summary>
-public sealed class GradientSaliency : IDisposable
+internal sealed class GradientSaliency : IDisposable
 {
     private readonly VitModel _model;
     private readonly EditTarget _target;

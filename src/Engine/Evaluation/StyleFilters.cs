@@ -86,7 +86,7 @@ public readonly record struct Spotlight(double CenterX, double CenterY, double A
 /// The style shifts of the benchmark's style subsets (analogues of the paper's AI-generated oil-painting and
 /// stage-lighting images), on 8-bit single-channel images stored row-major. Pure functions: same input, same output.
 /// </summary>
-public static class StyleFilters
+internal static class StyleFilters
 {
     /// <summary>
     /// Kuwahara filter: each pixel becomes the mean of whichever of its four (r+1)×(r+1) quadrants (up-left, up-right,

@@ -11,7 +11,7 @@ namespace WhereToEdit.Engine.IO;
 /// commit (an exception, Ctrl-C, SIGTERM) deletes the temp. Opening one removes stale temps of ours for the same
 /// target left by processes that no longer run (a kill -9).
 /// </summary>
-public sealed class AtomicWrite : IDisposable
+internal sealed class AtomicWrite : IDisposable
 {
     private static readonly ConcurrentDictionary<string, byte> Live = new(StringComparer.Ordinal);
     private static readonly object SignalLock = new();
@@ -120,7 +120,7 @@ public sealed class AtomicWrite : IDisposable
 }
 
 /// <summary>Atomic whole-file writes (<see cref="AtomicWrite"/>).</summary>
-public static class AtomicFile
+internal static class AtomicFile
 {
     public static void Write(string path, Action<Stream> write, int bufferSize = 1 << 16)
     {
@@ -143,7 +143,7 @@ public static class AtomicFile
 /// An output folder of a command: created when missing, and on failure (dispose without <see cref="Commit"/>)
 /// removed again with everything in it when this instance created it, so a failed run leaves nothing behind.
 /// </summary>
-public sealed class OutputFolder : IDisposable
+internal sealed class OutputFolder : IDisposable
 {
     private readonly bool _created;
     private bool _done;

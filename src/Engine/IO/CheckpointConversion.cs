@@ -24,7 +24,7 @@ public static class CheckpointConversion
             throw new CheckpointFormatException(output, "the output would overwrite the input checkpoint; choose another --out");
         if (dtype is not (TensorDType.F32 or TensorDType.F16 or TensorDType.BF16))
             throw new ArgumentException($"--dtype must be f32, f16 or bf16, not {dtype}");
-        ModelFolder.Save(output, loaded.Weights, loaded.Architecture, loaded.Preprocessing, loaded.Labels, dtype);
+        ModelFolder.Save(output, loaded.Weights, loaded.Architecture, loaded.Preprocessing, loaded.Labels, dtype, loaded.Provenance.HeadsSource);
         return new ConversionResult(loaded.Paths.CheckpointPath, loaded.Paths.Format, loaded.SourceConvention, output,
             loaded.Weights.Count, loaded.Weights.ParameterCount, VitCheckpoint.Fingerprint(loaded.Weights), loaded.Notes);
     }

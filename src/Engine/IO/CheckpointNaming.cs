@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text;
 using System.Text.RegularExpressions;
+using WhereToEdit.Engine.Models;
 
 namespace WhereToEdit.Engine.IO;
 
@@ -16,7 +17,7 @@ public enum NamingConvention
 }
 
 /// <summary>The tensors of a checkpoint do not form a supported ViT: lists what is missing, unexpected and mis-shaped.</summary>
-public sealed class CheckpointMappingException : CheckpointFormatException
+internal sealed class CheckpointMappingException : CheckpointFormatException
 {
     public CheckpointMappingException(string filePath, NamingConvention convention, IReadOnlyList<string> missing,
                                       IReadOnlyList<string> unexpected, IReadOnlyList<string> misshaped, string? summary = null)
@@ -57,14 +58,14 @@ public sealed class CheckpointMappingException : CheckpointFormatException
 }
 
 /// <summary>A checkpoint converted to timm names and layouts, with the shapes it showed.</summary>
-public sealed record ConvertedCheckpoint(TensorFile Tensors, NamingConvention SourceConvention, CheckpointShapes Shapes);
+internal sealed record ConvertedCheckpoint(TensorFile Tensors, NamingConvention SourceConvention, CheckpointShapes Shapes);
 
 /// <summary>
 /// Detects the naming convention of a ViT checkpoint and converts it to timm names and layouts
 /// (the engine's canonical form; table in the checkpoints spec). Any missing, unexpected or mis-shaped tensor
 /// is an error listing all of them; nothing is silently dropped or zero-filled.
 /// </summary>
-public static partial class CheckpointNaming
+internal static partial class CheckpointNaming
 {
     /// <summary>Decides the convention from the tensor names; throws when it is none or ambiguous.</summary>
     public static NamingConvention Detect(TensorFile file)
@@ -96,7 +97,7 @@ public static partial class CheckpointNaming
     }
 
     /// <summary>timm names/layouts → Hugging Face ViTForImageClassification's (qkv split into query/key/value), in HF's order.</summary>
-    public static List<NamedTensor> ToHuggingFace(TensorFile timm, CheckpointArchitecture a)
+    public static List<NamedTensor> ToHuggingFace(TensorFile timm, VitConfig a)
     {
         int d = a.EmbedDim;
         var o = new List<NamedTensor>();
@@ -301,7 +302,11 @@ public static partial class CheckpointNaming
         int image = ctx.ImageSizeFrom(pos.Shape[1], p, "pos_embed");
         if (fc1 is null || depth == 0 || image == 0) return o;
 
-        var arch = new CheckpointArchitecture(image, p, cin, d, depth, 1, hidden, classes, 1e-6, qkvBias, "");
+        var arch = new VitConfig
+        {
+            ImageSize = image, PatchSize = p, InChans = cin, EmbedDim = d, Depth = depth, NumHeads = 1, MlpHidden = hidden,
+            NumClasses = classes, QkvBias = qkvBias,
+        };
         foreach (var (name, shape) in arch.TimmTensorShapes())
         {
             var t = ctx.Take(name, shape);

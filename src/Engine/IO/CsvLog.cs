@@ -8,7 +8,7 @@ namespace WhereToEdit.Engine.IO;
 /// not write: an existing file must start with the same header line. A fresh run replaces the log atomically; a
 /// resumed run keeps only the rows up to the resumed step (so rows are never repeated) and appends.
 /// </summary>
-public sealed class CsvLog : IDisposable
+internal sealed class CsvLog : IDisposable
 {
     private readonly StreamWriter _writer;
 

@@ -4,7 +4,7 @@ using System.Runtime.InteropServices;
 namespace WhereToEdit.Engine.IO;
 
 /// <summary>Little-endian float16 / bfloat16 / float64 ⇄ float32 conversions.</summary>
-public static class DTypeConversion
+internal static class DTypeConversion
 {
     /// <summary>Bytes per element of a supported dtype.</summary>
     public static int SizeOf(TensorDType dtype) => dtype switch

@@ -4,7 +4,7 @@ using System.IO.Compression;
 namespace WhereToEdit.Engine.IO;
 
 /// <summary>An IDX file (MNIST / Fashion-MNIST format) that cannot be used; the message names the file.</summary>
-public sealed class IdxFormatException(string filePath, string problem, Exception? inner = null)
+internal sealed class IdxFormatException(string filePath, string problem, Exception? inner = null)
     : Exception($"{CheckpointFormatException.Describe(filePath)}: {problem}", inner)
 {
     public string FilePath { get; } = filePath;
@@ -12,7 +12,7 @@ public sealed class IdxFormatException(string filePath, string problem, Exceptio
 }
 
 /// <summary>Unsigned-byte images [count, rows, cols] from an IDX3 file (magic 0x00000803).</summary>
-public sealed class IdxImages
+internal sealed class IdxImages
 {
     private readonly byte[] _pixels;
 
@@ -42,7 +42,7 @@ public sealed class IdxImages
 }
 
 /// <summary>Unsigned-byte labels [count] from an IDX1 file (magic 0x00000801).</summary>
-public sealed class IdxLabels
+internal sealed class IdxLabels
 {
     private readonly byte[] _labels;
 
@@ -64,7 +64,7 @@ public sealed class IdxLabels
 /// dimensions, a size below 2 GiB) and the data must be exactly n·rows·cols (or n) bytes: a truncated file or
 /// trailing bytes are refused. Every error is an <see cref="IdxFormatException"/> naming the file.
 /// </summary>
-public static class IdxReader
+internal static class IdxReader
 {
     public const int ImagesMagic = 0x00000803;
     public const int LabelsMagic = 0x00000801;

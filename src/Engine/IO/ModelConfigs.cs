@@ -7,7 +7,7 @@ namespace WhereToEdit.Engine.IO;
 /// Hugging Face transformers ViTConfig (config.json). Absent keys take ViTConfig's defaults — notably
 /// <see cref="LayerNormEps"/> = 1e-12, not timm's 1e-6.
 /// </summary>
-public sealed record HfVitConfig(
+internal sealed record HfVitConfig(
     int HiddenSize,
     int NumAttentionHeads,
     int NumHiddenLayers,
@@ -54,7 +54,7 @@ public sealed record HfVitConfig(
 }
 
 /// <summary>Hugging Face preprocessor_config.json (ViTImageProcessor).</summary>
-public sealed record HfPreprocessorConfig(bool DoResize, int Height, int Width, int Resample, bool DoNormalize, float[] ImageMean, float[] ImageStd)
+internal sealed record HfPreprocessorConfig(bool DoResize, int Height, int Width, int Resample, bool DoNormalize, float[] ImageMean, float[] ImageStd)
 {
     public static HfPreprocessorConfig Load(string path)
     {
@@ -103,7 +103,7 @@ public sealed record HfPreprocessorConfig(bool DoResize, int Height, int Width, 
 }
 
 /// <summary>timm's pretrained_cfg (eval transform settings).</summary>
-public sealed record TimmPretrainedCfg(int[] InputSize, string Interpolation, double CropPct, string? CropMode, float[] Mean, float[] Std)
+internal sealed record TimmPretrainedCfg(int[] InputSize, string Interpolation, double CropPct, string? CropMode, float[] Mean, float[] Std)
 {
     public Preprocessing ToPreprocessing(string path)
     {
@@ -115,7 +115,7 @@ public sealed record TimmPretrainedCfg(int[] InputSize, string Interpolation, do
 }
 
 /// <summary>timm hub config.json: architecture name, classes, label names, pretrained_cfg, model_args.</summary>
-public sealed record TimmHubConfig(string Architecture, int? NumClasses, IReadOnlyList<string>? LabelNames, TimmPretrainedCfg? PretrainedCfg,
+internal sealed record TimmHubConfig(string Architecture, int? NumClasses, IReadOnlyList<string>? LabelNames, TimmPretrainedCfg? PretrainedCfg,
                                    int? ModelArgsNumHeads, string? GlobalPool)
 {
     /// <summary>Heads from model_args.num_heads, else from the architecture name's preset; null when neither says.</summary>
@@ -158,7 +158,7 @@ public sealed record TimmHubConfig(string Architecture, int? NumClasses, IReadOn
 }
 
 /// <summary>A config.json of either kind.</summary>
-public sealed record ModelConfigFile(string Path, HfVitConfig? HuggingFace, TimmHubConfig? Timm)
+internal sealed record ModelConfigFile(string Path, HfVitConfig? HuggingFace, TimmHubConfig? Timm)
 {
     /// <summary>Reads config.json and decides whether it is timm's (has "architecture") or Hugging Face's.</summary>
     public static ModelConfigFile Load(string path)

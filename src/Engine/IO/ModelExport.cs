@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using WhereToEdit.Engine.Models;
 
 namespace WhereToEdit.Engine.IO;
 
@@ -31,7 +32,7 @@ public static class ModelExport
     };
 
     /// <summary>Writes the model; returns notes on what the target format cannot express (empty when nothing is lost).</summary>
-    public static IReadOnlyList<string> Write(string path, ExportFormat format, TensorFile timmWeights, CheckpointArchitecture a,
+    public static IReadOnlyList<string> Write(string path, ExportFormat format, TensorFile timmWeights, VitConfig a,
                                               Preprocessing preprocessing, IReadOnlyList<string>? labels)
     {
         if (format == ExportFormat.Wte)
@@ -77,10 +78,10 @@ public static class ModelExport
 
     private static string Name(ExportFormat f) => f == ExportFormat.HuggingFace ? "hf" : f.ToString().ToLowerInvariant();
 
-    private static JsonObject TimmConfig(CheckpointArchitecture a, Preprocessing p, IReadOnlyList<string>? labels, List<string> notes)
+    private static JsonObject TimmConfig(VitConfig a, Preprocessing p, IReadOnlyList<string>? labels, List<string> notes)
     {
-        if (Math.Abs(a.LnEps - 1e-6) > 1e-12)
-            notes.Add($"timm's VisionTransformer uses LayerNorm eps 1e-6; this model's {a.LnEps.ToString(CultureInfo.InvariantCulture)} is not expressible in config.json");
+        if (a.LayerNormEps != 1e-6f)
+            notes.Add($"timm's VisionTransformer uses LayerNorm eps 1e-6; this model's {a.LayerNormEps.ToString(CultureInfo.InvariantCulture)} is not expressible in config.json");
         var cfg = new JsonObject
         {
             ["input_size"] = new JsonArray(p.Channels, p.CropSize, p.CropSize),
@@ -121,7 +122,7 @@ public static class ModelExport
         return pct;
     }
 
-    private static JsonObject HfConfig(CheckpointArchitecture a, IReadOnlyList<string>? labels)
+    private static JsonObject HfConfig(VitConfig a, IReadOnlyList<string>? labels)
     {
         var names = labels ?? [.. Enumerable.Range(0, a.NumClasses).Select(i => $"LABEL_{i}")];
         var id2label = new JsonObject();
@@ -136,7 +137,7 @@ public static class ModelExport
             ["architectures"] = new JsonArray("ViTForImageClassification"),
             ["model_type"] = "vit",
             ["hidden_size"] = a.EmbedDim, ["num_hidden_layers"] = a.Depth, ["num_attention_heads"] = a.NumHeads,
-            ["intermediate_size"] = a.MlpHidden, ["hidden_act"] = "gelu", ["layer_norm_eps"] = (double)(decimal)(float)a.LnEps,
+            ["intermediate_size"] = a.MlpHidden, ["hidden_act"] = "gelu", ["layer_norm_eps"] = (double)(decimal)a.LayerNormEps,
             ["image_size"] = a.ImageSize, ["patch_size"] = a.PatchSize, ["num_channels"] = a.InChans, ["qkv_bias"] = a.QkvBias,
             ["hidden_dropout_prob"] = 0.0, ["attention_probs_dropout_prob"] = 0.0,
             ["id2label"] = id2label, ["label2id"] = label2id,

@@ -1,11 +1,13 @@
 using System.Text.Json;
+using System.Text.Json.Nodes;
+using WhereToEdit.Engine.Models;
 
 namespace WhereToEdit.Engine.IO;
 
 /// <summary>Our own metadata keys in a timm-named safetensors file written by <see cref="ModelFolder.Save"/>.</summary>
-public static class WteMetadata
+internal static class WteMetadata
 {
-    /// <summary>JSON of <see cref="CheckpointArchitecture"/> (<see cref="CheckpointArchitecture.ToJson"/>).</summary>
+    /// <summary>JSON of <see cref="VitConfig"/> (<see cref="VitConfig.ToJson"/>) plus "heads_source", the head count's provenance.</summary>
     public const string ConfigKey = "wte.config";
 
     /// <summary>JSON of <see cref="Preprocessing"/> (<see cref="Preprocessing.ToJson"/>).</summary>
@@ -14,20 +16,33 @@ public static class WteMetadata
     /// <summary>JSON array of class names, one per head output.</summary>
     public const string LabelsKey = "wte.labels";
 
-    public static Dictionary<string, string> Build(CheckpointArchitecture architecture, Preprocessing? preprocessing, IReadOnlyList<string>? labels)
+    /// <summary>The head count's provenance when wte.config does not record one.</summary>
+    public const string DefaultHeadsSource = "wte.config";
+
+    public static Dictionary<string, string> Build(VitConfig architecture, Preprocessing? preprocessing, IReadOnlyList<string>? labels,
+                                                   string headsSource = DefaultHeadsSource)
     {
+        var config = JsonNode.Parse(architecture.ToJson())!.AsObject();
+        config["heads_source"] = headsSource;
         var m = new Dictionary<string, string>(StringComparer.Ordinal)
         {
             ["format"] = "pt",
-            [ConfigKey] = architecture.ToJson(),
+            [ConfigKey] = config.ToJsonString(),
         };
         if (preprocessing is not null) m[PreprocessingKey] = preprocessing.ToJson();
         if (labels is not null) m[LabelsKey] = JsonSerializer.Serialize(labels.ToArray(), WteJsonContext.Default.StringArray);
         return m;
     }
 
-    public static CheckpointArchitecture? ReadArchitecture(IReadOnlyDictionary<string, string> metadata, string path) =>
-        metadata.TryGetValue(ConfigKey, out var s) ? CheckpointArchitecture.FromJson(s, path) : null;
+    /// <summary>The stored architecture and the provenance of its head count (null when the file has no wte.config).</summary>
+    public static (VitConfig Architecture, string HeadsSource)? ReadArchitecture(IReadOnlyDictionary<string, string> metadata, string path)
+    {
+        if (!metadata.TryGetValue(ConfigKey, out var s)) return null;
+        var architecture = VitConfig.FromJson(s, path);
+        using var doc = StrictJson.Parse(s, path, ConfigKey);
+        string source = StrictJson.TryGet(doc.RootElement, "heads_source", out var hs) ? StrictJson.GetString(hs, "heads_source", path, ConfigKey) : DefaultHeadsSource;
+        return (architecture, source);
+    }
 
     public static Preprocessing? ReadPreprocessing(IReadOnlyDictionary<string, string> metadata, string path) =>
         metadata.TryGetValue(PreprocessingKey, out var s) ? Preprocessing.FromJson(s, path) : null;
@@ -64,8 +79,8 @@ public sealed record ModelLoadOptions
 /// <summary>A checkpoint loaded with timm names, its architecture, preprocessing and labels, and where each came from.</summary>
 public sealed record LoadedModel(
     TensorFile Weights,
-    CheckpointArchitecture Architecture,
-    VitArchitectureGuess Guess,
+    VitConfig Architecture,
+    ArchitectureProvenance Provenance,
     Preprocessing Preprocessing,
     string PreprocessingSource,
     IReadOnlyList<string>? Labels,
@@ -168,15 +183,17 @@ public static class ModelFolder
         var wteArch = WteMetadata.ReadArchitecture(raw.Metadata, ckpt);
 
         // ---- architecture
-        VitArchitectureGuess guess;
-        if (wteArch is not null)
+        VitConfig arch;
+        ArchitectureProvenance provenance;
+        if (wteArch is { } stored)
         {
-            var a = wteArch;
-            if (options.NumHeads is int h) a = a with { NumHeads = h, HeadsSource = "caller" };
-            if (options.LnEps is double e) a = a with { LnEps = e };
-            a.EnsureValid(ckpt);
-            a.EnsureMatches(converted.Tensors, ckpt);
-            guess = new VitArchitectureGuess(a, HeadsOrigin.Config, null);
+            arch = stored.Architecture;
+            string source = stored.HeadsSource;
+            if (options.NumHeads is int h) (arch, source) = (arch with { NumHeads = h }, "caller");
+            if (options.LnEps is double e) arch = arch with { LayerNormEps = (float)e };
+            arch.EnsureValid(ckpt);
+            arch.EnsureMatches(converted.Tensors, ckpt);
+            provenance = new ArchitectureProvenance(HeadsOrigin.Config, source);
         }
         else
         {
@@ -209,10 +226,9 @@ public static class ModelFolder
                 }
             }
             if (options.LnEps is double oe) eps = oe;
-            guess = VitArchitectureGuess.Infer(shapes, eps, ckpt, heads, headsSource);
-            if (guess.HeadsAreGuessed) notes.Add(guess.Architecture.HeadsSource);
+            (arch, provenance) = ArchitectureInference.Infer(shapes, eps, ckpt, heads, headsSource);
+            if (provenance.HeadsAreGuessed) notes.Add(provenance.HeadsSource);
         }
-        var arch = guess.Architecture;
 
         // ---- preprocessing
         Preprocessing pre;
@@ -262,7 +278,7 @@ public static class ModelFolder
             labels = null;
         }
 
-        return new LoadedModel(converted.Tensors, arch, guess, pre, preSource, labels, converted.SourceConvention, paths, notes);
+        return new LoadedModel(converted.Tensors, arch, provenance, pre, preSource, labels, converted.SourceConvention, paths, notes);
     }
 
     private static void CheckAgainst(string ckpt, string configPath, CheckpointShapes s, HfVitConfig c)
@@ -283,9 +299,10 @@ public static class ModelFolder
     /// <summary>
     /// Writes a self-describing checkpoint: timm names in timm order, <c>__metadata__</c> with wte.config,
     /// wte.preprocessing and wte.labels. The tensors must match <paramref name="architecture"/> exactly.
+    /// <paramref name="headsSource"/> is stored beside the architecture as the provenance of its head count.
     /// </summary>
-    public static void Save(string path, TensorFile timmWeights, CheckpointArchitecture architecture, Preprocessing preprocessing,
-                            IReadOnlyList<string>? labels = null, TensorDType dtype = TensorDType.F32)
+    public static void Save(string path, TensorFile timmWeights, VitConfig architecture, Preprocessing preprocessing,
+                            IReadOnlyList<string>? labels = null, TensorDType dtype = TensorDType.F32, string headsSource = WteMetadata.DefaultHeadsSource)
     {
         architecture.EnsureValid(path);
         preprocessing.EnsureValid(path);
@@ -295,6 +312,6 @@ public static class ModelFolder
         if (labels is not null && labels.Count != architecture.NumClasses)
             throw new CheckpointFormatException(path, $"{labels.Count} labels for a head of {architecture.NumClasses} outputs");
         var ordered = architecture.TimmTensorShapes().Select(t => timmWeights[t.Name]);
-        SafeTensors.Write(path, ordered, WteMetadata.Build(architecture, preprocessing, labels), dtype);
+        SafeTensors.Write(path, ordered, WteMetadata.Build(architecture, preprocessing, labels, headsSource), dtype);
     }
 }

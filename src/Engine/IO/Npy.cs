@@ -5,7 +5,7 @@ using System.Text;
 namespace WhereToEdit.Engine.IO;
 
 /// <summary>A parsed .npy header.</summary>
-public sealed record NpyHeader(int MajorVersion, int MinorVersion, string Descr, TensorDType DType, int[] Shape, int DataOffset)
+internal sealed record NpyHeader(int MajorVersion, int MinorVersion, string Descr, TensorDType DType, int[] Shape, int DataOffset)
 {
     public long ElementCount => NamedTensor.ElementCountOf(Shape);
 
@@ -17,7 +17,7 @@ public sealed record NpyHeader(int MajorVersion, int MinorVersion, string Descr,
 /// then a Python dict literal <c>{'descr': '&lt;f4', 'fortran_order': False, 'shape': (…)}</c> padded with
 /// spaces and a newline, then the raw C-order data. Reads float32, float16 and float64 (little-endian) as float32.
 /// </summary>
-public static class Npy
+internal static class Npy
 {
     /// <summary>Headers longer than this are refused (1 MiB; NumPy's own limit is 10 kB by default).</summary>
     public const int MaxHeaderBytes = 1 << 20;

@@ -8,7 +8,7 @@ namespace WhereToEdit.Engine.IO;
 /// (Flax train states) are taken without it; when an <c>opt/target/</c> tree is present, the members outside it
 /// (optimizer state) are skipped and counted in the metadata key <c>npz.skipped_members</c>.
 /// </summary>
-public static class NpzReader
+internal static class NpzReader
 {
     /// <summary>Prefixes stripped from member names, checked in this order.</summary>
     public static readonly IReadOnlyList<string> ToleratedPrefixes = ["opt/target/", "params/"];

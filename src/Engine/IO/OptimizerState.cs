@@ -3,7 +3,7 @@ using System.Globalization;
 namespace WhereToEdit.Engine.IO;
 
 /// <summary>Checks an optimizer-state tensor read from a checkpoint before it is trusted (resume).</summary>
-public static class OptimizerState
+internal static class OptimizerState
 {
     /// <summary>
     /// The tensor must have exactly <paramref name="shape"/>, finite values and, for a second moment

@@ -1,13 +1,13 @@
 namespace WhereToEdit.Engine.IO;
 
 /// <summary>A path a command must not use as it is: an output that is one of its inputs, a FIFO, a path leaving its folder.</summary>
-public sealed class UnsafePathException(string message) : Exception(message);
+internal sealed class UnsafePathException(string message) : Exception(message);
 
 /// <summary>
 /// Real paths and the checks built on them: every symlink resolved component by component (directory links
 /// included), regular files only, confinement under a root.
 /// </summary>
-public static class PathSafety
+internal static class PathSafety
 {
     private const int MaxLinkHops = 40;
 
@@ -98,7 +98,7 @@ public static class PathSafety
 /// output folder, contain) one of the inputs. Inputs are compared by real path; an input folder stands for every
 /// file under it.
 /// </summary>
-public sealed class CommandPaths
+internal sealed class CommandPaths
 {
     private const int MaxFolderFiles = 200_000;
     private readonly List<(string Real, string Given, string Flag, bool KeptByFolders)> _inputs = [];
@@ -186,7 +186,7 @@ public sealed class CommandPaths
 }
 
 /// <summary>A recursive folder walk that visits each real folder once (a symlink cycle cannot repeat files or loop).</summary>
-public static class FolderWalk
+internal static class FolderWalk
 {
     private const int MaxDepth = 64;
 

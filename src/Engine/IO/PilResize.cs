@@ -9,7 +9,7 @@ namespace WhereToEdit.Engine.IO;
 /// to 0–255 exactly as PIL's 8-bit path does; <see cref="ResamplePrecision.Float"/> keeps the passes in float.
 /// Images are interleaved HWC with 1–4 channels; values are 0–255.
 /// </summary>
-public static class PilResize
+internal static class PilResize
 {
     private const int PrecisionBits = 32 - 8 - 2;
 

@@ -3,7 +3,7 @@ using System.Globalization;
 namespace WhereToEdit.Engine.IO;
 
 /// <summary>What a file's own header asks for is more memory than the limit allows (refused before allocating).</summary>
-public sealed class ResourceLimitException(string message) : Exception(message);
+internal sealed class ResourceLimitException(string message) : Exception(message);
 
 /// <summary>
 /// The memory a single hostile file may make us allocate: sizes implied by headers (tensor shapes × dtype, image

@@ -6,7 +6,7 @@ using System.Text.Json;
 namespace WhereToEdit.Engine.IO;
 
 /// <summary>One tensor's header entry in a safetensors file. Offsets are relative to the start of the data section.</summary>
-public sealed record SafeTensorsEntry(string Name, string DTypeName, int[] Shape, long Begin, long End)
+internal sealed record SafeTensorsEntry(string Name, string DTypeName, int[] Shape, long Begin, long End)
 {
     /// <summary>The dtype as a float type this engine reads; null for a known but unsupported dtype (I64, U8, F64 …).</summary>
     public TensorDType? DType => SafeTensors.ParseSupportedDType(DTypeName);
@@ -20,7 +20,7 @@ public sealed record SafeTensorsEntry(string Name, string DTypeName, int[] Shape
 /// A safetensors file opened read-only and memory-mapped. The header is fully validated by <see cref="Open"/>;
 /// tensor data is converted to float32 only when read. Not thread-safe for concurrent <see cref="Dispose"/>.
 /// </summary>
-public sealed unsafe class SafeTensorsReader : IDisposable
+internal sealed unsafe class SafeTensorsReader : IDisposable
 {
     private readonly MemoryMappedFile? _map;
     private readonly MemoryMappedViewAccessor? _view;
@@ -189,10 +189,10 @@ public sealed unsafe class SafeTensorsReader : IDisposable
 }
 
 /// <summary>A parsed and validated safetensors header.</summary>
-public sealed record SafeTensorsHeader(IReadOnlyList<SafeTensorsEntry> Entries, IReadOnlyDictionary<string, string> Metadata);
+internal sealed record SafeTensorsHeader(IReadOnlyList<SafeTensorsEntry> Entries, IReadOnlyDictionary<string, string> Metadata);
 
 /// <summary>Reading and writing safetensors files (see the checkpoints spec).</summary>
-public static class SafeTensors
+internal static class SafeTensors
 {
     /// <summary>Headers larger than this are refused as corrupt (100 MB).</summary>
     public const long MaxHeaderBytes = 100_000_000;

@@ -38,7 +38,7 @@ public static class PatchJob
         using var vit = VitCheckpoint.Load(backend, loaded);
         if (o.Revert) patch.Revert(vit);
         else patch.Apply(vit, o.Scale);
-        var notes = ModelExport.Write(o.OutPath, o.Format, VitCheckpoint.ToTensorFile(vit), VitCheckpoint.ToArchitecture(vit.Config), loaded.Preprocessing, loaded.Labels);
+        var notes = ModelExport.Write(o.OutPath, o.Format, VitCheckpoint.ToTensorFile(vit), vit.Config, loaded.Preprocessing, loaded.Labels);
         return new PatchJobResult(o.OutPath, VitCheckpoint.Fingerprint(vit), notes);
     }
 }

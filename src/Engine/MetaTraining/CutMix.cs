@@ -3,7 +3,7 @@ using WhereToEdit.Engine.Tensors;
 namespace WhereToEdit.Engine.MetaTraining;
 
 /// <summary>A CutMix rectangle in patch units: rows [Top, Top + Height), columns [Left, Left + Width) of the patch grid.</summary>
-public readonly record struct CutMixBox(int Top, int Left, int Height, int Width);
+internal readonly record struct CutMixBox(int Top, int Left, int Height, int Width);
 
 /// <summary>
 /// CutMix on the patch grid (method.md §4): a rectangle of h×w patches of the donor replaces the base's pixels there.
@@ -16,7 +16,7 @@ public readonly record struct CutMixBox(int Top, int Left, int Height, int Width
 /// [0, G − h − 1], and 0 when h = G).</para>
 /// Draw order per box: h, w, top, left (as the reference).
 /// </summary>
-public static class CutMix
+internal static class CutMix
 {
     public static (int Min, int Max) SizeRange(int grid)
     {

@@ -7,7 +7,7 @@ namespace WhereToEdit.Engine.MetaTraining;
 /// (HWC) with the model's channel count; the meta-training transform (<see cref="RandomResizedCrop"/>) brings it to
 /// the model's size. Implementations are thread-safe for <see cref="Load"/>.
 /// </summary>
-public interface IImageSource
+internal interface IImageSource
 {
     int Count { get; }
 
@@ -25,7 +25,7 @@ public interface IImageSource
 /// Images of an IDX file (MNIST / Fashion-MNIST: 28×28 gray). A 3-channel model gets the gray value in all three
 /// channels (PIL's convert("RGB") of an "L" image); the crop and resize to the model's size happen in the transform.
 /// </summary>
-public sealed class IdxImageSource(IdxImages images) : IImageSource
+internal sealed class IdxImageSource(IdxImages images) : IImageSource
 {
     public IdxImages Images { get; } = images ?? throw new ArgumentNullException(nameof(images));
 
@@ -53,7 +53,7 @@ public sealed class IdxImageSource(IdxImages images) : IImageSource
 /// ordinal path. Decoded with <see cref="ImageLoader"/> like torchvision's PIL loader: alpha dropped, no EXIF
 /// rotation (PIL's Image.open does not apply it).
 /// </summary>
-public sealed class FolderImageSource : IImageSource
+internal sealed class FolderImageSource : IImageSource
 {
     private readonly string[] _files;
     private readonly ImageLoader _loader;
@@ -87,7 +87,7 @@ public sealed class FolderImageSource : IImageSource
 /// Random-noise images (uniform 8-bit values) of a fixed size, a function of (seed, index): for benchmarks and tests,
 /// where the timing or the arithmetic does not depend on what the pictures show.
 /// </summary>
-public sealed class SyntheticImageSource(int count, int width, int height, ulong seed = 0) : IImageSource
+internal sealed class SyntheticImageSource(int count, int width, int height, ulong seed = 0) : IImageSource
 {
     public int Count { get; } = count > 0 ? count : throw new ArgumentOutOfRangeException(nameof(count), count, "need at least one image");
 

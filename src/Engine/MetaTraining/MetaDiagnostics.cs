@@ -5,7 +5,7 @@ namespace WhereToEdit.Engine.MetaTraining;
 /// top-k at keep fraction ρ (the edit-time binarisation, per sample). Two random masks at keep ρ overlap with
 /// IoU ≈ ρ/(2 − ρ) (0.053 at ρ = 0.1); identical masks give 1.
 /// </summary>
-public static class MetaDiagnostics
+internal static class MetaDiagnostics
 {
     /// <summary>The keep fraction the diagnostics binarise at (the paper's headline keep 0.1).</summary>
     public const double Keep = 0.1;

@@ -5,7 +5,7 @@ using WhereToEdit.Engine.Editing;
 namespace WhereToEdit.Engine.MetaTraining;
 
 /// <summary>The values of <see cref="MetaTrainOptions.SparsityNorm"/>.</summary>
-public static class SparsityNormalization
+internal static class SparsityNormalization
 {
     public const string PerGate = "per-gate", ReferenceWidth = "reference-width";
 }

@@ -65,7 +65,7 @@ public sealed record IterationStats
 /// <para>Under MPI every rank draws the same images and random numbers, prepares only its slice of the batch and
 /// runs the step on it (<see cref="MetaTrainingStep"/>); rank 0 alone writes checkpoints.</para>
 /// </summary>
-public sealed class MetaTrainer : IDisposable
+internal sealed class MetaTrainer : IDisposable
 {
     public const string KindKey = "wte.meta.kind", KindValue = "meta-train-checkpoint";
     public const string IterationKey = "wte.meta.iteration", RngKey = "wte.meta.rng", OptionsKey = "wte.meta.options";

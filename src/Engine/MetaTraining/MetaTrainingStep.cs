@@ -9,7 +9,7 @@ namespace WhereToEdit.Engine.MetaTraining;
 /// <param name="OuterKl">Σ_i ℓ_i(W + m_i⊙Δ_i) after the inner loops of step s (not divided by B).</param>
 /// <param name="MaskMean">mean(m) over all B·R·H gates at step s.</param>
 /// <param name="KlBefore">Σ_i ℓ_i(W) at step s before the inner loop (Δ = 0); equals <paramref name="OuterKl"/> with no inner steps.</param>
-public sealed record StageAResult(float[] OuterKl, float[] MaskMean, float[] KlBefore)
+internal sealed record StageAResult(float[] OuterKl, float[] MaskMean, float[] KlBefore)
 {
     /// <summary>
     /// Mean over outer steps of 1 − ℓ(after the inner loop)/ℓ(before): how much of the edit task the inner loop solves
@@ -32,7 +32,7 @@ public sealed record StageAResult(float[] OuterKl, float[] MaskMean, float[] KlB
 /// <param name="Losses">BceWeight·BCE before each hypernetwork step.</param>
 /// <param name="LabelMean">mean(y), y = sigmoid(LabelScale·z).</param>
 /// <param name="HypernetMean">mean of the hypernetwork's scores before its first step.</param>
-public sealed record StageBResult(float[] Losses, float LabelMean, float HypernetMean);
+internal sealed record StageBResult(float[] Losses, float LabelMean, float HypernetMean);
 
 /// <summary>
 /// The arithmetic of one meta-training iteration (method.md §4, the reference's decoupled scheme) on a backend, for a
@@ -55,7 +55,7 @@ public sealed record StageBResult(float[] Losses, float LabelMean, float Hyperne
 /// Allreduces of the hypernetwork.</para>
 /// Everything is allocated once; the loops allocate nothing on the backend.
 /// </summary>
-public sealed class MetaTrainingStep : IDisposable
+internal sealed class MetaTrainingStep : IDisposable
 {
     private readonly VitModel _model;
     private readonly IBackend _be;

@@ -4,7 +4,7 @@ using WhereToEdit.Engine.Tensors;
 namespace WhereToEdit.Engine.MetaTraining;
 
 /// <summary>A crop window in pixels.</summary>
-public readonly record struct CropBox(int Top, int Left, int Height, int Width);
+internal readonly record struct CropBox(int Top, int Left, int Height, int Width);
 
 /// <summary>
 /// The meta-training transform: torchvision's RandomResizedCrop(size, scale, ratio) on a PIL image, then ToTensor and
@@ -17,7 +17,7 @@ public readonly record struct CropBox(int Top, int Left, int Height, int Width);
 /// resized UP to the model's size (e.g. 224, or 28 for a 28-pixel model), so no separate resize to the model's size
 /// happens before the crop.
 /// </summary>
-public sealed record RandomResizedCrop(int Size, double ScaleMin = 0.25, double ScaleMax = 1.0, double RatioMin = 3.0 / 4.0, double RatioMax = 4.0 / 3.0)
+internal sealed record RandomResizedCrop(int Size, double ScaleMin = 0.25, double ScaleMax = 1.0, double RatioMin = 3.0 / 4.0, double RatioMax = 4.0 / 3.0)
 {
     public RandomResizedCrop Validate()
     {

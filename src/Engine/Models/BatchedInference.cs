@@ -5,8 +5,8 @@ namespace WhereToEdit.Engine.Models;
 /// <summary>
 /// The one batched-inference loop: images go to the model's backend a batch at a time (the caller writes each image's
 /// pixels into a host buffer), a full forward runs, and the caller reads each batch's logits. Used by `wte predict`,
-/// the evaluation's predictions and locality cache, the benchmark builder and the pretrainer's test pass. The
-/// workspace, input tensor and host buffers are sized once, so a run allocates nothing per batch.
+/// the evaluation's predictions and locality cache, the benchmark builder, the pretrainer's test pass and `wte serve`'s
+/// micro-batches. The workspace, input tensor and host buffers are sized once, so a run allocates nothing per batch.
 /// </summary>
 public sealed class BatchedInference : IDisposable
 {

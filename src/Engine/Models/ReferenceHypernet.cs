@@ -17,7 +17,7 @@ namespace WhereToEdit.Engine.Models;
 /// which is what <see cref="HypernetConfig.DefaultHeads"/> gives; other widths use that rule too. The clamp is the one the
 /// reference edits with (hprdmask.py Outblock.ep = 1e-7).
 /// </summary>
-public static class ReferenceHypernet
+internal static class ReferenceHypernet
 {
     /// <summary>hprdmask.py Outblock.ep (meta_train.py trains with 1e-5; editing clamps at 1e-7).</summary>
     public const float ReferenceClamp = 1e-7f;

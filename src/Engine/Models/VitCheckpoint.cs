@@ -8,19 +8,10 @@ namespace WhereToEdit.Engine.Models;
 /// <summary>Bridges checkpoints (Engine/IO, timm names) and the in-memory <see cref="VitModel"/>.</summary>
 public static class VitCheckpoint
 {
-    public static VitConfig ToConfig(CheckpointArchitecture a) => new VitConfig
-    {
-        ImageSize = a.ImageSize, PatchSize = a.PatchSize, InChans = a.InChans, EmbedDim = a.EmbedDim, Depth = a.Depth,
-        NumHeads = a.NumHeads, MlpHidden = a.MlpHidden, NumClasses = a.NumClasses, LayerNormEps = (float)a.LnEps, QkvBias = a.QkvBias,
-    }.Validate();
-
-    public static CheckpointArchitecture ToArchitecture(VitConfig c, string headsSource = "wte.config") =>
-        new(c.ImageSize, c.PatchSize, c.InChans, c.EmbedDim, c.Depth, c.NumHeads, c.MlpHidden, c.NumClasses, c.LayerNormEps, c.QkvBias, headsSource);
-
     /// <summary>Builds the model a loaded checkpoint describes and loads its weights (refusing any mismatch or NaN).</summary>
     public static VitModel Load(IBackend backend, LoadedModel loaded)
     {
-        var config = ToConfig(loaded.Architecture);
+        var config = loaded.Architecture.Validate();
         // Tokens × width × heads from the file's own architecture: refuse a small file that needs gigabytes to run.
         ResourceBudget.Require(VitWorkspace.EstimateBytes(config, 1), loaded.Paths.CheckpointPath, $"running the model ({VitWorkspace.Describe(config, 1)})");
         var model = new VitModel(backend, config);
@@ -42,7 +33,7 @@ public static class VitCheckpoint
 
     /// <summary>Writes our own self-describing safetensors (atomic: temp file + rename).</summary>
     public static void Save(VitModel model, string path, Preprocessing preprocessing, IReadOnlyList<string>? labels)
-        => ModelFolder.Save(path, ToTensorFile(model), ToArchitecture(model.Config), preprocessing, labels);
+        => ModelFolder.Save(path, ToTensorFile(model), model.Config, preprocessing, labels);
 
     /// <summary>
     /// A fingerprint of a set of weights: SHA-256 over every tensor's name, shape and fp32 bytes in name order,

@@ -5,9 +5,22 @@ namespace WhereToEdit.Engine.Models;
 
 /// <summary>
 /// A Vision Transformer's architecture, in timm's terms: pre-norm blocks, [CLS] pooling after the final
-/// LayerNorm, exact-erf GELU MLPs, learned position embeddings, a linear head.
+/// LayerNorm, exact-erf GELU MLPs, learned position embeddings, a linear head on the class token, attention
+/// scale 1/sqrt(head_dim). The one architecture type: the model is built from it and checkpoints are read and
+/// written with it (<c>VitConfig.Checkpoint.cs</c>); where a loaded checkpoint's numbers came from is an
+/// <see cref="IO.ArchitectureProvenance"/> beside it. Field by field:
+/// <list type="bullet">
+/// <item><see cref="ImageSize"/> (img_size): square input side in pixels; <see cref="PatchSize"/>: square patch side;
+/// tokens = (ImageSize/PatchSize)² + 1.</item>
+/// <item><see cref="InChans"/>: image channels (3, or 1 for grayscale models).</item>
+/// <item><see cref="EmbedDim"/> (hidden_size), <see cref="Depth"/> (blocks), <see cref="NumHeads"/> (EmbedDim % NumHeads == 0),
+/// <see cref="MlpHidden"/> (fc1 output width, = mlp_ratio·EmbedDim).</item>
+/// <item><see cref="NumClasses"/>: head outputs; a checkpoint may have none (0), a model needs at least one.</item>
+/// <item><see cref="LayerNormEps"/>: LayerNorm epsilon (1e-6 timm/JAX; Hugging Face configs default to 1e-12).</item>
+/// <item><see cref="QkvBias"/>: whether blocks.N.attn.qkv.bias exists.</item>
+/// </list>
 /// </summary>
-public sealed record VitConfig
+public sealed partial record VitConfig
 {
     [JsonPropertyName("image_size")] public int ImageSize { get; init; }
     [JsonPropertyName("patch_size")] public int PatchSize { get; init; }
@@ -27,19 +40,33 @@ public sealed record VitConfig
     [JsonIgnore] public int Tokens => Patches + 1;
     [JsonIgnore] public int PatchInputs => InChans * PatchSize * PatchSize;
 
-    /// <summary>Throws a clear error for an impossible architecture.</summary>
+    /// <summary>
+    /// Problems with the numbers (empty when consistent). A checkpoint without a head (<see cref="NumClasses"/> 0)
+    /// is consistent; <see cref="Validate"/> also asks for a head.
+    /// </summary>
+    public IReadOnlyList<string> Problems()
+    {
+        var p = new List<string>();
+        if (PatchSize <= 0) p.Add($"patch_size {PatchSize} must be positive");
+        if (ImageSize <= 0) p.Add($"image_size {ImageSize} must be positive");
+        if (PatchSize > 0 && ImageSize % PatchSize != 0) p.Add($"image_size {ImageSize} is not a multiple of patch_size {PatchSize}");
+        if (InChans <= 0) p.Add($"in_chans {InChans} must be positive");
+        if (EmbedDim <= 0) p.Add($"embed_dim {EmbedDim} must be positive");
+        if (Depth <= 0) p.Add($"depth {Depth} must be positive");
+        if (NumHeads <= 0) p.Add($"num_heads {NumHeads} must be positive");
+        else if (EmbedDim % NumHeads != 0) p.Add($"embed_dim {EmbedDim} is not divisible by num_heads {NumHeads}");
+        if (MlpHidden <= 0) p.Add($"mlp_hidden {MlpHidden} must be positive");
+        if (NumClasses < 0) p.Add($"num_classes {NumClasses} must be ≥ 0");
+        if (!(LayerNormEps > 0) || !float.IsFinite(LayerNormEps)) p.Add($"ln_eps {LayerNormEps} must be a positive number");
+        return p;
+    }
+
+    /// <summary>Throws a clear error for an architecture a model cannot be built from (including one without a head).</summary>
     public VitConfig Validate()
     {
-        void Positive(int v, string name)
-        {
-            if (v <= 0) throw new ArgumentException($"ViT config: {name} must be positive, got {v}");
-        }
-        Positive(ImageSize, "image_size"); Positive(PatchSize, "patch_size"); Positive(InChans, "in_chans");
-        Positive(EmbedDim, "embed_dim"); Positive(Depth, "depth"); Positive(NumHeads, "num_heads");
-        Positive(MlpHidden, "mlp_hidden"); Positive(NumClasses, "num_classes");
-        if (ImageSize % PatchSize != 0) throw new ArgumentException($"ViT config: image_size {ImageSize} is not a multiple of patch_size {PatchSize}");
-        if (EmbedDim % NumHeads != 0) throw new ArgumentException($"ViT config: embed_dim {EmbedDim} is not divisible by num_heads {NumHeads}");
-        if (!(LayerNormEps > 0) || !float.IsFinite(LayerNormEps)) throw new ArgumentException($"ViT config: ln_eps must be positive, got {LayerNormEps}");
+        var p = new List<string>(Problems());
+        if (NumClasses == 0) p.Add("num_classes must be positive (the model needs a head), got 0");
+        if (p.Count > 0) throw new ArgumentException("ViT config: " + string.Join("; ", p));
         return this;
     }
 
@@ -60,6 +87,7 @@ public sealed record VitConfig
 
     public string ToJson() => JsonSerializer.Serialize(this);
 
+    /// <summary>Lenient parse (missing keys take their defaults), for trusted JSON such as test fixtures; files use <see cref="FromJson(string, string)"/>.</summary>
     public static VitConfig FromJson(string json)
         => (JsonSerializer.Deserialize<VitConfig>(json) ?? throw new ArgumentException("ViT config JSON is null")).Validate();
 
@@ -75,6 +103,9 @@ public sealed record VitConfig
         ["test_tiny"] = new() { ImageSize = 32, PatchSize = 8, InChans = 3, EmbedDim = 32, Depth = 4, NumHeads = 4, MlpHidden = 64, NumClasses = 10 },
         ["test_gray"] = new() { ImageSize = 28, PatchSize = 7, InChans = 1, EmbedDim = 24, Depth = 3, NumHeads = 3, MlpHidden = 40, NumClasses = 7, QkvBias = false },
     };
+
+    /// <summary>ViT-B/16 at 224 px, 1000 classes (timm's vit_base_patch16_224).</summary>
+    public static VitConfig VitBase16 => Presets["vit_base_patch16_224"];
 
     private static VitConfig Timm(int dim, int heads, int depth = 12) => new()
     {

@@ -29,7 +29,7 @@ public sealed record BenchResult
 }
 
 /// <summary>Times forward, forward+backward and the edit step of a ViT on one backend.</summary>
-public static class VitBenchmark
+internal static class VitBenchmark
 {
     /// <summary>The paper's edited blocks (7, 8, 9 of 12), scaled to other depths.</summary>
     public static int[] DefaultEditBlocks(int depth) => EditTarget.DefaultBlocks(depth);

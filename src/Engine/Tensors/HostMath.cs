@@ -1,7 +1,7 @@
 namespace WhereToEdit.Engine.Tensors;
 
 /// <summary>Small host-side helpers over downloaded values.</summary>
-public static class HostMath
+internal static class HostMath
 {
     /// <summary>Index of the largest value (the first on ties).</summary>
     public static int ArgMax(ReadOnlySpan<float> values)

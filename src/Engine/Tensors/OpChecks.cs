@@ -1,7 +1,7 @@
 namespace WhereToEdit.Engine.Tensors;
 
 /// <summary>Argument checks shared by every backend, so CPU and GPU refuse the same calls with the same messages.</summary>
-public static class OpChecks
+internal static class OpChecks
 {
     /// <summary>
     /// Validates the sizes and the three operands of <see cref="IBackend.Gemm"/>; false when there is nothing to do

@@ -1,7 +1,7 @@
 namespace WhereToEdit.Engine.Tensors;
 
 /// <summary>Loading named host tensors into a model's parameters, all-or-nothing.</summary>
-public static class ParameterLoading
+internal static class ParameterLoading
 {
     /// <summary>
     /// Every parameter must be present with its exact shape and finite values; the error lists every missing,

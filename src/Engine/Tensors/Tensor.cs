@@ -64,14 +64,14 @@ public abstract class Tensor : IDisposable
     }
 }
 
-public sealed class ShapeMismatchException(string tensor, IReadOnlyList<int> expected, IReadOnlyList<int> actual)
+internal sealed class ShapeMismatchException(string tensor, IReadOnlyList<int> expected, IReadOnlyList<int> actual)
     : ArgumentException($"tensor '{tensor}': expected shape {Tensor.ShapeString(expected)}, got {Tensor.ShapeString(actual)}")
 {
     public string TensorName { get; } = tensor;
 }
 
 /// <summary>Raised when a tensor that must be finite (weights, inputs, a loss) holds NaN or ±Inf.</summary>
-public sealed class NonFiniteException(string tensor, long index, float value)
+internal sealed class NonFiniteException(string tensor, long index, float value)
     : ArithmeticException($"tensor '{tensor}': non-finite value {value} at flat index {index}")
 {
     public string TensorName { get; } = tensor;

@@ -38,7 +38,7 @@ public sealed record PretrainOptions
 }
 
 /// <summary>One line of the training log.</summary>
-public sealed record PretrainProgress(int Epoch, int Step, int TotalSteps, float Loss, float LearningRate, double StepsPerSecond, TimeSpan Eta, double? TestAccuracy);
+internal sealed record PretrainProgress(int Epoch, int Step, int TotalSteps, float Loss, float LearningRate, double StepsPerSecond, TimeSpan Eta, double? TestAccuracy);
 
 /// <summary>
 /// Trains a ViT classifier from scratch on in-memory 8-bit images: AdamW (decoupled weight decay on matrices
@@ -46,7 +46,7 @@ public sealed record PretrainProgress(int Epoch, int Step, int TotalSteps, float
 /// from an Rng seeded by (seed, epoch) for the shuffle and (seed, step) for the augmentation, so a run resumed
 /// from a checkpoint continues exactly as the uninterrupted run.
 /// </summary>
-public sealed class Pretrainer : IDisposable
+internal sealed class Pretrainer : IDisposable
 {
     private readonly VitModel _model;
     private readonly IBackend _be;

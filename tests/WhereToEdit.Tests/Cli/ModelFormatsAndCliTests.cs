@@ -42,7 +42,7 @@ public sealed class ModelFormatsAndCliTests
         IoTestUtil.WriteNpz(dir.File("augreg.npz"), IoTestUtil.ToFlaxLayout(timm, arch).Select(t => (t.Name, IoTestUtil.NpyF32(t.Shape, t.Data))));
 
         using var be = new CpuBackend(new CpuBackendOptions { Threads = 2 });
-        using var reference = new VitModel(be, VitCheckpoint.ToConfig(arch));
+        using var reference = new VitModel(be, arch);
         reference.LoadWeights(timm.Tensors.ToDictionary(t => t.Name, t => (t.Shape, t.Data)), "in-memory");
         var images = IoTestUtil.Random(3 * 3 * 8 * 8, 9);
         var expected = Logits(reference, images, 3);
@@ -73,7 +73,7 @@ public sealed class ModelFormatsAndCliTests
     private static string SaveTinyModel(TempDir dir)
     {
         using var be = new CpuBackend(new CpuBackendOptions { Threads = 1 });
-        using var model = new VitModel(be, VitCheckpoint.ToConfig(IoTestUtil.TinyArch()));
+        using var model = new VitModel(be, IoTestUtil.TinyArch());
         model.LoadWeights(IoTestUtil.TinyTimm(seed: 5).Tensors.ToDictionary(t => t.Name, t => (t.Shape, t.Data)), "test");
         string path = dir.File("tiny.safetensors");
         VitCheckpoint.Save(model, path, new Preprocessing(ResizeMode.ShorterSide, 10, 8, Interpolation.Bilinear, [0.5f, 0.5f, 0.5f], [0.5f, 0.5f, 0.5f]),

@@ -1,4 +1,5 @@
 using WhereToEdit.Engine.IO;
+using WhereToEdit.Engine.Models;
 using Xunit;
 
 namespace WhereToEdit.Tests.IO;
@@ -18,10 +19,11 @@ public class CheckpointNamingTests
     [Fact]
     public void VitBaseHas152TensorsAnd86567656Parameters()
     {
-        var a = CheckpointArchitecture.VitBase16;
+        var a = VitConfig.VitBase16;
         Assert.Equal(152, a.TimmTensorShapes().Count);
-        Assert.Equal(86_567_656, a.ParameterCount);
-        Assert.Equal(197, a.NumTokens);
+        Assert.Equal(86_567_656, a.ParameterCount());
+        Assert.Equal(a.ParameterCount(), a.TimmTensorShapes().Sum(t => NamedTensor.ElementCountOf(t.Shape)));
+        Assert.Equal(197, a.Tokens);
     }
 
     [Fact]
@@ -55,9 +57,9 @@ public class CheckpointNamingTests
         Assert.Equal(2, c.Shapes.HeadsFromShapes);
         Assert.Equal(qkvBias, c.Shapes.QkvBias);
         Assert.Equal(classes, c.Shapes.NumClasses);
-        var guess = VitArchitectureGuess.Infer(c.Shapes, 1e-6, p);
-        Assert.Equal(HeadsOrigin.CheckpointShapes, guess.HeadsOrigin);
-        Assert.Equal(arch with { HeadsSource = guess.Architecture.HeadsSource }, guess.Architecture);
+        var guess = ArchitectureInference.Infer(c.Shapes, 1e-6, p);
+        Assert.Equal(HeadsOrigin.CheckpointShapes, guess.Provenance.HeadsOrigin);
+        Assert.Equal(arch, guess.Architecture);
     }
 
     [Fact]
@@ -178,26 +180,27 @@ public class CheckpointNamingTests
     public void HeadsFromPresetOrGuess(int dim, int depth, int mlp, int heads, HeadsOrigin origin, string? preset)
     {
         var s = new CheckpointShapes(dim, depth, mlp, 16, 3, 224, 1000, true, null);
-        var g = VitArchitectureGuess.Infer(s, 1e-6, "x");
+        var g = ArchitectureInference.Infer(s, 1e-6, "x");
         Assert.Equal(heads, g.Architecture.NumHeads);
-        Assert.Equal(origin, g.HeadsOrigin);
-        Assert.Equal(preset, g.Preset);
-        Assert.Equal(origin == HeadsOrigin.DimOver64Guess, g.HeadsAreGuessed);
-        if (g.HeadsAreGuessed) Assert.StartsWith("GUESS", g.Architecture.HeadsSource);
+        Assert.Equal(origin, g.Provenance.HeadsOrigin);
+        Assert.Equal(preset, g.Provenance.Preset);
+        Assert.Equal(origin == HeadsOrigin.DimOver64Guess, g.Provenance.HeadsAreGuessed);
+        if (g.Provenance.HeadsAreGuessed) Assert.StartsWith("GUESS", g.Provenance.HeadsSource);
     }
 
     [Fact]
     public void ConfigHeadsWinAndAreChecked()
     {
         var s = new CheckpointShapes(768, 12, 3072, 16, 3, 224, 1000, true, null);
-        var g = VitArchitectureGuess.Infer(s, 1e-12, "x", 8, "my config");
+        var g = ArchitectureInference.Infer(s, 1e-12, "x", 8, "my config");
         Assert.Equal(8, g.Architecture.NumHeads);
-        Assert.Equal(HeadsOrigin.Config, g.HeadsOrigin);
-        Assert.Equal(1e-12, g.Architecture.LnEps);
-        Assert.Throws<CheckpointFormatException>(() => VitArchitectureGuess.Infer(s, 1e-6, "x", 7)); // 768 % 7 != 0
-        Assert.Throws<CheckpointFormatException>(() => VitArchitectureGuess.Infer(s with { EmbedDim = 100 }, 1e-6, "x"));
+        Assert.Equal(HeadsOrigin.Config, g.Provenance.HeadsOrigin);
+        Assert.Equal("my config", g.Provenance.HeadsSource);
+        Assert.Equal(1e-12f, g.Architecture.LayerNormEps);
+        Assert.Throws<CheckpointFormatException>(() => ArchitectureInference.Infer(s, 1e-6, "x", 7)); // 768 % 7 != 0
+        Assert.Throws<CheckpointFormatException>(() => ArchitectureInference.Infer(s with { EmbedDim = 100 }, 1e-6, "x"));
         var aug = s with { HeadsFromShapes = 12 };
-        Assert.Throws<CheckpointFormatException>(() => VitArchitectureGuess.Infer(aug, 1e-6, "x", 6, "config"));
+        Assert.Throws<CheckpointFormatException>(() => ArchitectureInference.Infer(aug, 1e-6, "x", 6, "config"));
     }
 
     [Theory]
@@ -219,12 +222,16 @@ public class CheckpointNamingTests
     [Fact]
     public void ArchitectureJsonRoundTripsAndValidates()
     {
-        var a = CheckpointArchitecture.VitBase16 with { LnEps = 1e-12, QkvBias = false };
-        Assert.Equal(a, CheckpointArchitecture.FromJson(a.ToJson(), "x"));
-        var ex = Assert.Throws<CheckpointFormatException>(() => CheckpointArchitecture.FromJson(a.ToJson().Replace("\"num_heads\":12", "\"num_heads\":7"), "cfg"));
+        var a = VitConfig.VitBase16 with { LayerNormEps = 1e-12f, QkvBias = false };
+        Assert.Equal(a, VitConfig.FromJson(a.ToJson(), "x"));
+        Assert.Equal(a, VitConfig.FromJson(a.ToJson()));
+        var ex = Assert.Throws<CheckpointFormatException>(() => VitConfig.FromJson(a.ToJson().Replace("\"num_heads\":12", "\"num_heads\":7"), "cfg"));
         Assert.Contains("not divisible by num_heads 7", ex.Message);
-        Assert.Throws<CheckpointFormatException>(() => CheckpointArchitecture.FromJson("{\"depth\":1}", "cfg"));
-        Assert.Throws<CheckpointFormatException>(() => CheckpointArchitecture.FromJson(a.ToJson().Replace("{", "{\"depth\":3,"), "cfg")); // duplicate key
+        Assert.Throws<CheckpointFormatException>(() => VitConfig.FromJson("{\"depth\":1}", "cfg"));
+        Assert.Throws<CheckpointFormatException>(() => VitConfig.FromJson(a.ToJson().Replace("{", "{\"depth\":3,"), "cfg")); // duplicate key
+        // A headless checkpoint is a valid file architecture but not a model.
+        Assert.Empty((a with { NumClasses = 0 }).Problems());
+        Assert.Contains("num_classes", Assert.Throws<ArgumentException>(() => (a with { NumClasses = 0 }).Validate()).Message);
     }
 }
 
@@ -248,6 +255,6 @@ public class NumpyFixtureTests
             Assert.Equal(t.Data, c.Tensors[t.Name].Data);
         }
         var m = ModelFolder.Load(Fixture("augreg_tiny.npz"));
-        Assert.Equal(new CheckpointArchitecture(8, 4, 3, 8, 2, 2, 16, 5, 1e-6, true, m.Architecture.HeadsSource), m.Architecture);
+        Assert.Equal(IoTestUtil.TinyArch(), m.Architecture);
     }
 }

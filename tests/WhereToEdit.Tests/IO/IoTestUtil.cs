@@ -2,6 +2,7 @@ using System.Buffers.Binary;
 using System.IO.Compression;
 using System.Text;
 using WhereToEdit.Engine.IO;
+using WhereToEdit.Engine.Models;
 
 namespace WhereToEdit.Tests.IO;
 
@@ -36,10 +37,10 @@ internal static class IoTestUtil
     }
 
     /// <summary>A tiny timm-named ViT: dim 8, heads 2 (hd 4), depth 2, mlp 16, patch 4, 8 px (2×2 grid, 5 tokens), 3 ch, 5 classes.</summary>
-    public static CheckpointArchitecture TinyArch(bool qkvBias = true, int classes = 5) =>
-        new(8, 4, 3, 8, 2, 2, 16, classes, 1e-6, qkvBias, "test");
+    public static VitConfig TinyArch(bool qkvBias = true, int classes = 5) =>
+        new() { ImageSize = 8, PatchSize = 4, InChans = 3, EmbedDim = 8, Depth = 2, NumHeads = 2, MlpHidden = 16, NumClasses = classes, QkvBias = qkvBias };
 
-    public static TensorFile TinyTimm(CheckpointArchitecture? arch = null, int seed = 1)
+    public static TensorFile TinyTimm(VitConfig? arch = null, int seed = 1)
     {
         arch ??= TinyArch();
         int s = seed;
@@ -50,12 +51,12 @@ internal static class IoTestUtil
     }
 
     /// <summary>The same weights in Flax/AugReg names and layouts, written element by element from the spec's table.</summary>
-    public static List<(string Name, int[] Shape, float[] Data)> ToFlaxLayout(TensorFile timm, CheckpointArchitecture a)
+    public static List<(string Name, int[] Shape, float[] Data)> ToFlaxLayout(TensorFile timm, VitConfig a)
     {
         int d = a.EmbedDim, h = a.NumHeads, hd = d / h, p = a.PatchSize, c = a.InChans, m = a.MlpHidden;
         var o = new List<(string, int[], float[])>();
         o.Add(("cls", [1, 1, d], timm["cls_token"].Data));
-        o.Add(("Transformer/posembed_input/pos_embedding", [1, a.NumTokens, d], timm["pos_embed"].Data));
+        o.Add(("Transformer/posembed_input/pos_embedding", [1, a.Tokens, d], timm["pos_embed"].Data));
         var w = timm["patch_embed.proj.weight"].Data; // [D, C, p, p]
         var k = new float[w.Length];                  // [p, p, C, D]
         for (int oo = 0; oo < d; oo++)
@@ -116,7 +117,7 @@ internal static class IoTestUtil
     }
 
     /// <summary>The same weights in Hugging Face names (query/key/value split).</summary>
-    public static List<NamedTensor> ToHfLayout(TensorFile timm, CheckpointArchitecture a) => CheckpointNaming.ToHuggingFace(timm, a);
+    public static List<NamedTensor> ToHfLayout(TensorFile timm, VitConfig a) => CheckpointNaming.ToHuggingFace(timm, a);
 
     /// <summary>[rows, cols] → [cols, rows], written independently of the library.</summary>
     public static float[] TransposeRef(float[] src, int rows, int cols)

@@ -40,8 +40,8 @@ public class ModelFolderTests
         var m = ModelFolder.Load(dir.Path);
         Assert.Equal(NamingConvention.HuggingFace, m.SourceConvention);
         Assert.Equal(4, m.Architecture.NumHeads);
-        Assert.Equal(HeadsOrigin.Config, m.Guess.HeadsOrigin);
-        Assert.Equal(1e-12, m.Architecture.LnEps); // absent layer_norm_eps → HF default
+        Assert.Equal(HeadsOrigin.Config, m.Provenance.HeadsOrigin);
+        Assert.Equal(1e-12f, m.Architecture.LayerNormEps); // absent layer_norm_eps → HF default
         Assert.Equal(["a", "b", "c", "d", "e"], m.Labels);
         Assert.Equal(Preprocessing.HuggingFace with { ResizeSize = 8, CropSize = 8 }, m.Preprocessing);
         Assert.Equal(dir.File("config.json"), m.Paths.ConfigPath);
@@ -50,7 +50,7 @@ public class ModelFolderTests
         File.WriteAllText(dir.File("preprocessor_config.json"),
             """{"do_resize": true, "size": {"height": 8, "width": 8}, "resample": 3, "image_mean": [0.1, 0.2, 0.3], "image_std": [0.4, 0.5, 0.6], "rescale_factor": 0.00392156862745098}""");
         m = ModelFolder.Load(dir.File("model.safetensors")); // the file inside a hub folder brings its configs
-        Assert.Equal(1e-6, m.Architecture.LnEps);
+        Assert.Equal(1e-6f, m.Architecture.LayerNormEps);
         Assert.Equal(new Preprocessing(ResizeMode.Direct, 8, 8, Interpolation.Bicubic, [0.1f, 0.2f, 0.3f], [0.4f, 0.5f, 0.6f]), m.Preprocessing);
         Assert.Equal("preprocessor_config.json", m.PreprocessingSource);
     }
@@ -85,8 +85,8 @@ public class ModelFolderTests
         var m = ModelFolder.Load(dir.Path);
         Assert.Equal(NamingConvention.Timm, m.SourceConvention);
         Assert.Equal(2, m.Architecture.NumHeads);
-        Assert.Equal("timm config.json model_args.num_heads", m.Architecture.HeadsSource);
-        Assert.Equal(1e-6, m.Architecture.LnEps);
+        Assert.Equal("timm config.json model_args.num_heads", m.Provenance.HeadsSource);
+        Assert.Equal(1e-6f, m.Architecture.LayerNormEps);
         Assert.Equal(["l0", "l1", "l2", "l3", "l4"], m.Labels);
         // floor(8 / 0.9) = 8 → shorter side 8, crop 8, bicubic.
         Assert.Equal(new Preprocessing(ResizeMode.ShorterSide, 8, 8, Interpolation.Bicubic, [0.5f, 0.5f, 0.5f], [0.5f, 0.5f, 0.5f]), m.Preprocessing);
@@ -129,8 +129,8 @@ public class ModelFolderTests
         var m = ModelFolder.Load(p);
         Assert.Equal(CheckpointFormat.Npz, m.Paths.Format);
         Assert.Equal(2, m.Architecture.NumHeads);
-        Assert.Equal(HeadsOrigin.CheckpointShapes, m.Guess.HeadsOrigin);
-        Assert.Equal(1e-6, m.Architecture.LnEps);
+        Assert.Equal(HeadsOrigin.CheckpointShapes, m.Provenance.HeadsOrigin);
+        Assert.Equal(1e-6f, m.Architecture.LayerNormEps);
         // Reference preprocessing scaled to the 8-px model: crop 8, shorter side floor(8·256/224) = 9.
         Assert.Equal(Preprocessing.ReferenceCode with { ResizeSize = 9, CropSize = 8 }, m.Preprocessing);
         Assert.Contains(m.Notes, n => n.Contains("no stored preprocessing", StringComparison.Ordinal));
@@ -147,25 +147,25 @@ public class ModelFolderTests
         string p = dir.File("w.safetensors");
         SafeTensors.Write(p, IoTestUtil.TinyTimm(arch));
         var m = ModelFolder.Load(p);
-        Assert.True(m.Guess.HeadsAreGuessed);
+        Assert.True(m.Provenance.HeadsAreGuessed);
         Assert.Equal(2, m.Architecture.NumHeads); // 128 / 64
         Assert.Contains(m.Notes, n => n.StartsWith("GUESS", StringComparison.Ordinal));
         m = ModelFolder.Load(p, new ModelLoadOptions { NumHeads = 4, LnEps = 1e-5 });
         Assert.Equal(4, m.Architecture.NumHeads);
-        Assert.Equal(HeadsOrigin.Config, m.Guess.HeadsOrigin);
-        Assert.Equal(1e-5, m.Architecture.LnEps);
+        Assert.Equal(HeadsOrigin.Config, m.Provenance.HeadsOrigin);
+        Assert.Equal(1e-5f, m.Architecture.LayerNormEps);
     }
 
     [Fact]
     public void SaveAndLoadOwnFormat()
     {
         using var dir = new TempDir();
-        var arch = IoTestUtil.TinyArch() with { LnEps = 1e-12, HeadsSource = "test config" };
+        var arch = IoTestUtil.TinyArch() with { LayerNormEps = 1e-12f };
         var timm = IoTestUtil.TinyTimm(arch);
         var pre = Preprocessing.TorchvisionImageNet with { ResizeSize = 9, CropSize = 8, Precision = ResamplePrecision.Float };
         string[] labels = ["cat", "dog", "eel", "fox", "gnu"];
         string p = dir.File("edited.safetensors");
-        ModelFolder.Save(p, new TensorFile(timm.Tensors.Reverse()), arch, pre, labels, TensorDType.BF16);
+        ModelFolder.Save(p, new TensorFile(timm.Tensors.Reverse()), arch, pre, labels, TensorDType.BF16, "test config");
         var header = SafeTensors.ReadHeader(p);
         Assert.Equal("pt", header.Metadata["format"]);
         Assert.True(header.Metadata.ContainsKey(WteMetadata.ConfigKey));
@@ -173,6 +173,7 @@ public class ModelFolderTests
 
         var m = ModelFolder.Load(p);
         Assert.Equal(arch, m.Architecture);
+        Assert.Equal(new ArchitectureProvenance(HeadsOrigin.Config, "test config"), m.Provenance);
         Assert.Equal(pre, m.Preprocessing);
         Assert.Equal(WteMetadata.PreprocessingKey, m.PreprocessingSource);
         Assert.Equal(labels, m.Labels);

@@ -216,7 +216,7 @@ public sealed class ServeApiTests
             // A random mask that shares no unit with e1's HPRD mask (read from the journal's patch), so e1 can be reverted under e2.
             var e1 = EditPatch.Load(Path.Combine(s.Journal, "patches", "000001.safetensors"));
             using var be = new CpuBackend(new CpuBackendOptions { Threads = 1 });
-            var target = EditTarget.Default(VitCheckpoint.ToConfig(ModelFolder.Load(ServeAssets.Model).Architecture));
+            var target = EditTarget.Default(ModelFolder.Load(ServeAssets.Model).Architecture);
             ulong seed = Enumerable.Range(1, 5000).Select(i => (ulong)i).First(sd =>
             {
                 var mask = EditMask.Random(target, 0.02, sd);

@@ -35,7 +35,7 @@ public sealed record ConformanceShapes
 /// given, runs one or a few <see cref="IBackend"/> ops and declares the tensors to compare. The same body runs on the
 /// backend under test and on the reference backend; every declared output is compared.
 /// </summary>
-public sealed class ConformanceCase
+internal sealed class ConformanceCase
 {
     public required string Name { get; init; }
 
@@ -48,7 +48,7 @@ public sealed class ConformanceCase
 }
 
 /// <summary>One compared output of a case: normwise relative error max|a − r| / max|r| (max|a − r| when r is all zero).</summary>
-public sealed record ConformanceResult
+internal sealed record ConformanceResult
 {
     public required string Case { get; init; }
     public required string Output { get; init; }
@@ -64,7 +64,7 @@ public sealed record ConformanceResult
 }
 
 /// <summary>What a case body sees: the backend, the shapes, a generator seeded from the case name, and its outputs.</summary>
-public sealed class ConformanceContext : IDisposable
+internal sealed class ConformanceContext : IDisposable
 {
     private readonly List<Tensor> _tensors = [];
     private readonly List<(string Name, float[] Values, double Tolerance)> _outputs = [];
@@ -128,7 +128,7 @@ public sealed class ConformanceContext : IDisposable
 }
 
 /// <summary>Runs the shared cases (<see cref="ConformanceCases.All"/>) on a backend and on the reference, and compares.</summary>
-public static class ConformanceSuite
+internal static class ConformanceSuite
 {
     /// <summary>Normwise relative error allowed per output (float32 kernels against the reference's double sums).</summary>
     public const double OpTolerance = 1e-4;

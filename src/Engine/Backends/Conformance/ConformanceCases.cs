@@ -7,7 +7,7 @@ namespace WhereToEdit.Engine.Backends.Conformance;
 /// engine uses (offsets, strides, accumulate/overwrite, null gradients, masks on both axes, clamps and edge values).
 /// Inputs come from the context's seeded generator, so every backend sees the same numbers.
 /// </summary>
-public static class ConformanceCases
+internal static class ConformanceCases
 {
     public static IReadOnlyList<ConformanceCase> All { get; } = Build();
 

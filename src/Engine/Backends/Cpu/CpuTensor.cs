@@ -3,7 +3,7 @@ using WhereToEdit.Engine.Tensors;
 namespace WhereToEdit.Engine.Backends.Cpu;
 
 /// <summary>A tensor in managed host memory. Large arrays live on the LOH and are not moved by the GC.</summary>
-public sealed class CpuTensor : Tensor
+internal sealed class CpuTensor : Tensor
 {
     private readonly CpuBackend _backend;
 

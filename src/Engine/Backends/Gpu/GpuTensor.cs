@@ -8,7 +8,7 @@ namespace WhereToEdit.Engine.Backends.Gpu;
 /// A tensor in accelerator memory (device memory on CUDA, host memory on ILGPU's CPU accelerator).
 /// Host copies go through the owning backend's stream and wait for it, so they see every op issued before them.
 /// </summary>
-public sealed class GpuTensor : Tensor
+internal sealed class GpuTensor : Tensor
 {
     private readonly GpuBackend _backend;
     private readonly MemoryBuffer1D<float, Stride1D.Dense> _buffer;

@@ -3,7 +3,7 @@ using WhereToEdit.Engine.Tensors;
 namespace WhereToEdit.Engine.Backends.Reference;
 
 // Multi-head self-attention: S = q·kᵀ/√d, P = softmax(S), O = P·v per (sample, head), and its backward.
-public sealed partial class ReferenceBackend
+internal sealed partial class ReferenceBackend
 {
     /// <summary>Index of qkv[b, t, part, h, i] in timm's layout [batch, tokens, 3, heads, headDim] (part 0 = q, 1 = k, 2 = v).</summary>
     private static long QkvIndex(int b, int t, int part, int h, int i, int tokens, int heads, int headDim)

@@ -3,7 +3,7 @@ using WhereToEdit.Engine.Tensors;
 namespace WhereToEdit.Engine.Backends.Reference;
 
 // Elementwise ops: add, axpy, the L1 penalty's subgradient, exact GELU and the clamped sigmoid.
-public sealed partial class ReferenceBackend
+internal sealed partial class ReferenceBackend
 {
     public void Add(Tensor a, Tensor b, Tensor y, long n)
     {

@@ -4,7 +4,7 @@ namespace WhereToEdit.Engine.Backends.Reference;
 
 // Per-sample gated weights W'_b = W + g_b ⊙ Δ_b (gates on rows for fc1, on columns for fc2) and the gradient that
 // reaches the gates through that product.
-public sealed partial class ReferenceBackend
+internal sealed partial class ReferenceBackend
 {
     public void GatedCombine(Tensor weight, Tensor gates, long gatesOffset, long gatesStride, Tensor delta, Tensor output,
                              int batch, int rows, int cols, MaskAxis axis)

@@ -3,7 +3,7 @@ using WhereToEdit.Engine.Tensors;
 namespace WhereToEdit.Engine.Backends.Reference;
 
 // GEMM and the linear layer's bias ops.
-public sealed partial class ReferenceBackend
+internal sealed partial class ReferenceBackend
 {
     public void Gemm(bool transA, bool transB, int m, int n, int k, float alpha,
                      Tensor a, long aOffset, int lda, Tensor b, long bOffset, int ldb,

@@ -3,7 +3,7 @@ using WhereToEdit.Engine.Tensors;
 namespace WhereToEdit.Engine.Backends.Reference;
 
 // Cross-entropy, temperature-scaled KL distillation and binary cross-entropy, each with its gradient.
-public sealed partial class ReferenceBackend
+internal sealed partial class ReferenceBackend
 {
     /// <summary>log Σ_c exp(x[at + c] / T), shifted by the row max.</summary>
     private static double LogSumExp(float[] x, long at, int cols, double temperature)

@@ -3,7 +3,7 @@ using WhereToEdit.Engine.Tensors;
 namespace WhereToEdit.Engine.Backends.Reference;
 
 // LayerNorm forward/backward and the row softmax.
-public sealed partial class ReferenceBackend
+internal sealed partial class ReferenceBackend
 {
     public void LayerNormForward(Tensor x, Tensor gamma, Tensor beta, Tensor y, Tensor mean, Tensor rstd, int rows, int cols, float eps)
     {

@@ -4,7 +4,7 @@ namespace WhereToEdit.Engine.Backends.Reference;
 
 // SGD, RMSprop and Adam/AdamW with torch.optim's formulas, one element at a time, in float like torch. A row or
 // column mask limits the step: elements outside it, and their optimizer state, are never written.
-public sealed partial class ReferenceBackend
+internal sealed partial class ReferenceBackend
 {
     public void SgdStep(Tensor param, Tensor grad, float lr, float weightDecay, UpdateMask mask)
     {

@@ -3,7 +3,7 @@ using WhereToEdit.Engine.Tensors;
 namespace WhereToEdit.Engine.Backends.Reference;
 
 // Patch embedding as im2col and its col2im backward; [CLS] + position-embedding token assembly and its backward.
-public sealed partial class ReferenceBackend
+internal sealed partial class ReferenceBackend
 {
     public void Im2Col(Tensor image, Tensor columns, int batch, int channels, int height, int width, int patch)
         => PatchCopy(image, columns, batch, channels, height, width, patch, toColumns: true);

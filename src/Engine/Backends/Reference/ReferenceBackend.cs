@@ -10,7 +10,7 @@ namespace WhereToEdit.Engine.Backends.Reference;
 /// One file per op family: ReferenceBackend.Linear.cs, .Elementwise.cs, .Normalization.cs, .Attention.cs,
 /// .Patches.cs, .Losses.cs, .Optimizers.cs.
 /// </summary>
-public sealed partial class ReferenceBackend : IBackend
+internal sealed partial class ReferenceBackend : IBackend
 {
     public string Name => "reference (scalar C#, 1 thread)";
 

@@ -3,7 +3,7 @@ using WhereToEdit.Engine.Tensors;
 namespace WhereToEdit.Engine.Backends.Reference;
 
 /// <summary>A tensor of the reference backend: a plain managed float array.</summary>
-public sealed class ReferenceTensor : Tensor
+internal sealed class ReferenceTensor : Tensor
 {
     private readonly ReferenceBackend _backend;
 

@@ -18,7 +18,7 @@ namespace WhereToEdit.Engine.IO;
 /// Tensors of integer or bool type (buffers such as position_ids) are skipped and counted in the metadata key
 /// <c>pytorch.skipped_tensors</c>. The legacy (pre-1.6, non-zip) format is read the same way (same guard, same bounds).
 /// </summary>
-public static class PyTorchCheckpoint
+internal static class PyTorchCheckpoint
 {
     /// <summary>Keys under which training scripts nest the state dict, tried in this order.</summary>
     public static readonly IReadOnlyList<string> WrapperKeys = ["state_dict", "model_state_dict", "model", "module", "net", "network", "params"];

@@ -11,7 +11,7 @@ namespace WhereToEdit.Engine.IO;
 /// <c>ARCHIVE/byteorder</c>. The pickle names only globals from <see cref="PickleGuard.AllowedGlobals"/>, so it also loads with
 /// <c>torch.load(..., weights_only=True)</c>. Written to a temporary file in the target folder, flushed and renamed.
 /// </summary>
-public static class PyTorchWriter
+internal static class PyTorchWriter
 {
     public static void Write(string path, IReadOnlyList<NamedTensor> tensors, TensorDType dtype = TensorDType.F32)
     {

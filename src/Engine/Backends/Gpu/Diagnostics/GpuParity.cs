@@ -44,7 +44,7 @@ public sealed record ParityShapes
 /// compact steps, per-sample delta apply) against reference-backend results, and a whole ViT forward/backward against
 /// the same model on the reference backend. A failing op is recorded (with its exception) and the suite goes on.
 /// </summary>
-public sealed class GpuParity
+internal sealed class GpuParity
 {
     /// <summary>Per-op tolerance (the 1e-4) and the model-level one (12 blocks of float32 rounding in a backward).</summary>
     public const double OpTolerance = ConformanceSuite.OpTolerance, ModelTolerance = 1e-3;
