@@ -12,9 +12,12 @@ public sealed record PredictAnswer(int Version, IReadOnlyList<ClassScore> Top);
 
 /// <summary>
 /// Owns the serving copy of the model and the one thread that runs it. Predictions queue in a bounded queue; the
-/// thread takes what is queued (up to <see cref="ServeOptions.MaxBatch"/>, waiting at most
-/// <see cref="ServeOptions.MaxBatchDelay"/> for more) and runs one forward pass. A new version's weights are swapped
-/// in by the same thread between two batches, so every batch — and every answer — sees exactly one version.
+/// thread takes what is queued and runs one forward pass for it (up to <see cref="ServeOptions.MaxBatch"/> images).
+/// The batching is adaptive: a worker that finds the queue empty runs a request the moment it arrives, and the requests
+/// that arrive while a batch runs form the next batch, so batches grow with the load without a timer. Only when
+/// <see cref="ServeOptions.MaxBatchDelay"/> is above zero does the thread also wait that long for more. A new
+/// version's weights are swapped in by the same thread between two batches, so every batch — and every answer — sees
+/// exactly one version.
 /// </summary>
 public sealed class ModelHost : IDisposable
 {
@@ -24,6 +27,7 @@ public sealed class ModelHost : IDisposable
     {
         public readonly float[] Pixels = pixels;
         public readonly int TopK = topK;
+        public readonly long Queued = Stopwatch.GetTimestamp();
         public readonly TaskCompletionSource<PredictAnswer> Done = new(TaskCreationOptions.RunContinuationsAsynchronously);
     }
 
@@ -96,12 +100,17 @@ public sealed class ModelHost : IDisposable
                 if (first is PredictWork p0)
                 {
                     batch.Add(p0);
-                    var deadline = Stopwatch.GetTimestamp() + (long)(_options.MaxBatchDelay.TotalSeconds * Stopwatch.Frequency);
+                    // What is queued now joins the batch at once; a delay (off by default) waits for more.
+                    long delay = (long)(_options.MaxBatchDelay.TotalSeconds * Stopwatch.Frequency);
+                    long deadline = Stopwatch.GetTimestamp() + delay;
                     while (batch.Count < max)
                     {
-                        long left = deadline - Stopwatch.GetTimestamp();
-                        int waitMs = left <= 0 ? 0 : (int)Math.Ceiling(left * 1000.0 / Stopwatch.Frequency);
-                        if (!_queue.TryTake(out var next, waitMs)) break;
+                        Work? next;
+                        if (!_queue.TryTake(out next))
+                        {
+                            long left = delay == 0 ? 0 : deadline - Stopwatch.GetTimestamp();
+                            if (left <= 0 || !_queue.TryTake(out next, (int)Math.Ceiling(left * 1000.0 / Stopwatch.Frequency))) break;
+                        }
                         if (next is SwapWork s) { swap = s; break; }   // the batch so far runs on the old version
                         batch.Add((PredictWork)next);
                     }
@@ -124,19 +133,27 @@ public sealed class ModelHost : IDisposable
         var c = _model.Config;
         int n = batch.Count;
         var version = _version;
+        long start = Stopwatch.GetTimestamp();
         try
         {
-            for (int i = 0; i < n; i++) batch[i].Pixels.AsSpan().CopyTo(host.AsSpan(i * per, per));
+            for (int i = 0; i < n; i++)
+            {
+                _metrics.PredictQueueWait.Observe(Stopwatch.GetElapsedTime(batch[i].Queued, start).TotalSeconds);
+                batch[i].Pixels.AsSpan().CopyTo(host.AsSpan(i * per, per));
+            }
             input.CopyFrom(host.AsSpan(0, n * per));
             _model.Forward(ws, input, n);
             ws.Logits.CopyTo(logits.AsSpan(0, n * c.NumClasses));
-            _metrics.PredictBatchSize.Observe(n);
+            var answers = new PredictAnswer[n];
             for (int i = 0; i < n; i++)
             {
                 var row = logits.AsSpan(i * c.NumClasses, c.NumClasses).ToArray();
                 TensorChecks.EnsureFinite(row, "logits");
-                batch[i].Done.TrySetResult(new PredictAnswer(version.Number, Predictor.TopK(row, batch[i].TopK, _labels)));
+                answers[i] = new PredictAnswer(version.Number, Predictor.TopK(row, batch[i].TopK, _labels));
             }
+            _metrics.PredictBatchSize.Observe(n);
+            _metrics.PredictForward.Observe(Stopwatch.GetElapsedTime(start).TotalSeconds);
+            for (int i = 0; i < n; i++) batch[i].Done.TrySetResult(answers[i]);
         }
         catch (Exception e)
         {
