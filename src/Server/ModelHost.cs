@@ -23,10 +23,12 @@ public sealed class ModelHost : IDisposable
 {
     private abstract class Work;
 
-    private sealed class PredictWork(float[] pixels, int topK) : Work
+    private sealed class PredictWork(float[] pixels, int topK, CancellationToken cancel) : Work
     {
         public readonly float[] Pixels = pixels;
         public readonly int TopK = topK;
+        /// <summary>The request's: a request that timed out or whose client left is dropped before its forward pass.</summary>
+        public readonly CancellationToken Cancel = cancel;
         public readonly long Queued = Stopwatch.GetTimestamp();
         public readonly TaskCompletionSource<PredictAnswer> Done = new(TaskCreationOptions.RunContinuationsAsynchronously);
     }
@@ -67,7 +69,7 @@ public sealed class ModelHost : IDisposable
     /// <summary>Queues one preprocessed image; 503 when the queue is full.</summary>
     public Task<PredictAnswer> PredictAsync(float[] pixels, int topK, CancellationToken cancel)
     {
-        var work = new PredictWork(pixels, topK);
+        var work = new PredictWork(pixels, topK, cancel);
         if (!_queue.TryAdd(work)) throw new ApiError(503, "predict: the server is at capacity (queue full); retry later");
         return work.Done.Task.WaitAsync(cancel);
     }
@@ -99,7 +101,7 @@ public sealed class ModelHost : IDisposable
                 swap = first as SwapWork;
                 if (first is PredictWork p0)
                 {
-                    batch.Add(p0);
+                    Join(batch, p0);
                     // What is queued now joins the batch at once; a delay (off by default) waits for more.
                     long delay = (long)(_options.MaxBatchDelay.TotalSeconds * Stopwatch.Frequency);
                     long deadline = Stopwatch.GetTimestamp() + delay;
@@ -112,7 +114,7 @@ public sealed class ModelHost : IDisposable
                             if (left <= 0 || !_queue.TryTake(out next, (int)Math.Ceiling(left * 1000.0 / Stopwatch.Frequency))) break;
                         }
                         if (next is SwapWork s) { swap = s; break; }   // the batch so far runs on the old version
-                        batch.Add((PredictWork)next);
+                        Join(batch, (PredictWork)next);
                     }
                 }
                 if (batch.Count > 0) RunBatch(batch, ws, input, host, logits, per);
@@ -126,6 +128,17 @@ public sealed class ModelHost : IDisposable
                 if (w is PredictWork p) p.Done.TrySetException(new ApiError(503, "predict: the server is shutting down"));
                 else if (w is SwapWork s) s.Done.TrySetException(new ObjectDisposedException(nameof(ModelHost)));
         }
+    }
+
+    /// <summary>Adds a prediction to the batch unless its request was given up (timeout, client gone): no forward pass for it.</summary>
+    private void Join(List<PredictWork> batch, PredictWork work)
+    {
+        if (work.Cancel.IsCancellationRequested)
+        {
+            work.Done.TrySetCanceled(work.Cancel);
+            _metrics.PredictDropped.Inc();
+        }
+        else batch.Add(work);
     }
 
     private void RunBatch(List<PredictWork> batch, VitWorkspace ws, Tensor input, float[] host, float[] logits, int per)

@@ -15,6 +15,7 @@ public sealed class ServerMetrics
         PredictDecode = Factory.CreateHistogram("wte_predict_decode_seconds", "Per prediction: decoding and preprocessing the uploaded image.", stage);
         PredictQueueWait = Factory.CreateHistogram("wte_predict_queue_seconds", "Per prediction: time in the queue until its batch starts.", stage);
         PredictForward = Factory.CreateHistogram("wte_predict_forward_seconds", "Per batch: copy in, forward pass, top-k (the prediction thread's busy time).", stage);
+        PredictDropped = Factory.CreateCounter("wte_predict_dropped_total", "Predictions dropped before their forward pass because the request was given up (timeout or client gone).");
         EditDuration = Factory.CreateHistogram("wte_edit_duration_seconds", "Wall time of an edit (mask, optimisation, journal, swap).",
             new HistogramConfiguration { LabelNames = ["method", "outcome"], Buckets = Histogram.ExponentialBuckets(0.01, 2, 14) });
         RevertDuration = Factory.CreateHistogram("wte_revert_duration_seconds", "Wall time of a revert (journal and swap included).",
@@ -29,6 +30,7 @@ public sealed class ServerMetrics
     public Histogram PredictDecode { get; }
     public Histogram PredictQueueWait { get; }
     public Histogram PredictForward { get; }
+    public Counter PredictDropped { get; }
     public Histogram EditDuration { get; }
     public Histogram RevertDuration { get; }
     public Gauge ModelVersion { get; }
