@@ -6,7 +6,7 @@
 #   fashion:  assets/fashion_mnist/vit.safetensors, the 12 benchmark PNGs of natural/0_3; REQUESTS (400) per level,
 #             at most 30 s per level and server; 5 edits of 20 steps. About 4 minutes.
 #   vit_base: ViT-B/16 with random weights written by perf/make_vit_base.py (perf/out/vit_base/), 224x224 RGB PNGs;
-#             REQUESTS (200) per level, at most 20 s per level and server; 2 edits of 2 steps. About 6 minutes.
+#             REQUESTS (200) per level, at most 30 s per level and server; 2 edits of 2 steps. About 8 minutes.
 # BASELINE=path/to/wte.dll adds another build of wte (e.g. the previous commit's) as a third server, measured in the
 # same interleaved run, to compare a change before/after on a loaded machine.
 set -euo pipefail
@@ -20,7 +20,7 @@ case "$which" in
   vit_base)
     model=$(/usr/bin/python3 perf/make_vit_base.py perf/out/vit_base)
     images=(perf/out/vit_base/img*.png)
-    load_args=(--requests "${3:-200}" --max-seconds 20 --warmup-requests 4 --warmup-seconds 10 --edits 2 --edit-steps 2) ;;
+    load_args=(--requests "${3:-200}" --max-seconds 30 --warmup-requests 4 --warmup-seconds 10 --edits 2 --edit-steps 2) ;;
   *) echo "run-serve-bench.sh: MODEL '$which' is not fashion or vit_base" >&2; exit 2 ;;
 esac
 dotnet build src/Cli -c Release -v q >/dev/null

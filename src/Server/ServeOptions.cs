@@ -59,7 +59,7 @@ public sealed record ServeOptions
     /// Threads of the prediction backend: <see cref="Threads"/> when given (or WTE_THREADS is set), else all cores but
     /// one, at least one. The core left over runs Kestrel, decoding and the answers: a forward pass spread over every
     /// core stalls whenever one of its threads is preempted by the HTTP work (perf/RESULTS.md: at concurrency 8 on
-    /// 2 cores, 1 prediction thread gave ~4× the throughput of 2).
+    /// 2 cores under load, 1 prediction thread gave 2–6× the throughput of 2).
     /// </summary>
     public int PredictThreads() =>
         Threads > 0 || Environment.GetEnvironmentVariable("WTE_THREADS") is { Length: > 0 } ? Threads : Math.Max(1, Environment.ProcessorCount - 1);
