@@ -51,6 +51,11 @@ def decode_png(data):
     for y in range(h):
         f = raw[y * (stride + 1)]
         line = raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)]
+        if f == 0:   # filter None: the bytes as they are (perf/make_vit_base.py writes only these)
+            cur = bytearray(line)
+            out[y * stride:(y + 1) * stride] = cur
+            prev = cur
+            continue
         cur = bytearray(stride)
         for x in range(stride):   # plain ints: numpy scalars would make this loop 20x slower
             a = cur[x - ch] if x >= ch else 0

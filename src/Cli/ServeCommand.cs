@@ -14,9 +14,10 @@ public static partial class WteCommands
         var urls = new Option<string>("--urls") { Description = "addresses to listen on, ';'-separated (non-loopback needs a token)", DefaultValueFactory = _ => "http://127.0.0.1:8080" };
         var tokenFile = new Option<string?>("--token-file") { Description = "file holding the bearer token POST and DELETE require (else WTE_TOKEN)" };
         var maxBatch = new Option<int>("--max-batch") { Description = "most predictions per forward pass", DefaultValueFactory = _ => 32 };
-        var batchDelay = new Option<double>("--batch-delay-ms") { Description = "longest wait for more predictions once one is queued", DefaultValueFactory = _ => 1.0 };
+        var batchDelay = new Option<double>("--batch-delay-ms") { Description = "extra wait for more predictions once one is queued (0: none; a batch is what queued while the last one ran)", DefaultValueFactory = _ => 0.0 };
         var device = DeviceOption();
         var threads = ThreadsOption();
+        threads.Description = "CPU worker threads (default: WTE_THREADS, else all cores for edits and all but one for predictions: one core is left to the HTTP work)";
         var command = new Command("serve", "Serve a model over HTTP: predictions (micro-batched) and live edits, journaled and revertible.")
         {
             model, hypernet, journal, urls, tokenFile, maxBatch, batchDelay, device, threads,

@@ -3,6 +3,7 @@ using Microsoft.Extensions.Logging;
 using WhereToEdit.Engine.Backends;
 using WhereToEdit.Engine.Editing;
 using WhereToEdit.Engine.IO;
+using WhereToEdit.Engine.Jobs;
 using WhereToEdit.Engine.Models;
 using WhereToEdit.Engine.Tensors;
 
@@ -14,8 +15,8 @@ public sealed record AppliedEdit(string Id, int Seq, int Version, EditPatch Patc
     public EditResult? Record => Patch.Info.Result;
 }
 
-/// <summary>What an edit request asks for (already validated and preprocessed).</summary>
-public sealed record EditRequest(float[] Pixels, int Images, int Label, EditMethod Method, double Keep, EditOptions Options, ulong Seed);
+/// <summary>What an edit request asks for (already validated and preprocessed): the engine's <see cref="LoadedEdit"/>.</summary>
+public sealed record EditRequest(LoadedEdit Edit);
 
 /// <summary>
 /// The model being served and its edits. Edits and reverts run one at a time (a lock) on a private copy of the
@@ -40,7 +41,7 @@ public sealed class EditService : IDisposable
     {
         _metrics = metrics;
         Loaded = ModelFolder.Load(options.ModelPath);
-        _predictBackend = BackendFactory.Create(options.Device, options.Threads);
+        _predictBackend = BackendFactory.Create(options.Device, options.PredictThreads());
         _editBackend = BackendFactory.Create(options.Device, options.Threads);
         try
         {
@@ -129,43 +130,31 @@ public sealed class EditService : IDisposable
         }
     }
 
-    /// <summary>Runs an edit from the current weights; journals it, then swaps it in. 422 when it does not fix the images.</summary>
+    /// <summary>
+    /// Runs an edit from the current weights through the engine's edit job (<see cref="EditJob.Edit"/>, the path
+    /// `wte edit` takes, so the record is the one `wte edit --json` prints); journals it, then swaps it in. 422 when it
+    /// does not fix the images.
+    /// </summary>
     public async Task<AppliedEdit> EditAsync(EditRequest request, CancellationToken cancel)
     {
-        if (request.Method == EditMethod.Hprd && _hypernet is null)
+        var edit = request.Edit;
+        if (edit.Method == EditMethod.Hprd && _hypernet is null)
             throw ApiError.BadRequest("method: hprd needs a hypernetwork; start the server with --hypernet, or choose ft-l1, ft-l2 or random");
         await _lock.WaitAsync(cancel);
         var clock = Stopwatch.StartNew();
         string outcome = "error";
         try
         {
-            EditTarget target;
-            EditMask? mask = null;
-            if (request.Method == EditMethod.Hprd)
-            {
-                target = new EditTarget(Config, _hypernet!.EditBlocks);
-                mask = new MaskPredictor(_baseModel!, _hypernet.Network, target).Predict(request.Pixels, request.Images, request.Keep);
-            }
-            else
-            {
-                target = EditTarget.Default(Config);
-                if (request.Method == EditMethod.Random) mask = EditMask.Random(target, request.Keep, request.Seed);
-            }
-            var editor = Editor(target);
-            editor.SnapshotOriginal();
-            var labels = Enumerable.Repeat(request.Label, request.Images).ToArray();
-            var result = editor.Edit(request.Pixels, labels, mask ?? EditMask.Full(target), request.Options);
+            var done = EditJob.Edit(_editModel, _fingerprint, edit, _hypernet is null ? null : new MaskSource(_baseModel!, _hypernet), Editor);
+            var (result, patch, editor) = (done.Result, done.Patch, done.Editor);
             if (!result.Success)
             {
                 editor.Revert();
                 outcome = "not_fixed";
-                throw new ApiError(422, $"edit: not fixed within max_steps {request.Options.MaxSteps} (p(label) {string.Join(", ", result.TargetProbAfter)}); nothing was changed", new { record = result });
+                throw new ApiError(422, $"edit: not fixed within max_steps {done.Options.MaxSteps} (p(label) {string.Join(", ", result.TargetProbAfter)}); nothing was changed", new { record = result });
             }
             int seq = _seq + 1;
             string id = $"e{seq}";
-            var patch = EditPatch.FromEdit(_editModel, target, mask, target.Units.Select(u => editor.OriginalValues(u.Index)).ToList(), _fingerprint,
-                request.Method.Name(), request.Method.IsFineTuning() ? 1.0 : request.Keep, labels,
-                Enumerable.Range(1, request.Images).Select(i => $"upload-{i}").ToArray(), result);
             var entry = new JournalEntry { Seq = seq, Op = JournalEntry.EditOp, Id = id, Before = _fingerprint, After = patch.Info.EditedFingerprint };
             try
             {
@@ -183,7 +172,7 @@ public sealed class EditService : IDisposable
         }
         finally
         {
-            _metrics.EditDuration.WithLabels(request.Method.Name(), outcome).Observe(clock.Elapsed.TotalSeconds);
+            _metrics.EditDuration.WithLabels(edit.Method.Name(), outcome).Observe(clock.Elapsed.TotalSeconds);
             _lock.Release();
         }
     }
@@ -241,10 +230,12 @@ public sealed class EditService : IDisposable
         await Host.SwapAsync(version, weights);
     }
 
+    /// <summary>The editor for a target (kept between edits), its originals taken from the current weights.</summary>
     private ModelEditor Editor(EditTarget target)
     {
         string key = string.Join(",", target.Blocks);
-        if (!_editors.TryGetValue(key, out var editor)) _editors[key] = editor = new ModelEditor(_editModel, target);
+        if (_editors.TryGetValue(key, out var editor)) editor.SnapshotOriginal();
+        else _editors[key] = editor = new ModelEditor(_editModel, target);
         return editor;
     }
 

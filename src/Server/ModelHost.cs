@@ -12,18 +12,24 @@ public sealed record PredictAnswer(int Version, IReadOnlyList<ClassScore> Top);
 
 /// <summary>
 /// Owns the serving copy of the model and the one thread that runs it. Predictions queue in a bounded queue; the
-/// thread takes what is queued (up to <see cref="ServeOptions.MaxBatch"/>, waiting at most
-/// <see cref="ServeOptions.MaxBatchDelay"/> for more) and runs one forward pass. A new version's weights are swapped
-/// in by the same thread between two batches, so every batch — and every answer — sees exactly one version.
+/// thread takes what is queued and runs one forward pass for it (up to <see cref="ServeOptions.MaxBatch"/> images).
+/// The batching is adaptive: a worker that finds the queue empty runs a request the moment it arrives, and the requests
+/// that arrive while a batch runs form the next batch, so batches grow with the load without a timer. Only when
+/// <see cref="ServeOptions.MaxBatchDelay"/> is above zero does the thread also wait that long for more. A new
+/// version's weights are swapped in by the same thread between two batches, so every batch — and every answer — sees
+/// exactly one version.
 /// </summary>
 public sealed class ModelHost : IDisposable
 {
     private abstract class Work;
 
-    private sealed class PredictWork(float[] pixels, int topK) : Work
+    private sealed class PredictWork(float[] pixels, int topK, CancellationToken cancel) : Work
     {
         public readonly float[] Pixels = pixels;
         public readonly int TopK = topK;
+        /// <summary>The request's: a request that timed out or whose client left is dropped before its forward pass.</summary>
+        public readonly CancellationToken Cancel = cancel;
+        public readonly long Queued = Stopwatch.GetTimestamp();
         public readonly TaskCompletionSource<PredictAnswer> Done = new(TaskCreationOptions.RunContinuationsAsynchronously);
     }
 
@@ -63,7 +69,7 @@ public sealed class ModelHost : IDisposable
     /// <summary>Queues one preprocessed image; 503 when the queue is full.</summary>
     public Task<PredictAnswer> PredictAsync(float[] pixels, int topK, CancellationToken cancel)
     {
-        var work = new PredictWork(pixels, topK);
+        var work = new PredictWork(pixels, topK, cancel);
         if (!_queue.TryAdd(work)) throw new ApiError(503, "predict: the server is at capacity (queue full); retry later");
         return work.Done.Task.WaitAsync(cancel);
     }
@@ -94,15 +100,20 @@ public sealed class ModelHost : IDisposable
                 swap = first as SwapWork;
                 if (first is PredictWork p0)
                 {
-                    batch.Add(p0);
-                    var deadline = Stopwatch.GetTimestamp() + (long)(_options.MaxBatchDelay.TotalSeconds * Stopwatch.Frequency);
+                    Join(batch, p0);
+                    // What is queued now joins the batch at once; a delay (off by default) waits for more.
+                    long delay = (long)(_options.MaxBatchDelay.TotalSeconds * Stopwatch.Frequency);
+                    long deadline = Stopwatch.GetTimestamp() + delay;
                     while (batch.Count < max)
                     {
-                        long left = deadline - Stopwatch.GetTimestamp();
-                        int waitMs = left <= 0 ? 0 : (int)Math.Ceiling(left * 1000.0 / Stopwatch.Frequency);
-                        if (!_queue.TryTake(out var next, waitMs)) break;
+                        Work? next;
+                        if (!_queue.TryTake(out next))
+                        {
+                            long left = delay == 0 ? 0 : deadline - Stopwatch.GetTimestamp();
+                            if (left <= 0 || !_queue.TryTake(out next, (int)Math.Ceiling(left * 1000.0 / Stopwatch.Frequency))) break;
+                        }
                         if (next is SwapWork s) { swap = s; break; }   // the batch so far runs on the old version
-                        batch.Add((PredictWork)next);
+                        Join(batch, (PredictWork)next);
                     }
                 }
                 if (batch.Count > 0) RunBatch(batch, inference, write, read);
@@ -118,11 +129,25 @@ public sealed class ModelHost : IDisposable
         }
     }
 
+    /// <summary>Adds a prediction to the batch unless its request was given up (timeout, client gone): no forward pass for it.</summary>
+    private void Join(List<PredictWork> batch, PredictWork work)
+    {
+        if (work.Cancel.IsCancellationRequested)
+        {
+            work.Done.TrySetCanceled(work.Cancel);
+            _metrics.PredictDropped.Inc();
+        }
+        else batch.Add(work);
+    }
+
     private void RunBatch(List<PredictWork> batch, BatchedInference inference, BatchedInference.ImageWriter write, BatchedInference.BatchReader read)
     {
+        long start = Stopwatch.GetTimestamp();
         try
         {
+            foreach (var w in batch) _metrics.PredictQueueWait.Observe(Stopwatch.GetElapsedTime(w.Queued, start).TotalSeconds);
             inference.Run(batch.Count, write, read);   // batch.Count ≤ MaxBatch: one forward pass
+            _metrics.PredictForward.Observe(Stopwatch.GetElapsedTime(start).TotalSeconds);
         }
         catch (Exception e)
         {

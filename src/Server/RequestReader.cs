@@ -2,6 +2,7 @@ using System.Globalization;
 using Microsoft.AspNetCore.Http;
 using WhereToEdit.Engine.Editing;
 using WhereToEdit.Engine.IO;
+using WhereToEdit.Engine.Jobs;
 
 namespace WhereToEdit.Server;
 
@@ -10,7 +11,7 @@ namespace WhereToEdit.Server;
 /// naming the field. Uploaded bytes are decoded in memory with the CLI's decode limits; nothing from a request is
 /// ever used as a file path.
 /// </summary>
-internal sealed class RequestReader(EditService service, ServeOptions options)
+internal sealed class RequestReader(EditService service, ServeOptions options, ServerMetrics metrics)
 {
     private static readonly HashSet<string> EditFields = ["image", "label", "method", "keep", "lr", "max_steps", "seed", "coef"];
     private readonly ImageLoader _loader = new();
@@ -37,7 +38,10 @@ internal sealed class RequestReader(EditService service, ServeOptions options)
         }
         else throw new ApiError(StatusCodes.Status415UnsupportedMediaType,
             $"Content-Type: '{request.ContentType}' is not image/png, image/jpeg or multipart/form-data with a field 'image'");
-        return Preprocess(bytes, "image");
+        long start = System.Diagnostics.Stopwatch.GetTimestamp();
+        var pixels = Preprocess(bytes, "image");
+        metrics.PredictDecode.Observe(System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalSeconds);
+        return pixels;
     }
 
     public int ReadTopK(HttpRequest request)
@@ -75,7 +79,7 @@ internal sealed class RequestReader(EditService service, ServeOptions options)
         int label = ParseLabel(Single("label") ?? throw ApiError.BadRequest("label: missing (a class index or label name)"), c.NumClasses, service.Loaded.Labels);
         var method = Single("method") is { } m ? ParseMethod(m) : EditMethod.Hprd;
         double keep = Number(Single("keep"), "keep", 0.1, v => v > 0 && v <= 1, "a number in (0, 1]");
-        float lr = (float)Number(Single("lr"), "lr", 2e-5, v => v > 0 && v <= 1, "a number in (0, 1]");
+        float? lr = Single("lr") is { } lrText ? (float)Number(lrText, "lr", 0, v => v > 0 && v <= 1, "a number in (0, 1]") : null;   // null: the width rule, as wte edit
         float coef = (float)Number(Single("coef"), "coef", 0, v => v >= 0 && v <= 1e6, "a number ≥ 0");
         int maxSteps = Single("max_steps") is { } s
             ? int.TryParse(s, NumberStyles.None, CultureInfo.InvariantCulture, out int n) && n >= 0 && n <= options.MaxEditSteps ? n
@@ -84,8 +88,11 @@ internal sealed class RequestReader(EditService service, ServeOptions options)
         ulong seed = Single("seed") is { } sd
             ? ulong.TryParse(sd, NumberStyles.None, CultureInfo.InvariantCulture, out ulong u) ? u : throw ApiError.BadRequest($"seed: '{sd}' is not a non-negative integer")
             : 0;
-        return new EditRequest(pixels, files.Count, label, method, keep,
-            new EditOptions { Method = method, LearningRate = lr, MaxSteps = maxSteps, Coefficient = coef }, seed);
+        return new EditRequest(new LoadedEdit
+        {
+            Pixels = pixels, ImageNames = Enumerable.Range(1, files.Count).Select(i => $"upload-{i}").ToArray(), Label = label, Method = method,
+            Keep = keep, LearningRate = lr, MaxSteps = maxSteps, Coefficient = coef, Seed = seed,
+        });
     }
 
     private static double Number(string? text, string field, double fallback, Func<double, bool> ok, string expected)
@@ -133,13 +140,33 @@ internal sealed class RequestReader(EditService service, ServeOptions options)
     private async Task<byte[]> ReadBodyAsync(HttpRequest request, CancellationToken cancel)
     {
         if (request.ContentLength > options.MaxBodyBytes) throw TooLarge();
-        using var ms = new MemoryStream();
-        var buffer = new byte[81920];
-        int read;
-        while ((read = await request.Body.ReadAsync(buffer, cancel)) > 0)
+        if (request.ContentLength is long length)
         {
-            if (ms.Length + read > options.MaxBodyBytes) throw TooLarge();
-            ms.Write(buffer, 0, read);
+            // The usual case: read straight into an array of the declared size (no staging buffer, no copy).
+            var exact = new byte[length];
+            int filled = 0;
+            while (filled < exact.Length)
+            {
+                int n = await request.Body.ReadAsync(exact.AsMemory(filled), cancel);
+                if (n == 0) throw ApiError.BadRequest($"body: ended after {filled} of the {length} bytes Content-Length announced");
+                filled += n;
+            }
+            return exact;
+        }
+        using var ms = new MemoryStream();
+        var buffer = System.Buffers.ArrayPool<byte>.Shared.Rent(16384);
+        try
+        {
+            int read;
+            while ((read = await request.Body.ReadAsync(buffer, cancel)) > 0)
+            {
+                if (ms.Length + read > options.MaxBodyBytes) throw TooLarge();
+                ms.Write(buffer, 0, read);
+            }
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<byte>.Shared.Return(buffer);
         }
         return ms.ToArray();
     }

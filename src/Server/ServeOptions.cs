@@ -12,13 +12,17 @@ public sealed record ServeOptions
     public string Urls { get; init; } = "http://127.0.0.1:8080";
     /// <summary>Bearer token that POST and DELETE require; null = loopback only, no authentication.</summary>
     public string? Token { get; init; }
+    /// <summary>CPU worker threads; 0 = WTE_THREADS, else all cores for edits and <see cref="PredictThreads"/> for predictions.</summary>
     public int Threads { get; init; }
     public string Device { get; init; } = "cpu";
 
     /// <summary>Most predictions one forward pass takes.</summary>
     public int MaxBatch { get; init; } = 32;
-    /// <summary>How long the batcher waits for more requests once one is queued.</summary>
-    public TimeSpan MaxBatchDelay { get; init; } = TimeSpan.FromMilliseconds(1);
+    /// <summary>
+    /// How long the batcher waits for more requests once one is queued. Zero (the default): none; a batch is what queued
+    /// while the previous one ran, so an idle server answers at once and a busy one batches by itself.
+    /// </summary>
+    public TimeSpan MaxBatchDelay { get; init; } = TimeSpan.Zero;
     /// <summary>Queued predictions beyond this are refused with 503.</summary>
     public int QueueCapacity { get; init; } = 1024;
     public long MaxBodyBytes { get; init; } = 16L << 20;
@@ -50,6 +54,15 @@ public sealed record ServeOptions
         if (MaxBatch < 1) throw new ArgumentException("max batch must be ≥ 1");
         if (Threads < 0) throw new ArgumentException($"--threads {Threads}: must be ≥ 0 (0 = all cores)");
     }
+
+    /// <summary>
+    /// Threads of the prediction backend: <see cref="Threads"/> when given (or WTE_THREADS is set), else all cores but
+    /// one, at least one. The core left over runs Kestrel, decoding and the answers: a forward pass spread over every
+    /// core stalls whenever one of its threads is preempted by the HTTP work (perf/RESULTS.md: at concurrency 8 on
+    /// 2 cores under load, 1 prediction thread gave 2–6× the throughput of 2).
+    /// </summary>
+    public int PredictThreads() =>
+        Threads > 0 || Environment.GetEnvironmentVariable("WTE_THREADS") is { Length: > 0 } ? Threads : Math.Max(1, Environment.ProcessorCount - 1);
 
     public IReadOnlyList<string> UrlList() =>
         Urls.Split(';', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);

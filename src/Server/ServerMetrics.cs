@@ -11,6 +11,11 @@ public sealed class ServerMetrics
         Factory = Metrics.WithCustomRegistry(Registry);
         PredictBatchSize = Factory.CreateHistogram("wte_predict_batch_size", "Images per forward pass of the prediction batcher.",
             new HistogramConfiguration { Buckets = [1, 2, 4, 8, 16, 32, 64, 128] });
+        var stage = new HistogramConfiguration { Buckets = Histogram.ExponentialBuckets(0.0000625, 2, 16) };   // 62.5 µs .. 2 s
+        PredictDecode = Factory.CreateHistogram("wte_predict_decode_seconds", "Per prediction: decoding and preprocessing the uploaded image.", stage);
+        PredictQueueWait = Factory.CreateHistogram("wte_predict_queue_seconds", "Per prediction: time in the queue until its batch starts.", stage);
+        PredictForward = Factory.CreateHistogram("wte_predict_forward_seconds", "Per batch: copy in, forward pass, top-k (the prediction thread's busy time).", stage);
+        PredictDropped = Factory.CreateCounter("wte_predict_dropped_total", "Predictions dropped before their forward pass because the request was given up (timeout or client gone).");
         EditDuration = Factory.CreateHistogram("wte_edit_duration_seconds", "Wall time of an edit (mask, optimisation, journal, swap).",
             new HistogramConfiguration { LabelNames = ["method", "outcome"], Buckets = Histogram.ExponentialBuckets(0.01, 2, 14) });
         RevertDuration = Factory.CreateHistogram("wte_revert_duration_seconds", "Wall time of a revert (journal and swap included).",
@@ -22,6 +27,10 @@ public sealed class ServerMetrics
     public CollectorRegistry Registry { get; }
     public IMetricFactory Factory { get; }
     public Histogram PredictBatchSize { get; }
+    public Histogram PredictDecode { get; }
+    public Histogram PredictQueueWait { get; }
+    public Histogram PredictForward { get; }
+    public Counter PredictDropped { get; }
     public Histogram EditDuration { get; }
     public Histogram RevertDuration { get; }
     public Gauge ModelVersion { get; }

@@ -83,7 +83,7 @@ public static class WteServer
         var log = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("wte.serve");
         var service = new EditService(options, metrics, log);
         app.Lifetime.ApplicationStopped.Register(service.Dispose);
-        var reader = new RequestReader(service, options);
+        var reader = new RequestReader(service, options, metrics);
         var token = options.Token is null ? null : SHA256.HashData(Encoding.UTF8.GetBytes(options.Token));
 
         app.Use(async (ctx, next) =>

@@ -120,7 +120,7 @@ internal sealed class AtomicWrite : IDisposable
 }
 
 /// <summary>Atomic whole-file writes (<see cref="AtomicWrite"/>).</summary>
-internal static class AtomicFile
+public static class AtomicFile
 {
     public static void Write(string path, Action<Stream> write, int bufferSize = 1 << 16)
     {

@@ -98,7 +98,7 @@ internal static class PathSafety
 /// output folder, contain) one of the inputs. Inputs are compared by real path; an input folder stands for every
 /// file under it.
 /// </summary>
-internal sealed class CommandPaths
+public sealed class CommandPaths
 {
     private const int MaxFolderFiles = 200_000;
     private readonly List<(string Real, string Given, string Flag, bool KeptByFolders)> _inputs = [];

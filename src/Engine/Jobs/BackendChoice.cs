@@ -28,7 +28,7 @@ public sealed record BackendChoice
 }
 
 /// <summary>How job options and results are written as JSON (snake_case names, enums as names).</summary>
-internal static class JobJson
+public static class JobJson
 {
     public static readonly JsonSerializerOptions Options = new()
     {

@@ -48,6 +48,32 @@ public sealed record EditJobResult
 }
 
 /// <summary>
+/// An edit of a model that is already in memory, its images preprocessed and its label resolved: the part of an edit
+/// that `wte edit` (<see cref="EditJob.Run"/>) and `wte serve` share.
+/// </summary>
+public sealed record LoadedEdit
+{
+    /// <summary>The images, [n, C, H, W] on the host, preprocessed as the model asks.</summary>
+    public required float[] Pixels { get; init; }
+    /// <summary>The images' names as the patch records them.</summary>
+    public required IReadOnlyList<string> ImageNames { get; init; }
+    public required int Label { get; init; }
+    public EditMethod Method { get; init; } = EditMethod.Hprd;
+    public double Keep { get; init; } = 0.1;
+    /// <summary>RMSprop learning rate; null: the width rule (<see cref="ScalingRules.EditLearningRate"/>).</summary>
+    public float? LearningRate { get; init; }
+    public int MaxSteps { get; init; } = 100;
+    public float Coefficient { get; init; }
+    public ulong Seed { get; init; }
+}
+
+/// <summary>The hypernetwork (HPRD) and the model whose features its masks come from: the ORIGINAL, unedited one.</summary>
+public sealed record MaskSource(VitModel Reference, LoadedHypernet Hypernet);
+
+/// <summary>What an edit of a loaded model did: its record, its patch (not yet written) and the editor that holds the originals.</summary>
+public sealed record EditOutcome(EditResult Result, EditPatch Patch, EditOptions Options, ModelEditor Editor);
+
+/// <summary>
 /// One edit: loads the model and images, picks the mask (<see cref="EditMaskPolicy"/>; HPRD from the ORIGINAL model's
 /// features), runs <see cref="ModelEditor"/> and writes the edit patch.
 /// </summary>
@@ -58,8 +84,8 @@ public static class EditJob
         progress ??= NullJobProgress.Instance;
         var method = EditMethods.Parse(o.Method);
         if (!(o.Keep > 0 && o.Keep <= 1)) throw new ArgumentException($"--keep {o.Keep.ToString(System.Globalization.CultureInfo.InvariantCulture)}: must be in (0, 1]");
-        var options = new EditOptions { Method = method, LearningRate = o.LearningRate ?? (float)ScalingRules.ReferenceEditLr, MaxSteps = o.MaxSteps, Coefficient = o.Coefficient };
-        options.Validate();   // option errors before any loading; the width rule sets the default lr below
+        new EditOptions { Method = method, LearningRate = o.LearningRate ?? (float)ScalingRules.ReferenceEditLr, MaxSteps = o.MaxSteps, Coefficient = o.Coefficient }
+            .Validate();   // option errors before any loading; the width rule sets the default lr in Edit
         if (method == EditMethod.Hprd && o.HypernetPath is null) throw new ArgumentException("--method hprd needs --hypernet");
         new CommandPaths().Input(o.ModelPath, "MODEL").Input(o.HypernetPath, "--hypernet").Inputs(o.Images, "--image").Input(o.BasePath, "--base").Output(o.OutPath, "--out").Check();
 
@@ -73,30 +99,69 @@ public static class EditJob
         using var backend = o.Backend.Create();
         using var vit = VitCheckpoint.Load(backend, loaded);
         string fingerprint = VitCheckpoint.Fingerprint(vit);
-        if (o.LearningRate is null) options = options with { LearningRate = (float)ScalingRules.EditLearningRate(vit.Config.EmbedDim) };
+        using var original = method == EditMethod.Hprd && o.BasePath is { } b ? VitCheckpoint.Load(backend, ModelFolder.Load(b)) : null;
+        if (original is not null && original.Config != vit.Config) throw new ArgumentException($"--base {o.BasePath}: its architecture differs from {o.ModelPath}");
+        using var net = method == EditMethod.Hprd ? HypernetFile.Load(backend, o.HypernetPath!, original ?? vit, original is null ? fingerprint : null) : null;
+        cancel.ThrowIfCancellationRequested();
+
+        progress.Note($"edit: {files.Count} image(s) → class {y} with {method.Name()}; {backend.Name}");
+        ModelEditor? editor = null;
+        try
+        {
+            var outcome = Edit(vit, fingerprint, new LoadedEdit
+            {
+                Pixels = pixels, ImageNames = files.Select(f => Path.GetFileName(f)).ToArray(), Label = y, Method = method, Keep = o.Keep,
+                LearningRate = o.LearningRate, MaxSteps = o.MaxSteps, Coefficient = o.Coefficient, Seed = o.Seed,
+            }, net is null ? null : new MaskSource(original ?? vit, net), target => editor = new ModelEditor(vit, target));
+            progress.Report(new JobProgress("edit", 1, 1, outcome.Result.Success ? "fixed" : "not fixed"));
+            outcome.Patch.Save(o.OutPath);
+            return new EditJobResult { Edit = outcome.Result, PatchPath = o.OutPath, Label = y, Images = files, ClassNames = loaded.Labels, Options = outcome.Options };
+        }
+        finally
+        {
+            editor?.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// Edits <paramref name="vit"/> in place from its current weights: the target and mask by method (HPRD's from
+    /// <paramref name="masks"/>), the masked optimisation, and the edit patch against <paramref name="fingerprint"/>
+    /// (the weights before). <paramref name="editorFor"/> gives the editor for the target, its originals snapshotted at
+    /// the current weights; the edit stays in the model whether or not it fixed the images (<see cref="ModelEditor.Revert"/>
+    /// undoes it).
+    /// </summary>
+    public static EditOutcome Edit(VitModel vit, string fingerprint, LoadedEdit edit, MaskSource? masks, Func<EditTarget, ModelEditor> editorFor)
+    {
+        ArgumentNullException.ThrowIfNull(vit);
+        ArgumentNullException.ThrowIfNull(edit);
+        ArgumentNullException.ThrowIfNull(editorFor);
+        var method = edit.Method;
+        if (!(edit.Keep > 0 && edit.Keep <= 1)) throw new ArgumentException($"--keep {edit.Keep.ToString(System.Globalization.CultureInfo.InvariantCulture)}: must be in (0, 1]");
+        var options = new EditOptions
+        {
+            Method = method, LearningRate = edit.LearningRate ?? (float)ScalingRules.EditLearningRate(vit.Config.EmbedDim),
+            MaxSteps = edit.MaxSteps, Coefficient = edit.Coefficient,
+        };
+        options.Validate();
+        int n = edit.ImageNames.Count, per = vit.Config.InChans * vit.Config.ImageSize * vit.Config.ImageSize;
+        if (n < 1 || edit.Pixels.Length != n * per)
+            throw new ArgumentException($"an edit needs at least one image and {per} values per image; got {n} image name(s) and {edit.Pixels.Length} values");
         EditTarget target;
         float[]? scores = null;
         if (method == EditMethod.Hprd)
         {
-            using var original = o.BasePath is { } b ? VitCheckpoint.Load(backend, ModelFolder.Load(b)) : null;
-            var reference = original ?? vit;
-            if (reference.Config != vit.Config) throw new ArgumentException($"--base {o.BasePath}: its architecture differs from {o.ModelPath}");
-            using var net = HypernetFile.Load(backend, o.HypernetPath!, reference, original is null ? fingerprint : null);
-            target = new EditTarget(vit.Config, net.EditBlocks);
-            scores = new MaskPredictor(reference, net.Network, target).Scores(pixels, files.Count);
+            if (masks is null) throw new ArgumentException("--method hprd needs --hypernet");
+            if (masks.Reference.Config != vit.Config) throw new ArgumentException("the hypernetwork's reference model has another architecture than the model edited");
+            target = new EditTarget(vit.Config, masks.Hypernet.EditBlocks);
+            scores = new MaskPredictor(masks.Reference, masks.Hypernet.Network, target).Scores(edit.Pixels, n);
         }
         else target = EditTarget.Default(vit.Config);
-        var mask = EditMaskPolicy.For(method, target, o.Keep, scores, o.Seed);
-        cancel.ThrowIfCancellationRequested();
-
-        progress.Note($"edit: {files.Count} image(s) → class {y} with {method.Name()}; {backend.Name}");
-        using var editor = new ModelEditor(vit, target);
-        var labels = Enumerable.Repeat(y, files.Count).ToArray();
-        var result = editor.Edit(pixels, labels, mask, options);
-        progress.Report(new JobProgress("edit", 1, 1, result.Success ? "fixed" : "not fixed"));
+        var mask = EditMaskPolicy.For(method, target, edit.Keep, scores, edit.Seed);
+        var editor = editorFor(target);
+        var labels = Enumerable.Repeat(edit.Label, n).ToArray();
+        var result = editor.Edit(edit.Pixels, labels, mask, options);
         var patch = EditPatch.FromEdit(vit, target, method.IsFineTuning() ? null : mask, target.Units.Select(u => editor.OriginalValues(u.Index)).ToList(),
-            fingerprint, method.Name(), method.IsFineTuning() ? 1.0 : o.Keep, labels, files.Select(Path.GetFileName).ToArray()!, result);
-        patch.Save(o.OutPath);
-        return new EditJobResult { Edit = result, PatchPath = o.OutPath, Label = y, Images = files, ClassNames = loaded.Labels, Options = options };
+            fingerprint, method.Name(), method.IsFineTuning() ? 1.0 : edit.Keep, labels, edit.ImageNames.ToArray(), result);
+        return new EditOutcome(result, patch, options, editor);
     }
 }

@@ -47,6 +47,10 @@ public sealed class ServeApiTests
         await s.PredictAsync(ServeAssets.Failure);
         string metrics = await s.Client.GetStringAsync("/metrics");
         Assert.Contains("wte_predict_batch_size_count 1", metrics);
+        // The per-stage times the load test (perf/serve_load.py) breaks a request into.
+        Assert.Contains("wte_predict_decode_seconds_count 1", metrics);
+        Assert.Contains("wte_predict_queue_seconds_count 1", metrics);
+        Assert.Contains("wte_predict_forward_seconds_count 1", metrics);
         Assert.Contains("wte_model_version 0", metrics);
         Assert.Contains("http_request_duration_seconds_count{", metrics);
         Assert.Contains("endpoint=\"/v1/predict\"", metrics);
@@ -178,6 +182,32 @@ public sealed class ServeApiTests
             await using var s = await TestServe.StartAsync();
             var edit = await TestServe.Read(await s.Client.PostAsync("/v1/edits", TestServe.EditForm(ServeAssets.Failure2, more: ("keep", "0.25"))), 201);
             var record = edit["record"]!.AsObject();
+            Assert.Equal(cli.Select(p => p.Key).Order(), record.Select(p => p.Key).Order());
+            foreach (string key in new[] { "method", "success", "steps", "labels", "predictions_before", "predictions_after", "kept_gates", "total_gates",
+                                           "weights_changed", "weights_editable", "hashes_before", "hashes_after", "loss_history", "target_prob_after" })
+                Assert.True(JsonNode.DeepEquals(cli[key], record[key]), $"{key}: cli {cli[key]?.ToJsonString()} vs server {record[key]?.ToJsonString()}");
+        }
+        finally { Directory.Delete(folder, true); }
+    }
+
+    [Fact]
+    public async Task Without_lr_an_edit_takes_the_width_rule_like_wte_edit_and_gives_the_same_record()
+    {
+        string folder = Directory.CreateTempSubdirectory("wte-serve-cli-").FullName;
+        try
+        {
+            var stdout = new StringWriter();
+            int code = WteCommands.Run(["edit", ServeAssets.Model, "--image", ServeAssets.Failure, "--label", "0", "--method", "random", "--keep", "0.25",
+                "--seed", "3", "--max-steps", "30", "--threads", "1", "--out", Path.Combine(folder, "p.safetensors"), "--json"], stdout, new StringWriter());
+            Assert.True(code is 0 or 2, $"wte edit exited {code}");
+            var cli = JsonNode.Parse(stdout.ToString())!.AsObject();
+
+            await using var s = await TestServe.StartAsync();
+            var answer = await s.Client.PostAsync("/v1/edits", TestServe.Form([ServeAssets.Failure], ("label", "0"), ("method", "random"), ("keep", "0.25"),
+                ("seed", "3"), ("max_steps", "30")));
+            // Fixed: 201 with the record; not fixed: 422 with the record (and nothing changed), as wte edit exits 0 or 2.
+            var body = await TestServe.Read(answer, code == 0 ? 201 : 422);
+            var record = body["record"]!.AsObject();
             Assert.Equal(cli.Select(p => p.Key).Order(), record.Select(p => p.Key).Order());
             foreach (string key in new[] { "method", "success", "steps", "labels", "predictions_before", "predictions_after", "kept_gates", "total_gates",
                                            "weights_changed", "weights_editable", "hashes_before", "hashes_after", "loss_history", "target_prob_after" })
