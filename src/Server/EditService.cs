@@ -141,6 +141,7 @@ public sealed class EditService : IDisposable
         if (edit.Method == EditMethod.Hprd && _hypernet is null)
             throw ApiError.BadRequest("method: hprd needs a hypernetwork; start the server with --hypernet, or choose ft-l1, ft-l2 or random");
         await _lock.WaitAsync(cancel);
+        _metrics.EditRunning.Set(1);
         var clock = Stopwatch.StartNew();
         string outcome = "error";
         try
@@ -173,6 +174,7 @@ public sealed class EditService : IDisposable
         finally
         {
             _metrics.EditDuration.WithLabels(edit.Method.Name(), outcome).Observe(clock.Elapsed.TotalSeconds);
+            _metrics.EditRunning.Set(0);
             _lock.Release();
         }
     }
@@ -181,6 +183,7 @@ public sealed class EditService : IDisposable
     public async Task<WeightsVersion> RevertAsync(string id, CancellationToken cancel)
     {
         await _lock.WaitAsync(cancel);
+        _metrics.EditRunning.Set(1);
         var clock = Stopwatch.StartNew();
         try
         {
@@ -211,6 +214,7 @@ public sealed class EditService : IDisposable
         }
         finally
         {
+            _metrics.EditRunning.Set(0);
             _lock.Release();
         }
     }

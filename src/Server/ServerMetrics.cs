@@ -22,6 +22,7 @@ public sealed class ServerMetrics
             new HistogramConfiguration { Buckets = Histogram.ExponentialBuckets(0.001, 2, 14) });
         ModelVersion = Factory.CreateGauge("wte_model_version", "The weights version predictions are answered with.");
         ActiveEdits = Factory.CreateGauge("wte_active_edits", "Edits applied to the base model now.");
+        EditRunning = Factory.CreateGauge("wte_edit_running", "1 while an edit or revert holds the edit lock (others queue behind it), else 0.");
     }
 
     public CollectorRegistry Registry { get; }
@@ -35,4 +36,5 @@ public sealed class ServerMetrics
     public Histogram RevertDuration { get; }
     public Gauge ModelVersion { get; }
     public Gauge ActiveEdits { get; }
+    public Gauge EditRunning { get; }
 }

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using Xunit;
 using System.Net.Http.Headers;
 using System.Text.Json;
@@ -402,7 +403,13 @@ public sealed class ServeApiTests
         // The first edit holds the edit lock (1000 steps, the most a request may ask, at a learning rate too small to
         // fix anything: over a second even on a quiet machine) far longer than the second may wait for it.
         var first = s.Client.PostAsync("/v1/edits", TestServe.Form([ServeAssets.Failure], ("label", "0"), ("lr", "1e-9"), ("max_steps", "1000")));
-        await Task.Delay(50);
+        // The second is sent only once the first holds the edit lock (on a loaded machine it could otherwise get there first).
+        var waited = Stopwatch.StartNew();
+        while (!(await s.Client.GetStringAsync("/metrics")).Contains("\nwte_edit_running 1"))
+        {
+            Assert.True(waited.Elapsed < TimeSpan.FromSeconds(30), "the first edit never took the edit lock");
+            await Task.Delay(5);
+        }
         var second = await s.Client.PostAsync("/v1/edits", TestServe.EditForm(ServeAssets.Failure2, method: "ft-l2"));
         await TestServe.ErrorAsync(second, 504, "request");
         var firstAnswer = await first;
