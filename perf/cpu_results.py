@@ -86,7 +86,11 @@ def table(raw_path, threads):
                "B=1 with its EditPass: blocks 7–11 on the cached output of blocks 0–6, the last block for [CLS] only, weight "
                "gradients for the masked 10 % of the 6 edited fc1/fc2 matrices, masked RMSprop). ONNX Runtime: perf/OrtBench "
                "(CPU EP, ORT_ENABLE_ALL, intra-op threads = threads, inter-op 1). PyTorch: perf/torch_peer.py (its edit step is "
-               "the reference's: full forward + backward with every parameter's gradient). GFLOP/s count 2 × the multiply-adds "
+               "the reference's: full forward + backward with every parameter's gradient). TorchSharp 0.107.0 (LibTorch 2.10): "
+               "perf/TorchSharpBench, the same ViT in TorchSharp modules on wte's weights (loads on Debian 12 through "
+               "perf/TorchSharpBench/glibcxx-shim.sh). PyTorch and LibTorch ran with OMP_WAIT_POLICY=PASSIVE and ONNX Runtime "
+               "without intra-op spinning: on this oversubscribed machine their spinning defaults were up to 80× slower. "
+               "GFLOP/s count 2 × the multiply-adds "
                "of the matmuls; forward+backward counts 3× the forward." +
                (f" Not measured in this run: {', '.join(missing)} (see perf/RESULTS.md notes)." if missing else ""))
     return "\n".join(out)

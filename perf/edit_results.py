@@ -23,7 +23,7 @@ def table(raw_path, threads):
         groups.setdefault((r["case"], r["impl"], r["threads"]), []).append(r)
     loads = [r[k] for r in rows for k in ("load_before", "load_after")]
     out = [f"Measured {datetime.date.today().isoformat()} on {cpu_name()}, {os.cpu_count()} cores, {threads} threads for "
-           f"both (PyTorch also at 1 thread on the small model), fp32, batch 1 (one edit image), keep 10 %, "
+           f"both (PyTorch with OMP_WAIT_POLICY=PASSIVE), fp32, batch 1 (one edit image), keep 10 %, "
            f"timed edits in rounds interleaved wte / PyTorch / wte full path. "
            f"The machine was shared: 1-minute load {min(loads):.1f}–{max(loads):.1f} during the run (2 cores), so every "
            f"figure is a median over rounds with its min–max, and ratios are of medians from the same run.", ""]

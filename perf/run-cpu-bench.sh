@@ -16,6 +16,10 @@ seconds=${5:-3}
 out=perf/out/cpu; mkdir -p "$out"
 raw="$out/cpu-bench.jsonl"; : > "$raw"
 py=/usr/bin/python3   # Debian's python3 with python3-torch 1.13 (not a pyenv one)
+# Every peer in its best mode for a shared, oversubscribed machine: OpenMP threads (PyTorch, LibTorch) wait passively
+# (spinning made LibTorch's vit_tiny forward 80× slower here), ONNX Runtime's intra-op threads do not spin (--spin 0).
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
+ort_spin=${ORT_SPIN:-0}
 dotnet build src/Cli/Cli.csproj -c Release -v q -nologo >/dev/null
 dotnet build perf/EditBench -c Release -v q -nologo >/dev/null
 dotnet build perf/OrtBench -c Release -v q -nologo >/dev/null
@@ -58,7 +62,7 @@ for round in $(seq "$rounds"); do
     for batch in ${batches//,/ }; do
       echo "round $round: $model batch $batch" >&2
       measure wte $wte bench --model "$model" --batch "$batch" --threads "$threads" --gemm managed --seconds "$seconds" --json
-      measure ort $ort --onnx "$out/$model.onnx" --model "$model" --batch "$batch" --threads "$threads" --seconds "$seconds"
+      measure ort $ort --onnx "$out/$model.onnx" --model "$model" --batch "$batch" --threads "$threads" --seconds "$seconds" --spin "$ort_spin"
       [[ -n $ts ]] && measure torchsharp $ts --weights "$out/$model.safetensors" --model "$model" --batch "$batch" --threads "$threads" --seconds "$seconds"
       measure pytorch $py perf/torch_peer.py --model "$model" --batch "$batch" --threads "$threads" --min-time "$seconds"
     done

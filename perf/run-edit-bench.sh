@@ -14,11 +14,14 @@ raw="$out/edit-bench.jsonl"; : > "$raw"
 dotnet build perf/EditBench -c Release -v q -nologo >/dev/null
 bench="dotnet perf/EditBench/bin/Release/net10.0/EditBench.dll"
 py=/usr/bin/python3   # Debian's python3 with python3-torch 1.13
+# PyTorch's OpenMP threads busy-wait at every barrier by default; on a shared, oversubscribed machine that made its
+# 2-thread edit of the small model 80× slower than its 1-thread one. Passive waiting is its best setting there.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 load() { cut -d' ' -f1 /proc/loadavg; }
 measure() {
   local before; before=$(load)
   "$@" | while read -r line; do
-    [[ $line == \{* ]] && echo "${line%\}},\"load_before\":$before,\"load_after\":$(load)}"
+    if [[ $line == \{* ]]; then echo "${line%\}},\"load_before\":$before,\"load_after\":$(load)}"; fi
   done >> "$raw"
 }
 steps_of() { [[ $1 == vit_base ]] && echo "--max-steps $base_steps" || true; }
@@ -34,8 +37,6 @@ for round in $(seq "$rounds"); do
     measure $py perf/peers/pytorch_edit.py "$out/$case" --threads "$threads" --repeats 1
     # shellcheck disable=SC2046
     measure $bench --case "$case" --threads "$threads" --repeats 1 $(steps_of "$case") --path full
-    # PyTorch's 2-thread runs of this tiny model spend most of their time in OpenMP barriers: its 1-thread time too.
-    [[ $case == fashion && $threads != 1 ]] && measure $py perf/peers/pytorch_edit.py "$out/$case" --threads 1 --repeats 1
   done
 done
 $py perf/edit_results.py "$raw" "$threads" > "$out/edit-table.md"

@@ -11,7 +11,7 @@ using WhereToEdit.Engine.Tensors;
 // model's forward for the [CLS] features, the hypernetwork, the global top-k mask, a new ModelEditor, then masked
 // RMSprop steps until the stop rule (every image right and mean CE ≤ 0.01) or --max-steps.
 // Usage: dotnet EditBench.dll --case vit_base|fashion [--threads 2] [--repeats 3] [--max-steps N] [--write-case DIR]
-//                             [--path fast|full]
+//                             [--path fast|full|both]
 //        dotnet EditBench.dll --write-weights FILE.safetensors --preset vit_base_patch16_224   (the bench's random weights)
 // --write-case saves the weights, hypernetwork, image and settings for perf/peers/pytorch_edit.py (run that on the same
 // folder). Prints one JSON line per timed edit (wall and process CPU time) after an untimed one-step warm-up edit.
@@ -45,7 +45,7 @@ string caseName = opts.GetValueOrDefault("case", "vit_base");
 int threads = int.Parse(opts.GetValueOrDefault("threads", "2"), CultureInfo.InvariantCulture);
 int repeats = int.Parse(opts.GetValueOrDefault("repeats", "3"), CultureInfo.InvariantCulture);
 string path = opts.GetValueOrDefault("path", "fast");
-if (path is not ("fast" or "full")) { Console.Error.WriteLine($"EditBench: --path '{path}': expected fast or full"); return 2; }
+if (path is not ("fast" or "full" or "both")) { Console.Error.WriteLine($"EditBench: --path '{path}': expected fast, full or both"); return 2; }
 string repo = Path.GetFullPath(Path.Combine(AppContext.BaseDirectory, "../../../../.."));
 
 using var be = new CpuBackend(new CpuBackendOptions { Threads = threads });
@@ -109,9 +109,13 @@ if (opts.TryGetValue("write-case", out var dir))
 
 var original = vit.Parameters.Select(p => p.Value.ToArray()).ToArray();
 var process = Process.GetCurrentProcess();
-for (int run = 0; run <= repeats; run++)
+// --path both alternates the fast and the full path edit by edit in this one process (A B A B ...), each warmed up.
+int runs = path == "both" ? 2 * (repeats + 1) : repeats + 1;
+for (int i = 0; i < runs; i++)
 {
-    for (int i = 0; i < original.Length; i++) vit.Parameters[i].Value.CopyFrom(original[i]);
+    int run = path == "both" ? i / 2 : i;
+    bool fast = path == "both" ? i % 2 == 0 : path == "fast";
+    for (int p = 0; p < original.Length; p++) vit.Parameters[p].Value.CopyFrom(original[p]);
     be.Synchronize();
     process.Refresh();
     var cpu0 = process.TotalProcessorTime;
@@ -119,7 +123,7 @@ for (int run = 0; run <= repeats; run++)
     var scores = new MaskPredictor(vit, net, target).Scores(pixels, 1);
     var mask = EditMask.TopK(target, scores, keep);
     double maskMs = sw.Elapsed.TotalMilliseconds;
-    using var editor = new ModelEditor(vit, target, fastPath: path == "fast");
+    using var editor = new ModelEditor(vit, target, fastPath: fast);
     // Run 0 is an untimed one-step warm-up (JIT, first touch of the buffers).
     var result = editor.Edit(pixels, [label], mask, run == 0 ? options with { MaxSteps = 1 } : options);
     be.Synchronize();
@@ -129,7 +133,7 @@ for (int run = 0; run <= repeats; run++)
     if (run == 0) continue;
     Console.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object>
     {
-        ["impl"] = path == "fast" ? "wte" : "wte-fullpath", ["case"] = caseName, ["threads"] = threads, ["backend"] = be.Name,
+        ["impl"] = fast ? "wte" : "wte-fullpath", ["in_process_ab"] = path == "both", ["case"] = caseName, ["threads"] = threads, ["backend"] = be.Name,
         ["run"] = run, ["total_ms"] = Math.Round(totalMs, 2), ["cpu_ms"] = Math.Round(cpuMs, 1), ["mask_ms"] = Math.Round(maskMs, 2), ["steps"] = result.Steps,
         ["success"] = result.Success, ["initial_loss"] = result.InitialLoss, ["final_loss"] = result.FinalLoss,
         ["ms_per_step"] = Math.Round((totalMs - maskMs) / Math.Max(1, result.Steps), 2), ["kept_gates"] = result.KeptGates,

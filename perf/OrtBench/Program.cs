@@ -5,7 +5,7 @@ using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
 
 // Forward throughput of an exported ViT (perf/peers/export_onnx.py) on ONNX Runtime's CPU execution provider.
-// Usage: dotnet OrtBench.dll --onnx MODEL.onnx --model NAME [--batch 1,8] [--threads 2] [--seconds 5] [--profile PREFIX]
+// Usage: dotnet OrtBench.dll --onnx MODEL.onnx --model NAME [--batch 1,8] [--threads 2] [--seconds 5] [--spin 0|1] [--profile PREFIX]
 //        [--check-logits FILE.f32]   (compares batch-1 logits of a zero image against FILE, written by the same model in wte)
 // One JSON line per batch: {"impl":"onnxruntime-1.31.1", "model", "batch", "threads", "forward_images_per_s", ...}.
 var opts = new Dictionary<string, string>();
@@ -25,6 +25,8 @@ using var so = new SessionOptions
     IntraOpNumThreads = threads, InterOpNumThreads = 1, ExecutionMode = ExecutionMode.ORT_SEQUENTIAL,
     GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL,
 };
+// Spinning intra-op threads (ORT's default) can only lose on a shared, oversubscribed machine: --spin 0 turns it off.
+if (opts.GetValueOrDefault("spin", "1") == "0") so.AddSessionConfigEntry("session.intra_op.allow_spinning", "0");
 if (opts.TryGetValue("profile", out var profilePrefix)) { so.EnableProfiling = true; so.ProfileOutputPathPrefix = profilePrefix; }
 using var session = new InferenceSession(onnxPath, so);
 var input = session.InputMetadata.First();
@@ -51,6 +53,7 @@ foreach (int batch in batches)
     {
         ["impl"] = "onnxruntime-" + version, ["model"] = modelName, ["batch"] = batch, ["threads"] = threads, ["device"] = "cpu",
         ["dtype"] = "fp32", ["forward_images_per_s"] = Math.Round(perSecond, 3), ["iterations"] = iterations,
+        ["spin"] = opts.GetValueOrDefault("spin", "1"),
     }));
 }
 
