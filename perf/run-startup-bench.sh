@@ -15,7 +15,7 @@ raw="$out/startup.jsonl"; : > "$raw"
 image=assets/fashion_mnist/benchmark/natural/0_3/00674.png
 for kind in jit r2r; do
   if [[ ! -f $out/$kind/wte.dll || ${REPUBLISH:-0} == 1 ]]; then
-    extra=(); [[ $kind == r2r ]] && extra=(-p:PublishReadyToRun=true)
+    extra=(-p:PublishReadyToRun=false); [[ $kind == r2r ]] && extra=(-p:PublishReadyToRun=true)
     echo "publishing $kind" >&2
     dotnet publish src/Cli -c Release -r linux-x64 --self-contained false -v q -nologo "${extra[@]}" -o "$out/$kind" >/dev/null
   fi
@@ -35,7 +35,7 @@ for round in $(seq "$rounds"); do
       # shellcheck disable=SC2086
       env $envs "$out/$kind/wte" predict "$file" "$image" --threads "$threads" --top-k 1 --json >/dev/null
       t1=$(date +%s.%N)
-      echo "{\"what\":\"predict\",\"model\":\"$name\",\"publish\":\"$kind\",\"env\":\"$envs\",\"round\":$round,\"seconds\":$(echo "$t1 - $t0" | bc),\"load_before\":$before,\"load_after\":$(load)}" >> "$raw"
+      echo "{\"what\":\"predict\",\"model\":\"$name\",\"publish\":\"$kind\",\"env\":\"$envs\",\"round\":$round,\"seconds\":$(printf '%.3f' "$(echo "$t1 - $t0" | bc)"),\"load_before\":$before,\"load_after\":$(load)}" >> "$raw"
     done
     before=$(load)
     # shellcheck disable=SC2086
