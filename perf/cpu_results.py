@@ -41,7 +41,7 @@ def table(raw_path, threads):
     impl_name = {}
     for r in rows:
         if "tag" in r and r.get("what") != "sgemm":
-            impl_name.setdefault(r["tag"], r.get("impl") or r.get("backend") or r["tag"])
+            impl_name.setdefault(r["tag"], r.get("impl") or f"wte ({r.get('backend', '?')})")
     rounds = len([r for r in rows if r.get("tag") == "sgemm-native" and r.get("attempt") == "first"])
     out = [f"Measured {datetime.date.today().isoformat()} on {cpu_name()}, {os.cpu_count()} cores, {threads} threads for "
            f"every implementation, fp32, random weights (the same numbers for wte, ONNX Runtime and TorchSharp; PyTorch its "
