@@ -56,6 +56,7 @@ public sealed class EditPassTests(ITestOutputHelper output)
     public static TheoryData<string, int[], int, bool> Cases => new()
     {
         { "bias", [2, 3], 1, true },      // edits the last block itself
+        { "bias", [3], 2, true },         // edits the last block only: the backward ends inside it
         { "bias", [1, 2], 3, true },      // last block only forwarded, batch 3
         { "nobias", [0, 1], 2, true },    // no qkv bias, three heads' worth of width per head
         { "bias", [1, 2], 2, false },     // whole matrices (FT)
