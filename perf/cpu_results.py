@@ -45,9 +45,12 @@ def table(raw_path, threads):
     rounds = len([r for r in rows if r.get("tag") == "sgemm-native" and r.get("attempt") == "first"])
     out = [f"Measured {datetime.date.today().isoformat()} on {cpu_name()}, {os.cpu_count()} cores, {threads} threads for "
            f"every implementation, fp32, random weights (the same numbers for wte, ONNX Runtime and TorchSharp; PyTorch its "
-           f"own init), 224 px, {rounds} interleaved round(s). The machine was shared: 1-minute load "
-           f"{min(loads):.1f}–{max(loads):.1f} on 2 cores during the run, so the figures are far below a quiet machine's; "
-           f"each cell is the best over rounds (median in parentheses), ratios are of bests from the same run.", ""]
+           f"own init), 224 px, {rounds} interleaved round(s). The machine is shared: 1-minute load "
+           f"{min(loads):.1f}–{max(loads):.1f} on {os.cpu_count()} cores during the run"
+           + (", so the figures are far below a quiet machine's" if max(loads) > 2 * (os.cpu_count() or 1) else "") +
+           "; each cell is the best over rounds (median in parentheses), ratios are of bests from the same run." +
+           (" Rows measured after the rounds (a peer that failed to load in them, re-run interleaved with wte) are "
+            "marked †." if any(r.get("attempt") == "supplement" for r in rows) else ""), ""]
     if sg:
         out.append(f"sgemm ceiling (OpenBLAS cblas_sgemm 2048³, {threads} threads, best of 10): native kernel "
                    f"**{native:.0f} GFLOP/s** ({sg['sgemm-native'][0]['kernel']}); with OPENBLAS_CORETYPE={env_core} "
@@ -78,7 +81,8 @@ def table(raw_path, threads):
             rf = "1" if t == "wte" else ("–" if f[0] is None or w_f is None else f"**{w_f / f[0]:.2f}×**")
             rb = "1" if t == "wte" else ("–" if b[0] is None or w_b is None else f"**{w_b / b[0]:.2f}×**")
             re = "1" if t == "wte" else ("–" if e[0] is None or w_e is None else f"**{e[0] / w_e:.1f}×**")
-            out.append(f"| {model} | {batch} | {impl_name.get(t, t)} | {fmt(f)} | {fmt(ff, 0)} | {pct(ff)} | {fmt(b)} | "
+            dagger = " †" if t != "wte" and all(r.get("attempt") == "supplement" for r in g) else ""
+            out.append(f"| {model} | {batch} | {impl_name.get(t, t)}{dagger} | {fmt(f)} | {fmt(ff, 0)} | {pct(ff)} | {fmt(b)} | "
                        f"{fmt(bf, 0)} | {pct(bf)} | {es} | {rf} | {rb} | {re} |")
     missing = [t for t in ORDER if not any(r.get("tag") == t for r in rows)]
     out.append("")

@@ -13,8 +13,9 @@ native=bin/${1:-Release}/net10.0/runtimes/linux-x64/native
 lib=$native/libLibTorchSharp.so
 [[ -f $lib ]] || { echo "glibcxx-shim: $lib not found: build perf/TorchSharpBench first" >&2; exit 1; }
 command -v patchelf >/dev/null || { echo "glibcxx-shim: needs patchelf (apt-get install patchelf)" >&2; exit 1; }
-if objdump -T /usr/lib/x86_64-linux-gnu/libstdc++.so.6 | grep -q 'GLIBCXX_3\.4\.32'; then exit 0; fi   # a new enough libstdc++
-if [[ -f $native/libwte_ios_init.so ]]; then exit 0; fi                                                 # already patched
+if objdump -T /usr/lib/x86_64-linux-gnu/libstdc++.so.6 | grep 'GLIBCXX_3\.4\.32' >/dev/null; then exit 0; fi   # a new enough libstdc++
+# Already patched (a rebuild copies the package's file over the patched one, so look at the file itself):
+if ! objdump -T "$lib" | grep 'GLIBCXX_3\.4\.32' >/dev/null; then exit 0; fi
 cat > "$native/wte_ios_init.cpp" <<'CPP'
 #include <ios>
 namespace std { void ios_base_library_init() { static ios_base::Init init; } }
