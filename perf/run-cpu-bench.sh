@@ -1,28 +1,75 @@
 #!/usr/bin/env bash
-# Side-by-side CPU benchmark: `wte bench` (both GEMMs) and the PyTorch peer (perf/torch_peer.py) on the
-# same shapes and thread count, in one run; writes perf/RESULTS.md (CPU section) via perf/make_results.py.
-# Usage: perf/run-cpu-bench.sh [threads=2] [models=vit_tiny_patch16_224,vit_small_patch16_224,vit_base_patch16_224] [batches=1,8]
+# Side-by-side CPU benchmark, interleaved: per round, per model and batch, `wte bench` (managed GEMM), ONNX Runtime
+# (perf/OrtBench on the model exported by perf/peers/export_onnx.py with wte's own random weights), TorchSharp
+# (perf/TorchSharpBench, when it builds and runs here) and PyTorch 1.13 (perf/torch_peer.py), then the OpenBLAS sgemm
+# ceiling with OPENBLAS_CORETYPE unset and as the environment sets it. Every line carries the 1-minute load before and
+# after; a measurement during which the load rose by more than half is run again (both kept, the retry marked).
+# Writes perf/out/cpu/cpu-bench.jsonl and the CPU section of perf/RESULTS.md (perf/cpu_results.py).
+# Usage: perf/run-cpu-bench.sh [threads=2] [rounds=2] [models=vit_base_patch16_224] [batches=1,8] [seconds=3]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 threads=${1:-2}
-models=${2:-vit_tiny_patch16_224,vit_small_patch16_224,vit_base_patch16_224}
-batches=${3:-1,8}
-out=perf/out; mkdir -p "$out"
+rounds=${2:-2}
+models=${3:-vit_base_patch16_224}
+batches=${4:-1,8}
+seconds=${5:-3}
+out=perf/out/cpu; mkdir -p "$out"
 raw="$out/cpu-bench.jsonl"; : > "$raw"
+py=/usr/bin/python3   # Debian's python3 with python3-torch 1.13 (not a pyenv one)
+# Every peer in its best mode for a shared, oversubscribed machine: OpenMP threads (PyTorch, LibTorch) wait passively
+# (spinning made LibTorch's vit_tiny forward 80× slower here), ONNX Runtime's intra-op threads do not spin (--spin 0).
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
+ort_spin=${ORT_SPIN:-0}
 dotnet build src/Cli/Cli.csproj -c Release -v q -nologo >/dev/null
+dotnet build perf/EditBench -c Release -v q -nologo >/dev/null
+dotnet build perf/OrtBench -c Release -v q -nologo >/dev/null
 wte="dotnet src/Cli/bin/Release/net10.0/wte.dll"
-py=/usr/bin/python3   # Debian's python3 with python3-torch (not a pyenv one)
+ort="dotnet perf/OrtBench/bin/Release/net10.0/OrtBench.dll"
+ts=""
+if dotnet build perf/TorchSharpBench -c Release -v q -nologo >"$out/torchsharp-build.log" 2>&1 \
+   && bash perf/TorchSharpBench/glibcxx-shim.sh >>"$out/torchsharp-build.log" 2>&1 \
+   && dotnet perf/TorchSharpBench/bin/Release/net10.0/TorchSharpBench.dll --check 1 >"$out/torchsharp-check.log" 2>&1; then
+  ts="dotnet perf/TorchSharpBench/bin/Release/net10.0/TorchSharpBench.dll"
+else
+  echo "TorchSharp peer unavailable (see $out/torchsharp-check.log); continuing without it" >&2
+fi
+load() { cut -d' ' -f1 /proc/loadavg; }
+# measure TAG CMD...: appends the command's JSON lines with the load, re-runs once if the load rose by more than half.
+measure() {
+  local tag=$1; shift
+  local attempt lines before after
+  for attempt in first retry; do
+    before=$(load)
+    lines=$("$@" | grep '^{' || true)
+    after=$(load)
+    while read -r line; do
+      [[ -n $line ]] && echo "${line%\}},\"tag\":\"$tag\",\"attempt\":\"$attempt\",\"load_before\":$before,\"load_after\":$after}" >> "$raw"
+    done <<< "$lines"
+    if ! $py -c "import sys; b, a = map(float, sys.argv[1:]); sys.exit(0 if a > 1.5 * b + 1 else 1)" "$before" "$after"; then break; fi
+    echo "  load rose from $before to $after during $tag: measuring again" >&2
+  done
+}
 for model in ${models//,/ }; do
-  for batch in ${batches//,/ }; do
-    for gemm in managed openblas; do
-      echo "wte bench $model batch $batch gemm $gemm" >&2
-      $wte bench --model "$model" --batch "$batch" --threads "$threads" --gemm "$gemm" --seconds 5 --json \
-        | sed "s/^{/{\"impl\":\"wte-$gemm\",/" >> "$raw"
+  if [[ ! -f $out/$model.onnx ]]; then
+    echo "exporting $model to ONNX" >&2
+    dotnet perf/EditBench/bin/Release/net10.0/EditBench.dll --write-weights "$out/$model.safetensors" --preset "$model"
+    $py perf/peers/export_onnx.py "$out/$model.safetensors" "$out/$model.onnx"
+    $ort --onnx "$out/$model.onnx" --model "$model" --batch 1 --seconds 0 --threads "$threads" --check-logits "$out/$model.safetensors.logits.f32" >/dev/null
+  fi
+done
+for round in $(seq "$rounds"); do
+  for model in ${models//,/ }; do
+    for batch in ${batches//,/ }; do
+      echo "round $round: $model batch $batch" >&2
+      measure wte $wte bench --model "$model" --batch "$batch" --threads "$threads" --gemm managed --seconds "$seconds" --json
+      measure ort $ort --onnx "$out/$model.onnx" --model "$model" --batch "$batch" --threads "$threads" --seconds "$seconds" --spin "$ort_spin"
+      [[ -n $ts ]] && measure torchsharp $ts --weights "$out/$model.safetensors" --model "$model" --batch "$batch" --threads "$threads" --seconds "$seconds"
+      measure pytorch $py perf/torch_peer.py --model "$model" --batch "$batch" --threads "$threads" --min-time "$seconds"
     done
   done
-  echo "torch_peer $model batches $batches" >&2
-  $py perf/torch_peer.py --model "$model" --batch "$batches" --threads "$threads" --min-time 5 >> "$raw"
+  measure sgemm-native env -u OPENBLAS_CORETYPE $py perf/peers/sgemm_ceiling.py --threads "$threads"
+  measure sgemm-env $py perf/peers/sgemm_ceiling.py --threads "$threads"
 done
-$py perf/make_results.py "$raw" "$threads" > "$out/cpu-table.md"
-$py perf/make_results.py --splice perf/RESULTS.md "$out/cpu-table.md"
+$py perf/cpu_results.py "$raw" "$threads" > "$out/cpu-table.md"
+$py perf/cpu_results.py --splice perf/RESULTS.md "$out/cpu-table.md"
 echo "wrote perf/RESULTS.md (raw: $raw)" >&2

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Security.Cryptography;
 using System.Text.Json.Serialization;
+using WhereToEdit.Engine.Backends;
 using WhereToEdit.Engine.Models;
 using WhereToEdit.Engine.Tensors;
 
@@ -86,7 +87,9 @@ public sealed record EditResult
 /// <summary>
 /// Edits a ViT in place on its backend (HPRD / FT-L1 / FT-L2 / random mask, method.md §5–6): the blocks before
 /// the first edited block run once and are cached; each step runs the rest forward and backward with weight
-/// gradients for the edited matrices only. <see cref="Revert"/> restores the weights the editor started from.
+/// gradients for the edited matrices only. On a backend with <see cref="IEditKernels"/> the steps run an
+/// <see cref="EditPass"/>: the last block for the [CLS] row only, and weight gradients for the masked hidden units
+/// only (HPRD, random). <see cref="Revert"/> restores the weights the editor started from.
 /// </summary>
 public sealed class ModelEditor : IDisposable
 {
@@ -95,10 +98,16 @@ public sealed class ModelEditor : IDisposable
     private readonly Parameter[] _params;
     private readonly Tensor[] _original, _state, _gates;
     private readonly BackwardOptions _backward;
+    private readonly bool _fast;
     private VitWorkspace? _ws;
+    private EditPass? _pass;
     private Tensor? _images, _labels;
 
-    public ModelEditor(VitModel model, EditTarget target)
+    public ModelEditor(VitModel model, EditTarget target) : this(model, target, fastPath: true) { }
+
+    /// <param name="fastPath">Use the <see cref="EditPass"/> where the backend has <see cref="IEditKernels"/> (false: the
+    /// model's full forward and truncated backward; the tests compare the two).</param>
+    public ModelEditor(VitModel model, EditTarget target, bool fastPath)
     {
         _model = model ?? throw new ArgumentNullException(nameof(model));
         Target = target ?? throw new ArgumentNullException(nameof(target));
@@ -109,10 +118,14 @@ public sealed class ModelEditor : IDisposable
         _state = _params.Select(p => _be.Allocate(p.Name + ".square_avg", p.Shape)).ToArray();
         _gates = target.Units.Select(u => _be.Allocate($"mask.{u.Index}", target.UnitSize)).ToArray();
         _backward = BackwardOptions.Truncated(target.FirstBlock, target.ParameterNames);
+        _fast = fastPath && _be is IEditKernels;
         SnapshotOriginal();
     }
 
     public EditTarget Target { get; }
+
+    /// <summary>Whether the steps run the <see cref="EditPass"/> ([CLS]-only last block, gather-GEMM weight gradients).</summary>
+    public bool FastPath => _fast;
 
     /// <summary>Takes the model's current edited matrices as the weights <see cref="Revert"/> returns to (and FT's W0).</summary>
     public void SnapshotOriginal()
@@ -182,6 +195,9 @@ public sealed class ModelEditor : IDisposable
         bool useMask = !options.Method.IsFineTuning();
         for (int r = 0; r < _gates.Length; r++) _gates[r].CopyFrom(useMask ? mask.UnitAsFloats(r) : Enumerable.Repeat(1f, Target.UnitSize).ToArray());
         _updateMasks = Target.Units.Select(u => useMask ? Target.UpdateMaskFor(u, _gates[u.Index]) : UpdateMask.None(_params[u.Index].Length)).ToArray();
+        if (_pass is not null)
+            for (int r = 0; r < _gates.Length; r++)
+                _pass.Select(r, useMask ? SelectedUnits(mask.UnitAsFloats(r)) : null);
         _options = options;
         _mask = mask;
         _n = n;
@@ -189,7 +205,8 @@ public sealed class ModelEditor : IDisposable
         _history.Clear();
         _history.EnsureCapacity(Math.Min(options.MaxSteps, 4096));   // no growth inside the step loop
 
-        _model.Forward(_ws!, _images, n);   // caches the input of the first edited block
+        if (_pass is not null) _pass.Forward(_ws!, _images, n);   // caches the input of the first edited block
+        else _model.Forward(_ws!, _images, n);
         (_lossBefore, _predBefore, _probBefore) = Evaluate(n);
         _loss = _lossBefore;
     }
@@ -206,15 +223,24 @@ public sealed class ModelEditor : IDisposable
         if (_steps >= options.MaxSteps) return false;
         if (_steps > 0)
         {
-            _model.ForwardFrom(_ws!, Target.FirstBlock, _n);
+            ForwardFrom(_n);
             _loss = Evaluate(_n, out bool done);
             if (done && _loss <= options.StopLoss) return false;
         }
         else if (Done(_predBefore, _labelHost) && _loss <= options.StopLoss) return false;
         TensorChecks.EnsureFinite(_loss, "edit loss");
         _history.Add(_loss);
-        foreach (var p in _params) _be.Fill(p.Grad, 0f);
-        _model.Backward(_ws!, _n, _backward);
+        if (_pass is not null)
+        {
+            // Masked units: the pass overwrites the selected rows/columns, the only ones the masked step reads.
+            if (options.Method.IsFineTuning()) foreach (var p in _params) _be.Fill(p.Grad, 0f);
+            _pass.Backward(_ws!, _n);
+        }
+        else
+        {
+            foreach (var p in _params) _be.Fill(p.Grad, 0f);
+            _model.Backward(_ws!, _n, _backward);
+        }
         for (int i = 0; i < _params.Length; i++)
         {
             var p = _params[i];
@@ -241,7 +267,7 @@ public sealed class ModelEditor : IDisposable
         var options = _options ?? throw new InvalidOperationException("Finish before Begin");
         int n = _n;
         var labels = _labelHost.AsSpan(0, n).ToArray();
-        _model.ForwardFrom(_ws!, Target.FirstBlock, n);
+        ForwardFrom(n);
         var (lossAfter, predAfter, probAfter) = Evaluate(n);
         _be.Synchronize();
         var hashesAfter = Hashes(out var after);
@@ -264,6 +290,22 @@ public sealed class ModelEditor : IDisposable
         _mask = null;
         _before = [];
         return result;
+    }
+
+    private void ForwardFrom(int n)
+    {
+        if (_pass is not null) _pass.ForwardFrom(_ws!, n);
+        else _model.ForwardFrom(_ws!, Target.FirstBlock, n);
+    }
+
+    private static int[] SelectedUnits(float[] gates)
+    {
+        int count = 0;
+        foreach (float g in gates) if (g != 0) count++;
+        var units = new int[count];
+        count = 0;
+        for (int j = 0; j < gates.Length; j++) if (gates[j] != 0) units[count++] = j;
+        return units;
     }
 
     private static bool Done(int[] predictions, int[] labels) => predictions.AsSpan().SequenceEqual(labels);
@@ -312,8 +354,9 @@ public sealed class ModelEditor : IDisposable
         var c = _model.Config;
         if (_ws is null || _ws.Capacity < n)
         {
-            _ws?.Dispose(); _images?.Dispose(); _labels?.Dispose();
+            _ws?.Dispose(); _pass?.Dispose(); _images?.Dispose(); _labels?.Dispose();
             _ws = _model.CreateWorkspace(n);
+            _pass = _fast ? new EditPass(_model, Target.FirstBlock, Target.Units.Select(u => (u.Parameter, u.Axis)).ToArray(), n) : null;
             _images = _be.Allocate("edit.images", n, c.InChans, c.ImageSize, c.ImageSize);
             _labels = _be.Allocate("edit.labels", n);
             _logitsHost = new float[n * c.NumClasses];
@@ -341,6 +384,6 @@ public sealed class ModelEditor : IDisposable
     public void Dispose()
     {
         foreach (var t in _original.Concat(_state).Concat(_gates)) t.Dispose();
-        _ws?.Dispose(); _images?.Dispose(); _labels?.Dispose();
+        _ws?.Dispose(); _pass?.Dispose(); _images?.Dispose(); _labels?.Dispose();
     }
 }

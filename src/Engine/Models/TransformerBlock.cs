@@ -122,26 +122,26 @@ public sealed class TransformerBlock
     /// overwritten. The attention branch is skipped when neither its parameters nor anything below need it.
     /// </summary>
     public void Backward(Tensor x, Activations a, Tensor dResidual, Scratch s, int batch, int tokens,
-                         Func<Parameter?, bool> wants, bool needInputGrad)
+                         Func<Parameter?, bool> wants, bool needInputGrad, IWeightGradients? weightGradients = null)
     {
         var be = Backend;
         int d = Dim, h = Hidden, rows = batch * tokens;
 
         // MLP branch: out = mid + fc2(gelu(fc1(ln2(mid)))).
-        MlpLinearBackward(be, dResidual, a.Gelu, Fc2Weight, Fc2Bias, a.Fc2PerSample, s.DHidden, batch, tokens, h, d, wants);
+        MlpLinearBackward(be, dResidual, a.Gelu, Fc2Weight, Fc2Bias, a.Fc2PerSample, s.DHidden, batch, tokens, h, d, wants, weightGradients);
         be.GeluBackward(a.Fc1, s.DHidden, s.DHidden, (long)rows * h);
         bool attentionWanted = wants(Norm1Weight) || wants(Norm1Bias) || wants(QkvWeight) || wants(QkvBias) || wants(ProjWeight) || wants(ProjBias);
         bool needMid = needInputGrad || attentionWanted || wants(Norm2Weight) || wants(Norm2Bias);
-        MlpLinearBackward(be, s.DHidden, a.Ln2, Fc1Weight, Fc1Bias, a.Fc1PerSample, needMid ? s.DTemp : null, batch, tokens, d, h, wants);
+        MlpLinearBackward(be, s.DHidden, a.Ln2, Fc1Weight, Fc1Bias, a.Fc1PerSample, needMid ? s.DTemp : null, batch, tokens, d, h, wants, weightGradients);
         if (!needMid) return;
         be.LayerNormBackward(s.DTemp, a.Mid, Norm2Weight.Value, a.Ln2Mean, a.Ln2Rstd, dResidual,
             wants(Norm2Weight) ? Norm2Weight.Grad : null, wants(Norm2Bias) ? Norm2Bias.Grad : null, rows, d, accumulateDx: true);
         if (!needInputGrad && !attentionWanted) return;
 
         // Attention branch: mid = x + proj(attn(qkv(ln1(x)))).
-        LinearBackward(be, dResidual, a.AttnOut, ProjWeight, ProjBias, s.DTemp, rows, d, d, wants);
+        LinearBackward(be, dResidual, a.AttnOut, ProjWeight, ProjBias, s.DTemp, rows, d, d, wants, weightGradients);
         be.AttentionBackward(s.DTemp, a.Qkv, a.Probs, s.DQkv, batch, tokens, Heads, HeadDim);
-        LinearBackward(be, s.DQkv, a.Ln1, QkvWeight, QkvBias, s.DTemp, rows, d, 3 * d, wants);
+        LinearBackward(be, s.DQkv, a.Ln1, QkvWeight, QkvBias, s.DTemp, rows, d, 3 * d, wants, weightGradients);
         be.LayerNormBackward(s.DTemp, x, Norm1Weight.Value, a.Ln1Mean, a.Ln1Rstd, dResidual,
             wants(Norm1Weight) ? Norm1Weight.Grad : null, wants(Norm1Bias) ? Norm1Bias.Grad : null, rows, d, accumulateDx: true);
     }
@@ -163,11 +163,12 @@ public sealed class TransformerBlock
     }
 
     private static void MlpLinearBackward(IBackend be, Tensor dy, Tensor x, Parameter weight, Parameter? bias, PerSampleWeights? perSample, Tensor? dx,
-                                          int batch, int tokens, int inFeatures, int outFeatures, Func<Parameter?, bool> wants)
+                                          int batch, int tokens, int inFeatures, int outFeatures, Func<Parameter?, bool> wants,
+                                          IWeightGradients? weightGradients)
     {
         if (perSample is null)
         {
-            LinearBackward(be, dy, x, weight, bias, dx, batch * tokens, inFeatures, outFeatures, wants);
+            LinearBackward(be, dy, x, weight, bias, dx, batch * tokens, inFeatures, outFeatures, wants, weightGradients);
             return;
         }
         perSample.Check(weight, batch);
@@ -188,17 +189,34 @@ public sealed class TransformerBlock
         if (bias is not null) be.AddBias(y, bias.Value, rows, outFeatures);
     }
 
-    /// <summary>For y = x·Wᵀ + b: dW += dyᵀ·x, db += Σ dy (when wanted), dx = dy·W (when dx is given; overwritten).</summary>
+    /// <summary>
+    /// For y = x·Wᵀ + b: dW += dyᵀ·x, db += Σ dy (when wanted), dx = dy·W (when dx is given; overwritten). A wanted weight
+    /// gradient that <paramref name="weightGradients"/> takes is computed its way instead.
+    /// </summary>
     public static void LinearBackward(IBackend be, Tensor dy, Tensor x, Parameter weight, Parameter? bias, Tensor? dx,
-                                      int rows, int inFeatures, int outFeatures, Func<Parameter?, bool> wants)
+                                      int rows, int inFeatures, int outFeatures, Func<Parameter?, bool> wants,
+                                      IWeightGradients? weightGradients = null)
     {
-        if (wants(weight))
+        if (wants(weight) && weightGradients?.TryWeightGradient(weight, dy, x, rows, inFeatures, outFeatures) != true)
             be.Gemm(true, false, outFeatures, inFeatures, rows, 1f, dy, 0, outFeatures, x, 0, inFeatures, 1f, weight.Grad, 0, inFeatures);
         if (bias is not null && wants(bias))
             be.BiasGradient(dy, bias.Grad, rows, outFeatures);
         if (dx is not null)
             be.Gemm(false, false, rows, inFeatures, outFeatures, 1f, dy, 0, outFeatures, weight.Value, 0, inFeatures, 0f, dx, 0, inFeatures);
     }
+}
+
+/// <summary>
+/// Computes some weights' gradients another way than the dense dW += dyᵀ·x of
+/// <see cref="TransformerBlock.LinearBackward"/> (the edit's gradients for the masked hidden units only).
+/// </summary>
+public interface IWeightGradients
+{
+    /// <summary>
+    /// For y[rows, out] = x[rows, in]·Wᵀ: computes the gradient of <paramref name="weight"/> its own way and returns true,
+    /// or returns false to leave it to the dense GEMM.
+    /// </summary>
+    bool TryWeightGradient(Parameter weight, Tensor dy, Tensor x, int rows, int inFeatures, int outFeatures);
 }
 
 /// <summary>

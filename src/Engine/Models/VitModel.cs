@@ -127,7 +127,18 @@ public sealed class VitModel : IDisposable
     /// <summary>Full forward of images [batch, C, H, W]: fills ws.Logits, ws.ClsFeature and caches every block input.</summary>
     public void Forward(VitWorkspace ws, Tensor images, int batch)
     {
+        ForwardUpTo(ws, images, batch, 0);
+        ForwardFrom(ws, 0, batch);
+    }
+
+    /// <summary>
+    /// The embeddings and blocks [0, <paramref name="stopBlock"/>) of images [batch, C, H, W]: fills ws.BlockInput[0..stopBlock]
+    /// (the cache <see cref="ForwardFrom"/> restarts from); no head.
+    /// </summary>
+    internal void ForwardUpTo(VitWorkspace ws, Tensor images, int batch, int stopBlock)
+    {
         CheckBatch(ws, batch);
+        if (stopBlock < 0 || stopBlock > Config.Depth) throw new ArgumentOutOfRangeException(nameof(stopBlock), stopBlock, $"block index must be in [0, {Config.Depth}]");
         var c = Config;
         if (images.Length < (long)batch * c.InChans * c.ImageSize * c.ImageSize)
             throw new ShapeMismatchException(images.Name, [batch, c.InChans, c.ImageSize, c.ImageSize], images.Shape);
@@ -138,7 +149,8 @@ public sealed class VitModel : IDisposable
         Linear(ws.Columns, PatchWeight, PatchBias, ws.PatchTokens, batch * p, c.PatchInputs, d);
         be.AssembleTokens(ws.PatchTokens, ClsToken.Value, PosEmbed.Value, ws.BlockInput[0], batch, p, d);
         ws.CachedBatch = batch;
-        ForwardFrom(ws, 0, batch);
+        for (int i = 0; i < stopBlock; i++)
+            Blocks[i].Forward(ws.BlockInput[i], ws.BlockInput[i + 1], ws.Blocks[i], batch, Config.Tokens);
     }
 
     /// <summary>
@@ -156,7 +168,8 @@ public sealed class VitModel : IDisposable
         Head(ws, batch);
     }
 
-    private void Head(VitWorkspace ws, int batch)
+    /// <summary>Final norm of the [CLS] rows of ws.BlockInput[depth] and the head: fills ws.ClsFeature and ws.Logits.</summary>
+    internal void Head(VitWorkspace ws, int batch)
     {
         var be = Backend;
         var c = Config;
@@ -193,10 +206,7 @@ public sealed class VitModel : IDisposable
         var be = Backend;
         int d = c.EmbedDim;
 
-        // Head: logits = clsFeature·Wᵀ + b, clsFeature = LN(x[:, 0]).
-        LinearBackward(ws.DLogits, ws.ClsFeature, HeadWeight, HeadBias, ws.DClsFeature, batch, d, c.NumClasses);
-        be.LayerNormBackward(ws.DClsFeature, ws.ClsRaw, NormWeight.Value, ws.NormMean, ws.NormRstd, ws.DClsRaw,
-            Wants(NormWeight) ? NormWeight.Grad : null, Wants(NormBias) ? NormBias.Grad : null, batch, d, accumulateDx: false);
+        HeadBackward(ws, batch);
         be.Fill(ws.DResidual, 0f);
         be.CopyRows(ws.DClsRaw, 0, d, ws.DResidual, 0, c.Tokens * d, batch, d, accumulate: false);
 
@@ -218,6 +228,27 @@ public sealed class VitModel : IDisposable
         if (options.InputGradient)
             be.Col2Im(ws.DColumns, ws.DInput, batch, c.InChans, c.ImageSize, c.ImageSize, c.PatchSize);
     }
+
+    /// <summary>
+    /// The head's backward (logits = clsFeature·Wᵀ + b, clsFeature = LN(x[:, 0])): ws.DClsRaw = d loss / d x[:, 0] from
+    /// ws.DLogits, and the head's and final norm's gradients where the current plan wants them.
+    /// </summary>
+    internal void HeadBackward(VitWorkspace ws, int batch)
+    {
+        int d = Config.EmbedDim;
+        LinearBackward(ws.DLogits, ws.ClsFeature, HeadWeight, HeadBias, ws.DClsFeature, batch, d, Config.NumClasses);
+        Backend.LayerNormBackward(ws.DClsFeature, ws.ClsRaw, NormWeight.Value, ws.NormMean, ws.NormRstd, ws.DClsRaw,
+            Wants(NormWeight) ? NormWeight.Grad : null, Wants(NormBias) ? NormBias.Grad : null, batch, d, accumulateDx: false);
+    }
+
+    /// <summary>Makes <paramref name="options"/> the plan that decides which gradients backward passes compute.</summary>
+    internal void UsePlan(BackwardOptions options)
+    {
+        if (!ReferenceEquals(options, _planFor)) Plan(options);
+    }
+
+    /// <summary>Whether the current plan wants <paramref name="p"/>'s gradient (the delegate the block backward takes).</summary>
+    internal Func<Parameter?, bool> WantsDelegate => _wants;
 
     private void Plan(BackwardOptions options)
     {

@@ -1,0 +1,160 @@
+using WhereToEdit.Engine.Backends.Cpu;
+using WhereToEdit.Engine.Editing;
+using WhereToEdit.Engine.Models;
+using WhereToEdit.Engine.Tensors;
+using Xunit;
+using Xunit.Abstractions;
+
+namespace WhereToEdit.Tests.Editing;
+
+/// <summary>
+/// The fast edit path (<see cref="EditPass"/>: [CLS]-only last block, gather-GEMM weight gradients for the masked units)
+/// against the full path (the model's forward and truncated backward) on small models: same logits, same gradients on
+/// the selected units, same edits.
+/// </summary>
+public sealed class EditPassTests(ITestOutputHelper output)
+{
+    private static readonly VitConfig WithBias = new()
+    {
+        ImageSize = 16, PatchSize = 4, InChans = 3, EmbedDim = 16, Depth = 4, NumHeads = 2, MlpHidden = 32, NumClasses = 5,
+    };
+
+    private static readonly VitConfig NoBias = WithBias with { Depth = 3, NumHeads = 4, EmbedDim = 24, MlpHidden = 40, QkvBias = false, InChans = 1 };
+
+    private static VitModel Model(CpuBackend be, VitConfig config, ulong seed)
+    {
+        var m = new VitModel(be, config);
+        var rng = new Rng(seed);
+        foreach (var p in m.Parameters)
+        {
+            bool lnWeight = p.Name.Contains("norm") && p.Name.EndsWith("weight");
+            double std = lnWeight ? 0.1 : p.Name == "head.weight" ? 1.5 : 0.2;
+            p.Value.CopyFrom(Enumerable.Range(0, (int)p.Length).Select(_ => (float)(rng.NextNormal() * std + (lnWeight ? 1 : 0))).ToArray());
+        }
+        return m;
+    }
+
+    private static float[] Images(VitConfig c, int n, ulong seed)
+    {
+        var rng = new Rng(seed);
+        return Enumerable.Range(0, n * c.InChans * c.ImageSize * c.ImageSize).Select(_ => (float)rng.NextNormal()).ToArray();
+    }
+
+    private static float MaxAbs(float[] a) => a.Length == 0 ? 0 : a.Max(Math.Abs);
+
+    private float CheckClose(string name, float[] expected, float[] actual, float relTolerance = 2e-5f)
+    {
+        Assert.Equal(expected.Length, actual.Length);
+        float err = 0;
+        for (int i = 0; i < expected.Length; i++) err = Math.Max(err, Math.Abs(expected[i] - actual[i]));
+        float scale = Math.Max(1e-3f, MaxAbs(expected));
+        output.WriteLine($"{name}: max |fast − full| = {err:E2} (max |full| = {scale:E2})");
+        Assert.True(err <= relTolerance * scale, $"{name}: max error {err} > {relTolerance} × {scale}");
+        return err;
+    }
+
+    public static TheoryData<string, int[], int, bool> Cases => new()
+    {
+        { "bias", [2, 3], 1, true },      // edits the last block itself
+        { "bias", [3], 2, true },         // edits the last block only: the backward ends inside it
+        { "bias", [1, 2], 3, true },      // last block only forwarded, batch 3
+        { "nobias", [0, 1], 2, true },    // no qkv bias, three heads' worth of width per head
+        { "bias", [1, 2], 2, false },     // whole matrices (FT)
+    };
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void Fast_pass_matches_the_full_forward_and_backward(string configName, int[] blocks, int batch, bool masked)
+    {
+        var config = configName == "bias" ? WithBias : NoBias;
+        using var be = new CpuBackend(new CpuBackendOptions { Threads = 2 });
+        using var model = Model(be, config, seed: 5);
+        var target = new EditTarget(config, blocks);
+        var mask = EditMask.Random(target, 0.3, seed: 9);
+        int[] labels = Enumerable.Range(0, batch).Select(i => (i * 2 + 1) % config.NumClasses).ToArray();
+        using var images = be.FromHost("x", Images(config, batch, 11), batch, config.InChans, config.ImageSize, config.ImageSize);
+        using var labelTensor = be.FromHost("y", labels.Select(l => (float)l).ToArray(), batch);
+
+        // Full path.
+        using var ws = model.CreateWorkspace(batch);
+        model.ZeroGrad();
+        model.Forward(ws, images, batch);
+        var fullLogits = ws.Logits.ToArray();
+        be.CrossEntropy(ws.Logits, labelTensor, ws.Losses, ws.DLogits, batch, config.NumClasses, 1f / batch);
+        model.Backward(ws, batch, BackwardOptions.Truncated(target.FirstBlock, target.ParameterNames));
+        var fullGrads = target.Units.Select(u => model[u.Parameter].Grad.ToArray()).ToArray();
+
+        // Fast path, in a fresh workspace, the gradients starting from garbage (the selected units are overwritten).
+        using var ws2 = model.CreateWorkspace(batch);
+        using var pass = new EditPass(model, target.FirstBlock, target.Units.Select(u => (u.Parameter, u.Axis)).ToArray(), batch);
+        foreach (var u in target.Units)
+        {
+            var g = model[u.Parameter].Grad;
+            if (masked) g.CopyFrom(Enumerable.Repeat(123f, (int)g.Length).ToArray()); else be.Fill(g, 0f);
+            var gates = mask.UnitAsFloats(u.Index);
+            pass.Select(u.Index, masked ? Enumerable.Range(0, gates.Length).Where(j => gates[j] != 0).ToArray() : null);
+        }
+        pass.Forward(ws2, images, batch);
+        CheckClose("logits", fullLogits, ws2.Logits.ToArray());
+        be.CrossEntropy(ws2.Logits, labelTensor, ws2.Losses, ws2.DLogits, batch, config.NumClasses, 1f / batch);
+        pass.Backward(ws2, batch);
+        int d = config.EmbedDim, h = config.MlpHidden;
+        foreach (var u in target.Units)
+        {
+            var fast = model[u.Parameter].Grad.ToArray();
+            var full = fullGrads[u.Index];
+            var gates = mask.UnitAsFloats(u.Index);
+            var expected = new List<float>();
+            var actual = new List<float>();
+            for (int i = 0; i < full.Length; i++)
+            {
+                int j = u.Axis == MaskAxis.Rows ? i / d : i % h;
+                if (!masked || gates[j] != 0) { expected.Add(full[i]); actual.Add(fast[i]); }
+                else Assert.Equal(123f, fast[i]);   // outside the selection: not written
+            }
+            Assert.True(expected.Count > 0);
+            Assert.True(MaxAbs(expected.ToArray()) > 0, $"{u.Parameter}: the full path's gradient is zero (the test would prove nothing)");
+            CheckClose($"{u.Parameter}.grad", expected.ToArray(), actual.ToArray());
+        }
+
+        // A second forward from the cache gives the same logits again.
+        pass.ForwardFrom(ws2, batch);
+        CheckClose("logits (from cache)", fullLogits, ws2.Logits.ToArray());
+    }
+
+    [Theory]
+    [InlineData("hprd")]
+    [InlineData("random")]
+    [InlineData("ft-l2")]
+    public void Edits_through_the_fast_path_match_the_full_path(string method)
+    {
+        var config = WithBias;
+        var target = EditTarget.Default(config);
+        var mask = EditMask.Random(target, 0.25, seed: 3);
+        var images = Images(config, 2, 7);
+        var options = new EditOptions { Method = EditMethods.Parse(method), LearningRate = 1e-2f, MaxSteps = 12, Coefficient = 0.1f };
+        int[] labels = [1, 4];
+
+        EditResult Run(bool fast, out float[][] weights)
+        {
+            using var be = new CpuBackend(new CpuBackendOptions { Threads = 2 });
+            using var model = Model(be, config, seed: 1);
+            using var editor = new ModelEditor(model, target, fastPath: fast);
+            Assert.Equal(fast, editor.FastPath);
+            var result = editor.Edit(images, labels, mask, options);
+            weights = target.Units.Select(u => model[u.Parameter].Value.ToArray()).ToArray();
+            return result;
+        }
+
+        var full = Run(false, out var fullWeights);
+        var fast = Run(true, out var fastWeights);
+        output.WriteLine($"{method}: steps full {full.Steps}, fast {fast.Steps}; losses full [{string.Join(", ", full.LossHistory.Select(l => l.ToString("G6")))}]");
+        Assert.Equal(full.Steps, fast.Steps);
+        Assert.True(full.Steps > 1);
+        CheckClose("loss history", full.LossHistory, fast.LossHistory, 1e-4f);
+        Assert.Equal(full.PredictionsAfter, fast.PredictionsAfter);
+        Assert.Equal(full.WeightsChanged, fast.WeightsChanged);
+        for (int i = 0; i < fullWeights.Length; i++)
+            CheckClose(target.Units[i].Parameter, fullWeights[i], fastWeights[i], 1e-4f);
+    }
+}
