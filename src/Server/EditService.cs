@@ -146,7 +146,11 @@ public sealed class EditService : IDisposable
         string outcome = "error";
         try
         {
-            var done = EditJob.Edit(_editModel, _fingerprint, edit, _hypernet is null ? null : new MaskSource(_baseModel!, _hypernet), Editor);
+            // A dedicated thread, not a thread-pool one: an edit computes for up to seconds, and holding a pool thread that
+            // long starves the timers and continuations that time out and answer the other requests on a small machine.
+            var done = await Task.Factory.StartNew(
+                () => EditJob.Edit(_editModel, _fingerprint, edit, _hypernet is null ? null : new MaskSource(_baseModel!, _hypernet), Editor),
+                CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
             var (result, patch, editor) = (done.Result, done.Patch, done.Editor);
             if (!result.Success)
             {
