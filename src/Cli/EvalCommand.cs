@@ -30,7 +30,7 @@ public static partial class WteCommands
         var keeps = new Option<string>("--keeps") { Description = "keep fractions for hprd and random", DefaultValueFactory = _ => "0.75,0.5,0.25,0.1,0.05" };
         var coefs = new Option<string>("--coefs") { Description = "FT-L1/L2 coefficients", DefaultValueFactory = _ => "0.1,0.05,0.025,0.01,0.005,0.001,0" };
         var perEdit = new Option<int>("--images-per-edit") { Description = "1–3 failure images per edit", DefaultValueFactory = _ => 1 };
-        var lr = new Option<float>("--lr") { DefaultValueFactory = _ => 2e-5f };
+        var lr = new Option<float?>("--lr") { Description = "RMSprop learning rate of every edit (default: the paper's 2e-5 at width 768 scaled by 768/width, as `wte edit`: 2.4e-4 for the shipped model)" };
         var maxSteps = new Option<int>("--max-steps") { DefaultValueFactory = _ => 100 };
         var grFormula = new Option<string>("--gr-formula") { Description = "corrected (F_g minus the edit images) or reference ((correct − 1)/N)", DefaultValueFactory = _ => "corrected" };
         var maxEdits = new Option<int>("--max-edits-per-group") { Description = "0 = one edit per failure", DefaultValueFactory = _ => 0 };
@@ -53,7 +53,7 @@ public static partial class WteCommands
                 Keeps = ParseList(parse.GetValue(keeps)!, "--keeps"), Coefficients = ParseList(parse.GetValue(coefs)!, "--coefs"),
                 Protocol = new EvalOptions
                 {
-                    ImagesPerEdit = parse.GetValue(perEdit), LearningRate = parse.GetValue(lr), MaxSteps = parse.GetValue(maxSteps),
+                    ImagesPerEdit = parse.GetValue(perEdit), LearningRate = parse.GetValue(lr) ?? float.NaN, MaxSteps = parse.GetValue(maxSteps),
                     GrFormula = EvaluateJob.ParseGrFormula(parse.GetValue(grFormula)!), MaxEditsPerGroup = parse.GetValue(maxEdits), Seed = parse.GetValue(seed),
                 },
                 Subsets = parse.GetValue(subsets) is { } s ? SplitList(s) : null, BroadLimit = parse.GetValue(broadImages),

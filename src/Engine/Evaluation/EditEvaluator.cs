@@ -28,6 +28,7 @@ public enum GrFormula
 public sealed record EvalOptions
 {
     public int ImagesPerEdit { get; init; } = 1;
+    /// <summary>RMSprop learning rate of every edit; NaN: the width rule (<see cref="WhereToEdit.Engine.Editing.ScalingRules.EditLearningRate"/>), resolved by <c>EvaluateJob</c>.</summary>
     public float LearningRate { get; init; } = 2e-5f;
     public int MaxSteps { get; init; } = 100;
     public GrFormula GrFormula { get; init; } = GrFormula.Corrected;

@@ -117,6 +117,9 @@ public static class EvaluateJob
 
         using var backend = (o.Backend with { Threads = world.ThreadsPerRank(o.Backend.Threads) }).Create();
         using var model = VitCheckpoint.Load(backend, loaded);
+        if (float.IsNaN(p.LearningRate)) p = p with { LearningRate = (float)ScalingRules.EditLearningRate(model.Config.EmbedDim) };
+        if (!(p.LearningRate > 0) || float.IsInfinity(p.LearningRate))
+            throw new ArgumentException($"--lr {p.LearningRate.ToString(CultureInfo.InvariantCulture)}: must be a positive number");
         if (manifest.BaseModelFingerprint is { } fp && !string.Equals(fp, VitCheckpoint.Fingerprint(model), StringComparison.OrdinalIgnoreCase))
             progress.Note($"note: the benchmark was built for model {fp}; evaluating {o.ModelPath} (its failures are re-checked: only images this model gets wrong are edited)");
         using var loadedNet = o.HypernetPath is { } hp ? HypernetFile.Load(backend, hp, model) : null;

@@ -65,6 +65,16 @@ public sealed class EvalCommandTests
         Assert.All(links, l => Assert.True(!Path.IsPathRooted(l) && File.Exists(Path.Combine(dir.File("out"), l)), l));
         Assert.Contains("SR", o.ToString());
 
+        // Without --lr every edit uses the width rule, as `wte edit` does: 2e-5 · 768 / width.
+        Assert.Equal(0, WteCommands.Run(["eval", "--model", modelPath, "--failures", dir.File("failures"), "--locality", dir.File("locality"),
+            "--methods", "ft-l2", "--coefs", "0", "--max-steps", "2", "--out", dir.File("out-default-lr")], o, e = new StringWriter()));
+        float widthRule = (float)WhereToEdit.Engine.Editing.ScalingRules.EditLearningRate(config.EmbedDim);
+        Assert.NotEqual(2e-5f, widthRule);
+        Assert.Contains($"lr {widthRule.ToString(System.Globalization.CultureInfo.InvariantCulture)},", File.ReadAllText(dir.File("out-default-lr/summary.md")));
+        Assert.NotEqual(0, WteCommands.Run(["eval", "--model", modelPath, "--failures", dir.File("failures"), "--locality", dir.File("locality"),
+            "--methods", "ft-l2", "--lr", "-1", "--out", dir.File("out-bad-lr")], o, e = new StringWriter()));
+        Assert.Contains("--lr", e.ToString());
+
         // Bad requests: one line, exit code ≠ 0.
         Assert.NotEqual(0, WteCommands.Run(["eval", "--model", modelPath, "--failures", dir.File("failures"), "--locality", dir.File("locality"),
             "--methods", "hprd", "--out", dir.File("out2")], o, e = new StringWriter()));
