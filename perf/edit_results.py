@@ -11,6 +11,7 @@ import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import make_results  # noqa: E402
 from make_results import cpu_name  # noqa: E402
 
 BEGIN, END = "<!-- edit-bench:begin -->", "<!-- edit-bench:end -->"
@@ -53,20 +54,7 @@ def table(raw_path, threads):
 
 
 def splice(results_path, table_path):
-    new = open(table_path).read().strip()
-    text = open(results_path).read()
-    block = f"{BEGIN}\n{new}\n{END}"
-    if BEGIN in text and END in text:
-        text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip() + "\n\n## CPU: end-to-end HPRD edit — `ModelEditor` vs the reference loop in PyTorch\n\n" \
-               "`perf/run-edit-bench.sh THREADS ROUNDS`.\n\n" + block + "\n"
-    tmp = results_path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, results_path)
+    make_results.splice(results_path, table_path, BEGIN, END, "## CPU: end-to-end HPRD edit — `ModelEditor` vs the reference loop in PyTorch\n\n`perf/run-edit-bench.sh THREADS ROUNDS`.\n\n")
 
 
 if __name__ == "__main__":

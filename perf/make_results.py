@@ -54,19 +54,23 @@ def table(raw_path, threads):
     return "\n".join(out)
 
 
-def splice(results_path, table_path):
+def splice(results_path, table_path, begin=BEGIN, end=END, heading="## CPU: `wte bench` vs PyTorch\n\n"):
+    """Replaces the section between the begin/end markers of results_path with table_path's text (or appends it under
+    heading); written to a temp file, fsynced and renamed. Every perf/*_results.py splices through this."""
     new = open(table_path).read().strip()
     text = open(results_path).read() if os.path.exists(results_path) else "# Performance results\n"
-    block = f"{BEGIN}\n{new}\n{END}"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
+    block = f"{begin}\n{new}\n{end}"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        _, tail = rest.split(end, 1)
         text = head + block + tail
     else:
-        text = text.rstrip() + "\n\n## CPU: `wte bench` vs PyTorch\n\n" + block + "\n"
+        text = text.rstrip() + "\n\n" + heading + block + "\n"
     tmp = results_path + ".tmp"
     with open(tmp, "w") as f:
         f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, results_path)
 
 

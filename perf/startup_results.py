@@ -11,6 +11,7 @@ import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import make_results  # noqa: E402
 from make_results import cpu_name  # noqa: E402
 
 BEGIN, END = "<!-- startup:begin -->", "<!-- startup:end -->"
@@ -51,19 +52,7 @@ def table(raw_path, threads):
 
 
 def splice(results_path, table_path):
-    new = open(table_path).read().strip()
-    text = open(results_path).read()
-    block = f"{BEGIN}\n{new}\n{END}"
-    if BEGIN in text and END in text:
-        text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip() + "\n\n## Start-up: process start to the first prediction\n\n`perf/run-startup-bench.sh ROUNDS THREADS [BIG_MODEL]`.\n\n" + block + "\n"
-    tmp = results_path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, results_path)
+    make_results.splice(results_path, table_path, BEGIN, END, "## Start-up: process start to the first prediction\n\n`perf/run-startup-bench.sh ROUNDS THREADS [BIG_MODEL]`.\n\n")
 
 
 if __name__ == "__main__":
