@@ -30,7 +30,7 @@ public static partial class WteCommands
         var keeps = new Option<string>("--keeps") { Description = "keep fractions for hprd and random", DefaultValueFactory = _ => "0.75,0.5,0.25,0.1,0.05" };
         var coefs = new Option<string>("--coefs") { Description = "FT-L1/L2 coefficients", DefaultValueFactory = _ => "0.1,0.05,0.025,0.01,0.005,0.001,0" };
         var perEdit = new Option<int>("--images-per-edit") { Description = "1–3 failure images per edit", DefaultValueFactory = _ => 1 };
-        var lr = new Option<float?>("--lr") { Description = "RMSprop learning rate of every edit (default: the paper's 2e-5 at width 768 scaled by 768/width, as `wte edit`: 2.4e-4 for the shipped model)" };
+        var lr = new Option<string?>("--lr") { Description = "RMSprop learning rate of every edit, or a comma list to sweep it (each method's GR–LR curve) (default: the paper's 2e-5 at width 768 scaled by 768/width, as `wte edit`: 2.4e-4 for the shipped model)" };
         var maxSteps = new Option<int>("--max-steps") { DefaultValueFactory = _ => 100 };
         var grFormula = new Option<string>("--gr-formula") { Description = "corrected (F_g minus the edit images) or reference ((correct − 1)/N)", DefaultValueFactory = _ => "corrected" };
         var maxEdits = new Option<int>("--max-edits-per-group") { Description = "0 = one edit per failure", DefaultValueFactory = _ => 0 };
@@ -51,9 +51,10 @@ public static partial class WteCommands
                 ModelPath = parse.GetValue(model)!, HypernetPath = parse.GetValue(hypernet), BenchmarkPath = parse.GetValue(benchmark),
                 FailuresPath = parse.GetValue(failures), LocalityPath = parse.GetValue(locality), Methods = SplitList(parse.GetValue(methods)!),
                 Keeps = ParseList(parse.GetValue(keeps)!, "--keeps"), Coefficients = ParseList(parse.GetValue(coefs)!, "--coefs"),
+                LearningRates = parse.GetValue(lr) is { } rates ? ParseList(rates, "--lr") : [],
                 Protocol = new EvalOptions
                 {
-                    ImagesPerEdit = parse.GetValue(perEdit), LearningRate = parse.GetValue(lr) ?? float.NaN, MaxSteps = parse.GetValue(maxSteps),
+                    ImagesPerEdit = parse.GetValue(perEdit), LearningRate = float.NaN, MaxSteps = parse.GetValue(maxSteps),
                     GrFormula = EvaluateJob.ParseGrFormula(parse.GetValue(grFormula)!), MaxEditsPerGroup = parse.GetValue(maxEdits), Seed = parse.GetValue(seed),
                 },
                 Subsets = parse.GetValue(subsets) is { } s ? SplitList(s) : null, BroadLimit = parse.GetValue(broadImages),
@@ -74,15 +75,16 @@ public static partial class WteCommands
         {
             stdout.WriteLine("mask IoU (HPRD)   within groups  across groups");
             foreach (var o in result.Overlaps)
-                stdout.WriteLine($"  {o.Subset,-12} {o.Setting,-18} {o.WithinGroups,8:F3}  {o.AcrossGroups,8:F3}");
+                stdout.WriteLine($"  {o.Subset,-12} {o.Setting.PadRight(Math.Max(18, result.Overlaps.Max(x => x.Setting.Length)))} {o.WithinGroups,8:F3}  {o.AcrossGroups,8:F3}");
         }
         if (result.LearnedVsRandom.Count > 0)
         {
             stdout.WriteLine();
             stdout.WriteLine("HPRD − random (same keep, paired over the same edits; ± 95 %)");
-            stdout.WriteLine($"  {"subset",-12} {"setting",-18} {"pairs",5}  {"ΔGR",-15} {"ΔLR broad",-15}");
+            int width = Math.Max(18, result.LearnedVsRandom.Max(d => d.Setting.Length));
+            stdout.WriteLine($"  {"subset",-12} {"setting".PadRight(width)} {"pairs",5}  {"ΔGR",-15} {"ΔLR broad",-15}");
             foreach (var d in result.LearnedVsRandom)
-                stdout.WriteLine($"  {d.Subset,-12} {d.Setting,-18} {d.Pairs,5}  {Signed(d.Gr, d.GrCi),-15} {Signed(d.LrBroad, d.LrBroadCi),-15}");
+                stdout.WriteLine($"  {d.Subset,-12} {d.Setting.PadRight(width)} {d.Pairs,5}  {Signed(d.Gr, d.GrCi),-15} {Signed(d.LrBroad, d.LrBroadCi),-15}");
         }
         stdout.WriteLine($"wrote {result.EditsPath}, {result.SummaryPath} and {result.PlotFiles} plot files in {result.PlotsFolder}");
     }

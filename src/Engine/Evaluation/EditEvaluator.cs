@@ -11,10 +11,14 @@ namespace WhereToEdit.Engine.Evaluation;
 /// <summary>A group of failures to edit: images of one true class the original model gets wrong.</summary>
 internal sealed record EvalGroup(string Subset, string Name, int Label, IReadOnlyList<string> ImageIds, IReadOnlyList<float[]> Images);
 
-/// <summary>One point of a sweep: a method with its keep fraction (HPRD, random) or coefficient (FT).</summary>
-public sealed record EvalSetting(EditMethod Method, double Keep, float Coefficient)
+/// <summary>
+/// One point of a sweep: a method with its keep fraction (HPRD, random) or coefficient (FT), and, when the edit
+/// learning rate is swept too, its own learning rate (null: the run's <see cref="EvalOptions.LearningRate"/>).
+/// </summary>
+public sealed record EvalSetting(EditMethod Method, double Keep, float Coefficient, float? LearningRate = null)
 {
-    public string Key => Method.IsFineTuning() ? $"{Method.Name()} c={Coefficient:G4}" : $"{Method.Name()} keep={Keep:G4}";
+    public string Key => (Method.IsFineTuning() ? $"{Method.Name()} c={Coefficient:G4}" : $"{Method.Name()} keep={Keep:G4}")
+        + (LearningRate is float lr ? $" lr={lr.ToString("G3", System.Globalization.CultureInfo.InvariantCulture)}" : "");
 }
 
 public enum GrFormula
@@ -69,6 +73,8 @@ public sealed record EditRecord
     [JsonPropertyName("setting")] public required string Setting { get; init; }
     [JsonPropertyName("keep")] public double Keep { get; init; }
     [JsonPropertyName("coefficient")] public float Coefficient { get; init; }
+    /// <summary>The edit's RMSprop learning rate (the setting's, else the run's).</summary>
+    [JsonPropertyName("learning_rate")] public float LearningRate { get; init; }
     [JsonPropertyName("edit_images")] public required string[] EditImages { get; init; }
     [JsonPropertyName("sr")] public required double Sr { get; init; }
     /// <summary>NaN when the group has no other failure to generalise to.</summary>
@@ -323,7 +329,7 @@ internal sealed class EditEvaluator : IDisposable
         var labels = Enumerable.Repeat(group.Label, editSet.Length).ToArray();
         var result = _editor.Edit(pixels, labels, mask, new EditOptions
         {
-            Method = setting.Method, LearningRate = options.LearningRate, MaxSteps = options.MaxSteps, Coefficient = setting.Coefficient,
+            Method = setting.Method, LearningRate = setting.LearningRate ?? options.LearningRate, MaxSteps = options.MaxSteps, Coefficient = setting.Coefficient,
         });
         double gr = options.GrFormula == GrFormula.Reference
             ? EditMetrics.GrReference(Predict(failures.Select(f => f.Image).ToList()), group.Label)
@@ -333,7 +339,7 @@ internal sealed class EditEvaluator : IDisposable
         return new EditRecord
         {
             Subset = group.Subset, Group = group.Name, Label = group.Label, Method = setting.Method.Name(), Setting = setting.Key,
-            Keep = setting.Keep, Coefficient = setting.Coefficient, EditImages = editSet.Select(i => failures[i].Id).ToArray(),
+            Keep = setting.Keep, Coefficient = setting.Coefficient, LearningRate = setting.LearningRate ?? options.LearningRate, EditImages = editSet.Select(i => failures[i].Id).ToArray(),
             Sr = result.Success ? 1 : 0, Gr = gr, Lr = lr, LrBroad = lrBroad, Steps = result.Steps, FinalLoss = result.FinalLoss, KeptGates = result.KeptGates,
             WeightsChanged = result.WeightsChanged, WallMs = clock.Elapsed.TotalMilliseconds,
             WeightsBefore = string.Join(",", result.HashesBefore.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => kv.Value)),

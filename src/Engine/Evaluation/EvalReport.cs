@@ -14,6 +14,8 @@ public sealed record MetricRow(string Subset, string Group, string Method, strin
     public double GrCi { get; init; } = double.NaN;
     public double LrCi { get; init; } = double.NaN;
     public double LrBroadCi { get; init; } = double.NaN;
+    /// <summary>The edits' RMSprop learning rate.</summary>
+    public float LearningRate { get; init; }
 }
 
 /// <summary>Mean pairwise IoU of HPRD masks within the same group and across groups of one subset.</summary>
@@ -53,11 +55,11 @@ public static class EvalReport
             .Select(g => new MetricRow(g.Key.Subset, g.Key.Group, g.Key.Method, g.Key.Setting, g.First().Keep, g.First().Coefficient, g.Count(),
                 Mean(g.Select(r => r.Sr)), Mean(g.Select(r => r.Gr)), Mean(g.Select(r => r.Lr)), g.Average(r => (double)r.Steps))
             {
-                LrBroad = Mean(g.Select(r => r.LrBroad)),
+                LrBroad = Mean(g.Select(r => r.LrBroad)), LearningRate = g.First().LearningRate,
                 GrCi = Ci95(g.Select(r => r.Gr)), LrCi = Ci95(g.Select(r => r.Lr)), LrBroadCi = Ci95(g.Select(r => r.LrBroad)),
             })
             .OrderBy(r => r.Subset, StringComparer.Ordinal).ThenBy(r => r.Group, StringComparer.Ordinal)
-            .ThenBy(r => MethodOrder(r.Method)).ThenByDescending(r => r.Keep).ThenByDescending(r => r.Coefficient).ToList();
+            .ThenBy(r => MethodOrder(r.Method)).ThenByDescending(r => r.Keep).ThenByDescending(r => r.Coefficient).ThenBy(r => r.LearningRate).ToList();
 
     private static int MethodOrder(string m) => m switch { "hprd" => 0, "random" => 1, "ft-l1" => 2, "ft-l2" => 3, _ => 4 };
 
@@ -82,17 +84,17 @@ public static class EvalReport
     }
 
     /// <summary>
-    /// Every HPRD setting against the random-mask setting of the same keep fraction, paired over the edits both ran
-    /// (matched by subset, group and edit images; an edit missing from either side is left out).
+    /// Every HPRD setting against the random-mask setting of the same keep fraction and learning rate, paired over the
+    /// edits both ran (matched by subset, group and edit images; an edit missing from either side is left out).
     /// </summary>
     public static List<PairedDifference> LearnedVsRandom(IEnumerable<EditRecord> records)
     {
         var list = records.ToList();
         static string Key(EditRecord r) => r.Group + "\n" + string.Join("\n", r.EditImages);
         var result = new List<PairedDifference>();
-        foreach (var hprd in list.Where(r => r.Method == "hprd").GroupBy(r => (r.Subset, r.Setting, r.Keep)))
+        foreach (var hprd in list.Where(r => r.Method == "hprd").GroupBy(r => (r.Subset, r.Setting, r.Keep, r.LearningRate)))
         {
-            var random = list.Where(r => r.Method == "random" && r.Subset == hprd.Key.Subset && r.Keep == hprd.Key.Keep)
+            var random = list.Where(r => r.Method == "random" && r.Subset == hprd.Key.Subset && r.Keep == hprd.Key.Keep && r.LearningRate == hprd.Key.LearningRate)
                 .GroupBy(Key).ToDictionary(g => g.Key, g => g.First());
             if (random.Count == 0) continue;
             var pairs = hprd.GroupBy(Key).Where(g => random.ContainsKey(g.Key)).Select(g => (A: g.First(), B: random[g.Key])).ToList();
@@ -165,9 +167,10 @@ public static class EvalReport
         var sb = new StringBuilder();
         var list = rows.ToList();
         bool broad = list.Any(r => !double.IsNaN(r.LrBroad));
-        sb.AppendLine($"{"subset",-14} {"setting",-20} {"edits",6} {"SR",7} {"GR",7} {"LR",7}" + (broad ? $" {"LR broad",9}" : "") + $" {"steps",7}");
+        int width = Math.Max(20, list.Select(r => r.Setting.Length).DefaultIfEmpty(0).Max());
+        sb.AppendLine($"{"subset",-14} {"setting".PadRight(width)} {"edits",6} {"SR",7} {"GR",7} {"LR",7}" + (broad ? $" {"LR broad",9}" : "") + $" {"steps",7}");
         foreach (var r in list)
-            sb.AppendLine($"{r.Subset,-14} {r.Setting,-20} {r.Edits,6} {F(r.Sr),7} {F(r.Gr),7} {F(r.Lr),7}" + (broad ? $" {F(r.LrBroad),9}" : "") + $" {r.MeanSteps.ToString("F1", Inv),7}");
+            sb.AppendLine($"{r.Subset,-14} {r.Setting.PadRight(width)} {r.Edits,6} {F(r.Sr),7} {F(r.Gr),7} {F(r.Lr),7}" + (broad ? $" {F(r.LrBroad),9}" : "") + $" {r.MeanSteps.ToString("F1", Inv),7}");
         return sb.ToString();
     }
 
@@ -190,8 +193,11 @@ public static class EvalReport
         {
             if (broad && subset.All(r => double.IsNaN(r.LrBroad))) continue;
             double Lr(MetricRow r) => broad ? r.LrBroad : r.Lr;
+            // With the learning rate swept, each keep / coefficient is its own curve through the rates.
+            bool lrSwept = subset.Select(r => r.LearningRate).Distinct().Count() > 1;
+            string Series(MetricRow r) => lrSwept ? r.Method.ToUpperInvariant() + r.Setting[r.Method.Length..].Split(" lr=")[0] : r.Method.ToUpperInvariant();
             var points = subset.Where(r => !double.IsNaN(r.Gr) && !double.IsNaN(Lr(r))).OrderBy(r => MethodOrder(r.Method))
-                .Select(r => new Figures.ParetoPoint(r.Method.ToUpperInvariant(), r.Setting, Lr(r), r.Gr)).ToList();
+                .Select(r => new Figures.ParetoPoint(Series(r), r.Setting, Lr(r), r.Gr)).ToList();
             if (points.Count == 0) continue;
             files.AddRange(Figures.Pareto(points, $"{title}: {subset.Key}" + (broad ? " (broad locality set)" : ""),
                 broad ? "locality LR (share of broad-set images unchanged)" : "locality LR (share of sensitive images unchanged)", "generalisation GR",

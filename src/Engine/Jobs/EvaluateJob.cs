@@ -38,6 +38,11 @@ public sealed record EvaluateJobOptions
     public BackendChoice Backend { get; init; } = new();
     /// <summary>Use at most this many images of the benchmark's broad locality set (stratified; 0 = all).</summary>
     public int BroadLimit { get; init; }
+    /// <summary>
+    /// Edit learning rates swept for every method (each method's GR–LR result becomes a curve); empty: the one rate of
+    /// <see cref="EvalOptions.LearningRate"/>. A single rate here is the same as setting that one.
+    /// </summary>
+    public IReadOnlyList<double> LearningRates { get; init; } = [];
     /// <summary>An explicit list of settings instead of the methods × keeps / coefficients grid (the demo's reduced sweep).</summary>
     public IReadOnlyList<EvalSetting>? ExplicitSettings { get; init; }
 
@@ -50,9 +55,13 @@ public sealed record EvaluateJobOptions
         foreach (double c in Coefficients) if (c < 0) throw new ArgumentException($"--coefs: {c} is negative");
         if (Keeps.Count == 0) throw new ArgumentException("--keeps: empty list");
         if (Coefficients.Count == 0) throw new ArgumentException("--coefs: empty list");
-        return methods.SelectMany(m => m.IsFineTuning()
+        foreach (double lr in LearningRates)
+            if (!(lr > 0) || double.IsInfinity(lr)) throw new ArgumentException($"--lr: {lr.ToString(CultureInfo.InvariantCulture)} is not a positive number");
+        float?[] rates = LearningRates.Count > 1 ? LearningRates.Distinct().Select(lr => (float?)(float)lr).ToArray() : [null];
+        return methods.SelectMany(m => (m.IsFineTuning()
             ? Coefficients.Select(c => new EvalSetting(m, 1, (float)c))
-            : Keeps.Select(k => new EvalSetting(m, k, 0))).ToList();
+            : Keeps.Select(k => new EvalSetting(m, k, 0)))
+            .SelectMany(s => rates.Select(lr => s with { LearningRate = lr }))).ToList();
     }
 }
 
@@ -92,7 +101,7 @@ public static class EvaluateJob
         world ??= SingleProcess.Instance;
         progress = world.IsRoot() ? progress ?? NullJobProgress.Instance : NullJobProgress.Instance;
         var settings = o.Settings();
-        var p = o.Protocol;
+        var p = o.LearningRates.Count == 1 ? o.Protocol with { LearningRate = (float)o.LearningRates[0] } : o.Protocol;
         if (p.ImagesPerEdit is < 1 or > 3) throw new ArgumentException($"--images-per-edit {p.ImagesPerEdit}: must be 1, 2 or 3");
         BenchmarkManifest manifest = o.BenchmarkPath is { } b
             ? BenchmarkManifest.Read(b)
@@ -163,7 +172,7 @@ public static class EvaluateJob
         md.AppendLine($"# {o.Title}");
         md.AppendLine();
         md.AppendLine($"Model `{o.ModelPath}`, hypernetwork `{o.HypernetPath ?? "none"}`, benchmark `{manifest.Name}`; " +
-                      $"{p.ImagesPerEdit} image(s) per edit, lr {p.LearningRate.ToString(CultureInfo.InvariantCulture)}, " +
+                      $"{p.ImagesPerEdit} image(s) per edit, lr {(o.LearningRates.Count > 1 ? string.Join(", ", o.LearningRates.Select(r => r.ToString(CultureInfo.InvariantCulture))) + " (swept)" : p.LearningRate.ToString(CultureInfo.InvariantCulture))}, " +
                       $"≤ {p.MaxSteps} steps, GR formula {p.GrFormula.ToString().ToLowerInvariant()}, locality set {locality.Count}" +
                       (broad is null ? "." : $", broad locality set {broad.Count} (correctly classified test images, every class). ± : 95 % confidence half-width over edits."));
         md.AppendLine();

@@ -117,6 +117,33 @@ public sealed class BroadLocalityAndSaliencyTests
     }
 
     [Fact]
+    public void A_swept_learning_rate_multiplies_the_settings_and_pairs_learned_with_random_at_the_same_rate()
+    {
+        var options = new WhereToEdit.Engine.Jobs.EvaluateJobOptions
+        {
+            ModelPath = "m", OutDir = "o", Methods = ["hprd", "random", "ft-l2"], Keeps = [0.1], Coefficients = [0.01], LearningRates = [1e-4, 4e-4],
+        };
+        var settings = options.Settings();
+        Assert.Equal(["hprd keep=0.1 lr=0.0001", "hprd keep=0.1 lr=0.0004", "random keep=0.1 lr=0.0001", "random keep=0.1 lr=0.0004",
+                      "ft-l2 c=0.01 lr=0.0001", "ft-l2 c=0.01 lr=0.0004"], settings.Select(s => s.Key));
+        // One rate is the run's rate: the settings keep their plain names.
+        Assert.Equal(["hprd keep=0.1"], (options with { Methods = ["hprd"], LearningRates = [1e-4] }).Settings().Select(s => s.Key));
+        Assert.Throws<ArgumentException>(() => (options with { LearningRates = [1e-4, -1] }).Settings());
+
+        static EditRecord R(string method, float lr, double gr) => new()
+        {
+            Subset = "natural", Group = "a", Label = 0, Method = method, Setting = $"{method} keep=0.1 lr={lr}", Keep = 0.1, LearningRate = lr,
+            EditImages = ["1.png"], Sr = 1, Gr = gr, Lr = 1, LrBroad = 1, Steps = 1, FinalLoss = 0, KeptGates = 1, WeightsChanged = 1, WallMs = 1, WeightsBefore = "h",
+        };
+        var differences = EvalReport.LearnedVsRandom([R("hprd", 1e-4f, 0.5), R("random", 1e-4f, 0.25), R("hprd", 4e-4f, 0.75), R("random", 4e-4f, 0.5)]);
+        Assert.Equal(2, differences.Count);
+        Assert.All(differences, d => Assert.Equal(d.Setting.Split(" lr=")[1], d.Baseline.Split(" lr=")[1]));
+        Assert.All(differences, d => Assert.Equal(0.25, d.Gr, 12));
+        var rows = EvalReport.Summarise([R("hprd", 1e-4f, 0.5), R("hprd", 4e-4f, 0.75)]);
+        Assert.Equal([1e-4f, 4e-4f], rows.Select(r => r.LearningRate));
+    }
+
+    [Fact]
     public void Saliency_is_the_gradient_norm_of_each_units_weights()
     {
         using var be = new CpuBackend(new CpuBackendOptions { Threads = 1 });
