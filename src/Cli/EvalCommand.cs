@@ -65,6 +65,9 @@ public static partial class WteCommands
         return command;
     }
 
+    private static string Gap(FrontGap g) => double.IsNaN(g.Gap) ? "– (LR outside the front's range)"
+        : $"{g.Gap:+0.000;-0.000} [{g.Low:+0.000;-0.000} … {g.High:+0.000;-0.000}]";
+
     private static string Signed(double v, double ci) => double.IsNaN(v) ? "–" : $"{v:+0.000;-0.000} ± {ci:F3}";
 
     /// <summary>The console table, the HPRD mask IoU and where the files went (`wte eval`, `wte demo`).</summary>
@@ -85,6 +88,16 @@ public static partial class WteCommands
             stdout.WriteLine($"  {"subset",-12} {"setting".PadRight(width)} {"pairs",5}  {"ΔGR",-15} {"ΔLR broad",-15}");
             foreach (var d in result.LearnedVsRandom)
                 stdout.WriteLine($"  {d.Subset,-12} {d.Setting.PadRight(width)} {d.Pairs,5}  {Signed(d.Gr, d.GrCi),-15} {Signed(d.LrBroad, d.LrBroadCi),-15}");
+        }
+        var hprdGaps = result.FrontGaps.Where(g => g.Setting.StartsWith("hprd", StringComparison.Ordinal)
+            && g.Locality == (result.FrontGaps.Any(x => x.Locality == "broad") ? "broad" : "sensitive")).ToList();
+        if (hprdGaps.Count > 0)
+        {
+            int width = Math.Max(18, hprdGaps.Max(g => g.Setting.Length));
+            stdout.WriteLine();
+            stdout.WriteLine($"HPRD against the fronts (GR − the front's GR at the same LR {hprdGaps[0].Locality}; 95 % resampling interval)");
+            foreach (var g in hprdGaps)
+                stdout.WriteLine($"  {g.Subset,-12} {g.Setting.PadRight(width)} {g.Front,-13} {Gap(g)}");
         }
         stdout.WriteLine($"wrote {result.EditsPath}, {result.SummaryPath} and {result.PlotFiles} plot files in {result.PlotsFolder}");
     }

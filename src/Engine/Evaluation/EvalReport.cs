@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Text;
 using System.Text.Json;
 using WhereToEdit.Engine.Reports;
+using WhereToEdit.Engine.Tensors;
 
 namespace WhereToEdit.Engine.Evaluation;
 
@@ -28,6 +29,15 @@ public sealed record MaskOverlap(string Subset, string Setting, double WithinGro
 /// </summary>
 public sealed record PairedDifference(string Subset, string Setting, string Baseline, int Pairs,
     double Gr, double GrCi, double Lr, double LrCi, double LrBroad, double LrBroadCi);
+
+/// <summary>
+/// How far a setting's mean GR lies above (+) or below (−) the Pareto front of a family of settings (fine-tuning, or
+/// random masks) at the setting's own mean LR, the front taken as straight lines between its points: the paper's first
+/// two claims as one number each. <see cref="Low"/>–<see cref="High"/> is a 95 % percentile interval from resampling
+/// edits (the same resample for every setting, so the comparison stays paired); <see cref="Coverage"/> the share of
+/// resamples in which the setting's LR fell within the front's LR range (the gap is undefined outside it: NaN).
+/// </summary>
+public sealed record FrontGap(string Subset, string Locality, string Setting, string Front, double Gap, double Low, double High, double Coverage);
 
 /// <summary>Tables, mask-overlap analysis, JSON lines and Pareto plots of an evaluation.</summary>
 public static class EvalReport
@@ -106,6 +116,99 @@ public static class EvalReport
                 Mean(gr), Ci95(gr), Mean(lr), Ci95(lr), Mean(broad), Ci95(broad)));
         }
         return result.OrderBy(d => d.Subset, StringComparer.Ordinal).ThenBy(d => d.Setting, StringComparer.Ordinal).ToList();
+    }
+
+    private static readonly (string Name, Func<string, bool> Member, Func<string, bool> Compared)[] Fronts =
+    [
+        ("fine-tuning", m => m is "ft-l1" or "ft-l2", m => m is "hprd" or "random"),
+        ("random masks", m => m == "random", m => m == "hprd"),
+    ];
+
+    /// <summary>
+    /// Every HPRD and random-mask setting against the fine-tuning front, and every HPRD setting against the random-mask
+    /// front, on each locality set the run measured (<see cref="FrontGap"/>). A front needs two settings of its family.
+    /// </summary>
+    public static List<FrontGap> FrontGaps(IEnumerable<EditRecord> records, int resamples = 1000, ulong seed = 0)
+    {
+        static string Key(EditRecord r) => r.Group + "\n" + string.Join("\n", r.EditImages);
+        var result = new List<FrontGap>();
+        foreach (var subset in records.GroupBy(r => r.Subset).OrderBy(g => g.Key, StringComparer.Ordinal))
+        {
+            var settings = subset.GroupBy(r => r.Setting).Select(g => (Name: g.Key, g.First().Method,
+                ByEdit: g.GroupBy(Key).ToDictionary(e => e.Key, e => e.First()))).ToList();
+            string[] edits = subset.Select(Key).Distinct().Order(StringComparer.Ordinal).ToArray();
+            foreach (bool broad in new[] { true, false })
+            {
+                if (broad && subset.All(r => double.IsNaN(r.LrBroad))) continue;
+                foreach (var front in Fronts)
+                {
+                    var members = settings.Where(s => front.Member(s.Method)).ToList();
+                    var compared = settings.Where(s => front.Compared(s.Method)).ToList();
+                    if (members.Count < 2 || compared.Count == 0) continue;
+                    // Mean (LR, GR) of a setting over a sample of edits (with repeats; edits it lacks are skipped).
+                    (double X, double Y) Point((string Name, string Method, Dictionary<string, EditRecord> ByEdit) s, IEnumerable<string> sample)
+                    {
+                        double x = 0, y = 0; int nx = 0, ny = 0;
+                        foreach (string e in sample)
+                            if (s.ByEdit.TryGetValue(e, out var r))
+                            {
+                                x += broad ? r.LrBroad : r.Lr; nx++;
+                                if (!double.IsNaN(r.Gr)) { y += r.Gr; ny++; }
+                            }
+                        return (nx > 0 ? x / nx : double.NaN, ny > 0 ? y / ny : double.NaN);
+                    }
+                    double[] Gaps(IReadOnlyList<string> sample)
+                    {
+                        var line = Figures.ParetoFront(members.Select(m => { var p = Point(m, sample); return new Figures.ParetoPoint("", "", p.X, p.Y); }));
+                        return compared.Select(c => { var p = Point(c, sample); return p.Y - Interpolate(line, p.X); }).ToArray();
+                    }
+                    double[] point = Gaps(edits);
+                    var draws = compared.Select(_ => new List<double>()).ToArray();
+                    var rng = new Rng(seed ^ Rng.StableHash(subset.Key + front.Name + broad));
+                    var sample = new string[edits.Length];
+                    for (int b = 0; b < resamples; b++)
+                    {
+                        for (int i = 0; i < sample.Length; i++) sample[i] = edits[rng.NextInt(0, edits.Length)];
+                        var gaps = Gaps(sample);
+                        for (int c = 0; c < gaps.Length; c++) if (!double.IsNaN(gaps[c])) draws[c].Add(gaps[c]);
+                    }
+                    for (int c = 0; c < compared.Count; c++)
+                    {
+                        var d = draws[c]; d.Sort();
+                        bool enough = d.Count >= 40;
+                        result.Add(new FrontGap(subset.Key, broad ? "broad" : "sensitive", compared[c].Name, front.Name, point[c],
+                            enough ? d[(int)(0.025 * d.Count)] : double.NaN, enough ? d[(int)Math.Ceiling(0.975 * d.Count) - 1] : double.NaN,
+                            resamples > 0 ? d.Count / (double)resamples : double.NaN));
+                    }
+                }
+            }
+        }
+        return result;
+    }
+
+    /// <summary>The front's GR at LR <paramref name="x"/>, straight between its points (sorted by LR); NaN outside its range.</summary>
+    private static double Interpolate(IReadOnlyList<Figures.ParetoPoint> front, double x)
+    {
+        if (front.Count == 0 || double.IsNaN(x) || x < front[0].X || x > front[^1].X) return double.NaN;
+        if (front.Count == 1) return front[0].Y;
+        for (int i = 1; i < front.Count; i++)
+            if (x <= front[i].X)
+            {
+                var (a, b) = (front[i - 1], front[i]);
+                return b.X > a.X ? a.Y + (b.Y - a.Y) * (x - a.X) / (b.X - a.X) : Math.Max(a.Y, b.Y);
+            }
+        return front[^1].Y;
+    }
+
+    public static string FrontGapTable(IEnumerable<FrontGap> gaps)
+    {
+        var sb = new StringBuilder();
+        sb.AppendLine("| subset | locality set | setting | front | GR − front's GR at the same LR | 95 % interval | LR within the front's range |");
+        sb.AppendLine("|---|---|---|---|---|---|---|");
+        foreach (var g in gaps)
+            sb.AppendLine($"| {g.Subset} | {g.Locality} | {g.Setting} | {g.Front} | {FSigned(g.Gap, double.NaN)} | " +
+                          (double.IsNaN(g.Low) ? "–" : $"{FSigned(g.Low, double.NaN)} … {FSigned(g.High, double.NaN)}") + $" | {g.Coverage.ToString("P0", Inv)} |");
+        return sb.ToString();
     }
 
     public static string PairedTable(IEnumerable<PairedDifference> differences)

@@ -74,6 +74,8 @@ public sealed record EvaluateJobResult
     public required IReadOnlyList<MaskOverlap> Overlaps { get; init; }
     /// <summary>Every HPRD setting minus the random mask of the same keep, paired over the same edits.</summary>
     public IReadOnlyList<PairedDifference> LearnedVsRandom { get; init; } = [];
+    /// <summary>HPRD and random masks against the fine-tuning front, HPRD against the random-mask front, at the same LR.</summary>
+    public IReadOnlyList<FrontGap> FrontGaps { get; init; } = [];
     public required int Groups { get; init; }
     /// <summary>Edits per setting.</summary>
     public required int Edits { get; init; }
@@ -166,6 +168,7 @@ public static class EvaluateJob
         var perGroup = EvalReport.Summarise(records, perGroup: true);
         var overlaps = EvalReport.Overlaps(records);
         var learnedVsRandom = EvalReport.LearnedVsRandom(records);
+        var frontGaps = EvalReport.FrontGaps(records, seed: p.Seed);
         string plotsFolder = Path.Combine(o.OutDir, "plots");
         var plots = EvalReport.ParetoPlots(summary, plotsFolder, o.Title);
         var md = new StringBuilder();
@@ -198,6 +201,15 @@ public static class EvaluateJob
             md.AppendLine();
             md.AppendLine(EvalReport.PairedTable(learnedVsRandom));
         }
+        if (frontGaps.Count > 0)
+        {
+            md.AppendLine("## Against the fronts (GR above or below a method family's Pareto front at the same LR)");
+            md.AppendLine();
+            md.AppendLine("The front of fine-tuning (every FT-L1/FT-L2 setting of the run) or of random masks (every keep), taken as straight " +
+                          "lines between its points; a setting outside the front's LR range has no gap (–). Intervals: 1000 resamples of the edits.");
+            md.AppendLine();
+            md.AppendLine(EvalReport.FrontGapTable(frontGaps));
+        }
         md.AppendLine("## Per group");
         md.AppendLine();
         md.AppendLine(EvalReport.MarkdownTable(perGroup, withGroup: true));
@@ -206,7 +218,7 @@ public static class EvaluateJob
         outFolder.Commit();
         return new EvaluateJobResult
         {
-            Summary = summary, Overlaps = overlaps, LearnedVsRandom = learnedVsRandom, Groups = groups.Count, Edits = edits, Settings = settings.Count, LocalityImages = locality.Count,
+            Summary = summary, Overlaps = overlaps, LearnedVsRandom = learnedVsRandom, FrontGaps = frontGaps, Groups = groups.Count, Edits = edits, Settings = settings.Count, LocalityImages = locality.Count,
             EditsPath = jsonl, SummaryPath = summaryPath, PlotsFolder = plotsFolder, PlotFiles = plots.Count,
         };
     }

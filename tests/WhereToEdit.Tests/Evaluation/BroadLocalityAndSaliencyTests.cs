@@ -144,6 +144,42 @@ public sealed class BroadLocalityAndSaliencyTests
     }
 
     [Fact]
+    public void Front_gaps_measure_gr_above_the_fine_tuning_and_random_fronts_at_the_same_lr()
+    {
+        static EditRecord R(string method, string setting, string group, double lr, double gr) => new()
+        {
+            Subset = "natural", Group = group, Label = 0, Method = method, Setting = setting, EditImages = [group + ".png"],
+            Sr = 1, Gr = gr, Lr = lr, Steps = 1, FinalLoss = 0, KeptGates = 1, WeightsChanged = 1, WallMs = 1, WeightsBefore = "h",
+        };
+        string[] groups = ["a", "b", "c", "d"];
+        var records = groups.SelectMany((g, i) => new[]
+        {
+            R("ft-l2", "ft-l2 c=0.1", g, 0.9, 0.2), R("ft-l2", "ft-l2 c=0", g, 0.5, 0.8),       // FT front: (0.5, 0.8) – (0.9, 0.2)
+            R("random", "random keep=0.05", g, 0.6, 0.4), R("random", "random keep=0.1", g, 0.8, 0.3),
+            R("hprd", "hprd keep=0.1", g, 0.7, i % 2 == 0 ? 0.5 : 0.7),                        // mean GR 0.6 at LR 0.7
+            R("hprd", "hprd keep=0.5", g, 0.95, 0.9),                                          // beyond both fronts' LR range
+        }).ToList();
+        var gaps = EvalReport.FrontGaps(records, resamples: 200);
+        Assert.All(gaps, g => Assert.Equal("sensitive", g.Locality));   // no broad LR in these records
+        FrontGap Of(string setting, string front) => Assert.Single(gaps, g => g.Setting == setting && g.Front == front);
+        var hprdFt = Of("hprd keep=0.1", "fine-tuning");
+        Assert.Equal(0.6 - 0.5, hprdFt.Gap, 12);                        // the FT front at LR 0.7 is 0.5
+        Assert.True(hprdFt.Low < hprdFt.Gap && hprdFt.Gap < hprdFt.High, $"{hprdFt.Low} … {hprdFt.High} does not bracket {hprdFt.Gap}");
+        Assert.True(hprdFt.Low >= 0.5 - 0.5 - 1e-12 && hprdFt.High <= 0.7 - 0.5 + 1e-12);
+        Assert.Equal(1.0, hprdFt.Coverage);
+        Assert.Equal(0.6 - 0.35, Of("hprd keep=0.1", "random masks").Gap, 12);   // the random front at LR 0.7 is 0.35
+        Assert.Equal(0.3 - 0.35, Of("random keep=0.1", "fine-tuning").Gap, 12);
+        var outside = Of("hprd keep=0.5", "fine-tuning");
+        Assert.True(double.IsNaN(outside.Gap) && double.IsNaN(outside.Low) && outside.Coverage == 0);
+        Assert.DoesNotContain(gaps, g => g.Setting.StartsWith("ft", StringComparison.Ordinal));
+        Assert.DoesNotContain(gaps, g => g.Front == "random masks" && g.Setting.StartsWith("random", StringComparison.Ordinal));
+        Assert.Equal(gaps, EvalReport.FrontGaps(records, resamples: 200));                        // seeded: reproducible
+        Assert.Contains("| natural | sensitive | hprd keep=0.1 | fine-tuning | +0.100 | ", EvalReport.FrontGapTable(gaps));
+        // One FT setting is no front.
+        Assert.DoesNotContain(EvalReport.FrontGaps(records.Where(r => r.Setting != "ft-l2 c=0.1"), resamples: 10), g => g.Front == "fine-tuning");
+    }
+
+    [Fact]
     public void Saliency_is_the_gradient_norm_of_each_units_weights()
     {
         using var be = new CpuBackend(new CpuBackendOptions { Threads = 1 });
