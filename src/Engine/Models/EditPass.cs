@@ -101,6 +101,20 @@ public sealed class EditPass : IDisposable, IWeightGradients
     }
 
     /// <summary>
+    /// What <see cref="Forward"/> gives, when ws already holds the model's full forward (<see cref="VitModel.Forward"/>) of
+    /// these images with the current weights (the mask's forward): blocks below the last one ran the same code on the
+    /// same inputs, so only the last block's [CLS] rows and the head run.
+    /// </summary>
+    public void ForwardFromFullForward(VitWorkspace ws, int batch)
+    {
+        CheckBatch(ws, batch);
+        if (ws.CachedBatch != batch)
+            throw new InvalidOperationException($"edit forward (batch {batch}): the workspace holds a forward for batch {ws.CachedBatch}");
+        LastBlockForward(ws, batch);
+        _model.Head(ws, batch);
+    }
+
+    /// <summary>
     /// Blocks first…depth−2 in full, the last block for [CLS] only, and the head: ws.Logits. Rows other than [CLS] of
     /// the last block's output are not written.
     /// </summary>
