@@ -209,6 +209,8 @@ public sealed class ModelEditor : IDisposable
     private float[] _probBefore = [];
     private readonly List<float> _history = [];
     private int _n, _steps;
+    // The workspace's logits are of the current weights (Begin's or a step's forward, no update since).
+    private bool _forwardCurrent;
 
     /// <summary>
     /// Starts an edit (<see cref="Edit"/> is Begin, <see cref="Step"/> until it returns false, <see cref="Finish"/>):
@@ -231,7 +233,7 @@ public sealed class ModelEditor : IDisposable
 
         _clock = Stopwatch.StartNew();
         // The workspace already holds this forward when MaskScores ran it on the same images (and nothing changed since).
-        bool primed = _primedBatch == n && images.AsSpan().SequenceEqual(_primedImages);
+        bool primed = _primedBatch == n && BitwiseEqual(images, _primedImages);
         _primedBatch = 0;
         EnsureBuffers(n);
         if (!primed) _images!.CopyFrom(images);
@@ -262,6 +264,7 @@ public sealed class ModelEditor : IDisposable
         else if (!primed) _model.Forward(_ws!, _images!, n);
         (_lossBefore, _predBefore, _probBefore) = Evaluate(n);
         _loss = _lossBefore;
+        _forwardCurrent = true;
     }
 
     /// <summary>
@@ -278,6 +281,7 @@ public sealed class ModelEditor : IDisposable
         if (_steps > 0)
         {
             ForwardFrom(_n);
+            _forwardCurrent = true;
             _loss = Evaluate(_n, out bool done);
             if (done && _loss <= options.StopLoss) return false;
         }
@@ -313,6 +317,7 @@ public sealed class ModelEditor : IDisposable
                 _be.RmsPropStep(p.Value, p.Grad, _state[i], options.LearningRate, 0.99f, 1e-8f, 0f, _updateMasks[i]);
         }
         _steps++;
+        _forwardCurrent = false;
         return true;
     }
 
@@ -322,7 +327,8 @@ public sealed class ModelEditor : IDisposable
         var options = _options ?? throw new InvalidOperationException("Finish before Begin");
         int n = _n;
         var labels = _labelHost.AsSpan(0, n).ToArray();
-        ForwardFrom(n);
+        // An edit the stop rule ended has just run this forward (on the final weights): not again.
+        if (!_forwardCurrent) ForwardFrom(n);
         var (lossAfter, predAfter, probAfter) = Evaluate(n);
         _be.Synchronize();
         var hashesAfter = HashesAfter(out long changed);
@@ -430,7 +436,7 @@ public sealed class ModelEditor : IDisposable
     private Dictionary<string, string> HashesBefore()
     {
         var equal = new bool[_params.Length];
-        ForEachMatrix(i => equal[i] = Host(_params[i].Value).SequenceEqual(Host(_original[i])));
+        ForEachMatrix(i => equal[i] = BitwiseEqual(Host(_params[i].Value), Host(_original[i])));
         if (equal.All(e => e))
         {
             _before = null;
@@ -484,6 +490,10 @@ public sealed class ModelEditor : IDisposable
 
     private static string Hash(ReadOnlySpan<float> values) =>
         Convert.ToHexString(SHA256.HashData(System.Runtime.InteropServices.MemoryMarshal.AsBytes(values)))[..16].ToLowerInvariant();
+
+    /// <summary>Same bits (float equality would take −0 for +0): a vectorised memory compare.</summary>
+    private static bool BitwiseEqual(ReadOnlySpan<float> a, ReadOnlySpan<float> b) =>
+        System.Runtime.InteropServices.MemoryMarshal.Cast<float, int>(a).SequenceEqual(System.Runtime.InteropServices.MemoryMarshal.Cast<float, int>(b));
 
     /// <summary>Number of positions whose bit patterns differ (vectorised: equal lanes are −1, summed).</summary>
     private static long CountDifferent(ReadOnlySpan<float> a, ReadOnlySpan<float> b)

@@ -114,6 +114,39 @@ public sealed class EditorReuseTests
         SameEdit(expected, expectedWeights, e2.Edit(y, [2], mask, Options), Weights(m2, target));
     }
 
+    [Theory]
+    [InlineData(true, 3, 0f)]       // ended by the step budget: the last forward was before the last update
+    [InlineData(true, 100, 0.01f)]  // ended by the stop rule: its check ran the forward of the final weights
+    [InlineData(false, 3, 0f)]
+    [InlineData(false, 100, 0.01f)]
+    public void The_records_after_figures_are_those_of_the_final_weights(bool fastPath, int maxSteps, float stopLoss)
+    {
+        using var be = new CpuBackend(new CpuBackendOptions { Threads = 2 });
+        var target = EditTarget.Default(Config);
+        using var model = Model(be);
+        using var editor = new ModelEditor(model, target, fastPath);
+        var images = Images(2, 7);
+        int[] labels = [1, 4];
+        var r = editor.Edit(images, labels, EditMask.Random(target, 0.25, seed: 3), new EditOptions { LearningRate = 1e-2f, MaxSteps = maxSteps, StopLoss = stopLoss });
+        Assert.True(stopLoss == 0 ? r.Steps == maxSteps : r.Steps < maxSteps && r.Success, $"steps {r.Steps}");
+
+        using var ws = model.CreateWorkspace(2);
+        using var x = be.FromHost("x", images, 2, 3, 16, 16);
+        model.Forward(ws, x, 2);
+        var logits = ws.Logits.ToArray();
+        double loss = 0;
+        for (int i = 0; i < 2; i++)
+        {
+            var row = logits.AsSpan(i * Config.NumClasses, Config.NumClasses).ToArray();
+            double max = row.Max(), sum = row.Sum(v => Math.Exp(v - max));
+            double p = Math.Exp(row[labels[i]] - max) / sum;
+            Assert.Equal(Array.IndexOf(row, row.Max()), r.PredictionsAfter[i]);
+            Assert.Equal(p, r.TargetProbAfter[i], 4);
+            loss -= Math.Log(p) / 2;
+        }
+        Assert.True(Math.Abs(loss - r.FinalLoss) <= 1e-4 * Math.Max(1, loss), $"final loss {r.FinalLoss}, of the final weights {loss}");
+    }
+
     [Fact]
     public void Hashes_and_changed_counts_are_of_the_whole_matrices_whatever_the_edit_starts_from()
     {
