@@ -330,7 +330,8 @@ public sealed class EditPass : IDisposable, IWeightGradients
         {
             // fc1 [hidden, dim]: dh_j = gelu'(h_j)·(dOut·W2[:, j]), dW[j, :] = Σ_r dh_j[r]·ln2[r, :] for j ∈ S1.
             var s1 = _selected[_firstFc1]!;
-            _kernels.GatherColumns(blk.Fc2Weight.Value, d, h, s1, _w2s1!);
+            // W2[:, S1] from the forward's compact W2[:, U] (unchanged since): no second pass over the strided columns of W2.
+            _kernels.GatherColumns(_w2u!, d, u, _s1InUnion, _w2s1!);
             be.Gemm(false, false, rows, k1, d, 1f, dOut, 0, d, _w2s1!, 0, k1, 0f, _dh1!, 0, k1);
             be.GeluBackward(_h1!, _dh1!, _dh1!, (long)rows * k1);
             be.Gemm(true, false, k1, d, rows, 1f, _dh1!, 0, k1, a.Ln2, 0, d, 0f, _compact, 0, d);
