@@ -16,7 +16,9 @@ using WhereToEdit.Engine.Tensors;
 // --write-case saves the weights, hypernetwork, image and settings for perf/peers/pytorch_edit.py (run that on the same
 // folder). Prints one JSON line per timed edit (wall and process CPU time) after an untimed one-step warm-up edit.
 // --reuse-editor true keeps one editor per path across the edits, as `wte eval` and `wte serve` do (default: a new one
-// per edit, as `wte edit`).
+// per edit, as `wte edit`). --first-block-ab ROUNDS times EditPass steps (forward from the cache, CE, backward; no
+// optimizer) with the first edited block from its cache against the full first block (the cache dropped by a re-Select),
+// alternating 5 steps of each per round in this one process.
 var opts = new Dictionary<string, string>();
 for (int i = 0; i + 1 < args.Length; i += 2)
 {
@@ -108,6 +110,45 @@ if (opts.TryGetValue("write-case", out var dir))
         ["case"] = caseName, ["vit"] = c, ["hypernet"] = net.Config, ["edit_blocks"] = editBlocks, ["images"] = 1,
         ["labels"] = new[] { label }, ["lr"] = options.LearningRate, ["max_steps"] = maxSteps, ["stop_loss"] = options.StopLoss, ["keep"] = keep,
     }));
+}
+
+if (opts.TryGetValue("first-block-ab", out var abText))
+{
+    int rounds = int.Parse(abText, CultureInfo.InvariantCulture);
+    var abMask = EditMask.TopK(target, new MaskPredictor(vit, net, target).Scores(pixels, 1), keep);
+    using var ws = vit.CreateWorkspace(1);
+    using var pass = new EditPass(vit, target.FirstBlock, target.Units.Select(u => (u.Parameter, u.Axis)).ToArray(), 1);
+    using var x = be.FromHost("x", pixels, 1, c.InChans, c.ImageSize, c.ImageSize);
+    using var y = be.FromHost("y", new[] { (float)label }, 1);
+    void SelectAll() { foreach (var u in target.Units) pass.Select(u.Index, abMask.Indices(u.Index)); }
+    double Steps(int k)
+    {
+        var sw = Stopwatch.StartNew();
+        for (int i = 0; i < k; i++)
+        {
+            pass.ForwardFrom(ws, 1);
+            be.CrossEntropy(ws.Logits, y, ws.Losses, ws.DLogits, 1, c.NumClasses, 1f);
+            pass.Backward(ws, 1);
+        }
+        be.Synchronize();
+        return sw.Elapsed.TotalMilliseconds / k;
+    }
+    SelectAll(); pass.Forward(ws, x, 1); Steps(2);   // warm-up of both
+    SelectAll(); Steps(2);
+    for (int r = 0; r < rounds; r++)
+    {
+        string load = File.ReadAllText("/proc/loadavg").Split(' ')[0];
+        SelectAll(); pass.Forward(ws, x, 1);
+        double cached = Steps(5);
+        SelectAll();   // drops the first block's cache: the full block, as before it existed
+        double full = Steps(5);
+        Console.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object>
+        {
+            ["first_block_ab"] = true, ["case"] = caseName, ["round"] = r, ["cached_ms_per_step"] = Math.Round(cached, 2),
+            ["full_ms_per_step"] = Math.Round(full, 2), ["load_before"] = load,
+        }));
+    }
+    return 0;
 }
 
 var original = vit.Parameters.Select(p => p.Value.ToArray()).ToArray();

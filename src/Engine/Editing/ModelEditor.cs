@@ -89,8 +89,11 @@ public sealed record EditResult
 /// Edits a ViT in place on its backend (HPRD / FT-L1 / FT-L2 / random mask, method.md §5–6): the blocks before
 /// the first edited block run once and are cached; each step runs the rest forward and backward with weight
 /// gradients for the edited matrices only. On a backend with <see cref="IEditKernels"/> the steps run an
-/// <see cref="EditPass"/>: the last block for the [CLS] row only, and weight gradients for the masked hidden units
-/// only (HPRD, random). <see cref="Revert"/> restores the weights the editor started from.
+/// <see cref="EditPass"/>: the last block for the [CLS] row only, weight gradients for the masked hidden units
+/// only (HPRD, random), and the first edited block from its cache (only the masked units recomputed).
+/// <see cref="Revert"/> restores the weights the editor started from. An editor is meant to be reused across edits
+/// (eval, serve): its snapshot, optimizer state, workspace and the snapshot's hashes are kept, and HPRD's mask forward
+/// (<see cref="MaskScores"/>) is the edit's first forward.
 /// </summary>
 public sealed class ModelEditor : IDisposable
 {
