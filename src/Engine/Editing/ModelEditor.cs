@@ -161,6 +161,8 @@ public sealed class ModelEditor : IDisposable
     {
         ArgumentNullException.ThrowIfNull(predictor);
         ArgumentNullException.ThrowIfNull(images);
+        // Its forward would overwrite the activations the edit in progress steps from.
+        if (_options is not null) throw new InvalidOperationException("MaskScores during an edit (between Begin and Finish)");
         _primedBatch = 0;
         bool same = ReferenceEquals(predictor.Model, _model);
         if (!same && (predictor.Model.Config != _model.Config || !ReferenceEquals(predictor.Model.Backend, _be))) return predictor.Scores(images, n);

@@ -84,6 +84,11 @@ public sealed class EditorReuseTests
         // A predictor on another model (serve's base model, --base): the editor falls back to the predictor's own forward.
         using var other = Model(be);
         Assert.Equal(scores1, e2.MaskScores(new MaskPredictor(other, net, target), images, 2));
+
+        // Not during an edit: its forward would overwrite the activations the steps start from.
+        e2.Begin(images, labels, mask, Options);
+        Assert.Throws<InvalidOperationException>(() => e2.MaskScores(new MaskPredictor(m2, net, target), images, 2));
+        e2.Finish();
     }
 
     [Fact]
