@@ -151,6 +151,17 @@ public sealed class EditPassTests(ITestOutputHelper output)
         }
     }
 
+    [Fact]
+    public void Gather_rows_copies_the_selected_rows_in_order_and_checks_the_indices()
+    {
+        using var be = new CpuBackend(new CpuBackendOptions { Threads = 2 });
+        using var src = be.FromHost("src", Enumerable.Range(0, 15).Select(i => (float)i).ToArray(), 5, 3);
+        using var dst = be.Allocate("dst", 3, 3);
+        be.GatherRows(src, [4, 0, 2], 3, dst);
+        Assert.Equal([12f, 13, 14, 0, 1, 2, 6, 7, 8], dst.ToArray());
+        Assert.Throws<ArgumentOutOfRangeException>(() => be.GatherRows(src, [5], 3, dst));
+    }
+
     [Theory]
     [InlineData("hprd")]
     [InlineData("random")]
