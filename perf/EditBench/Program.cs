@@ -11,10 +11,14 @@ using WhereToEdit.Engine.Tensors;
 // model's forward for the [CLS] features, the hypernetwork, the global top-k mask, a new ModelEditor, then masked
 // RMSprop steps until the stop rule (every image right and mean CE ≤ 0.01) or --max-steps.
 // Usage: dotnet EditBench.dll --case vit_base|fashion [--threads 2] [--repeats 3] [--max-steps N] [--write-case DIR]
-//                             [--path fast|full|both]
+//                             [--path fast|full|both] [--reuse-editor true]
 //        dotnet EditBench.dll --write-weights FILE.safetensors --preset vit_base_patch16_224   (the bench's random weights)
 // --write-case saves the weights, hypernetwork, image and settings for perf/peers/pytorch_edit.py (run that on the same
 // folder). Prints one JSON line per timed edit (wall and process CPU time) after an untimed one-step warm-up edit.
+// --reuse-editor true keeps one editor per path across the edits, as `wte eval` and `wte serve` do (default: a new one
+// per edit, as `wte edit`). --first-block-ab ROUNDS times EditPass steps (forward from the cache, CE, backward; no
+// optimizer) with the first edited block from its cache against the full first block (the cache dropped by a re-Select),
+// alternating 5 steps of each per round in this one process.
 var opts = new Dictionary<string, string>();
 for (int i = 0; i + 1 < args.Length; i += 2)
 {
@@ -30,7 +34,7 @@ if (opts.TryGetValue("write-weights", out var weightsPath))
     var pc = VitConfig.Preset(preset);
     using var m = new VitModel(host, pc);
     m.InitializeRandom(0);
-    SafeTensors.Write(weightsPath, VitCheckpoint.ToTensorFile(m, WteMetadata.Build(VitCheckpoint.ToArchitecture(pc), null, null)));
+    SafeTensors.Write(weightsPath, VitCheckpoint.ToTensorFile(m, WteMetadata.Build(pc, null, null)));
     // The logits of one all-zero image, for the peers' export checks (FILE.logits.f32, little-endian float32).
     using var ws = m.CreateWorkspace(1);
     using var zero = host.Allocate("zero", 1, pc.InChans, pc.ImageSize, pc.ImageSize);
@@ -46,6 +50,7 @@ int threads = int.Parse(opts.GetValueOrDefault("threads", "2"), CultureInfo.Inva
 int repeats = int.Parse(opts.GetValueOrDefault("repeats", "3"), CultureInfo.InvariantCulture);
 string path = opts.GetValueOrDefault("path", "fast");
 if (path is not ("fast" or "full" or "both")) { Console.Error.WriteLine($"EditBench: --path '{path}': expected fast, full or both"); return 2; }
+bool reuseEditor = opts.GetValueOrDefault("reuse-editor", "false") == "true";
 string repo = Path.GetFullPath(Path.Combine(AppContext.BaseDirectory, "../../../../.."));
 
 using var be = new CpuBackend(new CpuBackendOptions { Threads = threads });
@@ -95,7 +100,7 @@ var options = new EditOptions { Method = EditMethod.Hprd, LearningRate = (float)
 if (opts.TryGetValue("write-case", out var dir))
 {
     Directory.CreateDirectory(dir);
-    SafeTensors.Write(Path.Combine(dir, "vit.safetensors"), VitCheckpoint.ToTensorFile(vit, WteMetadata.Build(VitCheckpoint.ToArchitecture(c), null, null)));
+    SafeTensors.Write(Path.Combine(dir, "vit.safetensors"), VitCheckpoint.ToTensorFile(vit, WteMetadata.Build(c, null, null)));
     HypernetFile.Save(Path.Combine(dir, "hypernet.safetensors"), net, editBlocks, fingerprint);
     var bytes = new byte[pixels.Length * 4];
     Buffer.BlockCopy(pixels, 0, bytes, 0, bytes.Length);
@@ -107,8 +112,48 @@ if (opts.TryGetValue("write-case", out var dir))
     }));
 }
 
+if (opts.TryGetValue("first-block-ab", out var abText))
+{
+    int rounds = int.Parse(abText, CultureInfo.InvariantCulture);
+    var abMask = EditMask.TopK(target, new MaskPredictor(vit, net, target).Scores(pixels, 1), keep);
+    using var ws = vit.CreateWorkspace(1);
+    using var pass = new EditPass(vit, target.FirstBlock, target.Units.Select(u => (u.Parameter, u.Axis)).ToArray(), 1);
+    using var x = be.FromHost("x", pixels, 1, c.InChans, c.ImageSize, c.ImageSize);
+    using var y = be.FromHost("y", new[] { (float)label }, 1);
+    void SelectAll() { foreach (var u in target.Units) pass.Select(u.Index, abMask.Indices(u.Index)); }
+    double Steps(int k)
+    {
+        var sw = Stopwatch.StartNew();
+        for (int i = 0; i < k; i++)
+        {
+            pass.ForwardFrom(ws, 1);
+            be.CrossEntropy(ws.Logits, y, ws.Losses, ws.DLogits, 1, c.NumClasses, 1f);
+            pass.Backward(ws, 1);
+        }
+        be.Synchronize();
+        return sw.Elapsed.TotalMilliseconds / k;
+    }
+    SelectAll(); pass.Forward(ws, x, 1); Steps(2);   // warm-up of both
+    SelectAll(); Steps(2);
+    for (int r = 0; r < rounds; r++)
+    {
+        string load = File.ReadAllText("/proc/loadavg").Split(' ')[0];
+        SelectAll(); pass.Forward(ws, x, 1);
+        double cached = Steps(5);
+        SelectAll();   // drops the first block's cache: the full block, as before it existed
+        double full = Steps(5);
+        Console.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object>
+        {
+            ["first_block_ab"] = true, ["case"] = caseName, ["round"] = r, ["cached_ms_per_step"] = Math.Round(cached, 2),
+            ["full_ms_per_step"] = Math.Round(full, 2), ["load_before"] = load,
+        }));
+    }
+    return 0;
+}
+
 var original = vit.Parameters.Select(p => p.Value.ToArray()).ToArray();
 var process = Process.GetCurrentProcess();
+var editors = new Dictionary<bool, ModelEditor>();
 // --path both alternates the fast and the full path edit by edit in this one process (A B A B ...), each warmed up.
 int runs = path == "both" ? 2 * (repeats + 1) : repeats + 1;
 for (int i = 0; i < runs; i++)
@@ -120,12 +165,26 @@ for (int i = 0; i < runs; i++)
     process.Refresh();
     var cpu0 = process.TotalProcessorTime;
     var sw = Stopwatch.StartNew();
-    var scores = new MaskPredictor(vit, net, target).Scores(pixels, 1);
+    // As `wte edit` (EditJob.Edit): the editor first, then the mask through it (its forward is the edit's first one).
+    if (!editors.TryGetValue(fast, out var editor) || !reuseEditor)
+    {
+        editor?.Dispose();
+        editors[fast] = editor = new ModelEditor(vit, target, fastPath: fast);
+    }
+    be.Synchronize();
+    double ctorMs = sw.Elapsed.TotalMilliseconds;
+    var scores = editor.MaskScores(new MaskPredictor(vit, net, target), pixels, 1);
     var mask = EditMask.TopK(target, scores, keep);
-    double maskMs = sw.Elapsed.TotalMilliseconds;
-    using var editor = new ModelEditor(vit, target, fastPath: fast);
-    // Run 0 is an untimed one-step warm-up (JIT, first touch of the buffers).
-    var result = editor.Edit(pixels, [label], mask, run == 0 ? options with { MaxSteps = 1 } : options);
+    double maskMs = sw.Elapsed.TotalMilliseconds - ctorMs;
+    // Run 0 is an untimed one-step warm-up (JIT, first touch of the buffers). Edit = Begin, Step until false, Finish;
+    // called one by one here for the breakdown of where the time goes.
+    editor.Begin(pixels, [label], mask, run == 0 ? options with { MaxSteps = 1 } : options);
+    be.Synchronize();
+    double beginMs = sw.Elapsed.TotalMilliseconds;
+    while (editor.Step()) { }
+    be.Synchronize();
+    double stepsMs = sw.Elapsed.TotalMilliseconds;
+    var result = editor.Finish();
     be.Synchronize();
     double totalMs = sw.Elapsed.TotalMilliseconds;
     process.Refresh();
@@ -133,10 +192,14 @@ for (int i = 0; i < runs; i++)
     if (run == 0) continue;
     Console.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object>
     {
-        ["impl"] = fast ? "wte" : "wte-fullpath", ["in_process_ab"] = path == "both", ["case"] = caseName, ["threads"] = threads, ["backend"] = be.Name,
+        ["impl"] = fast ? "wte" : "wte-fullpath", ["in_process_ab"] = path == "both", ["reuse_editor"] = reuseEditor, ["case"] = caseName, ["threads"] = threads, ["backend"] = be.Name,
         ["run"] = run, ["total_ms"] = Math.Round(totalMs, 2), ["cpu_ms"] = Math.Round(cpuMs, 1), ["mask_ms"] = Math.Round(maskMs, 2), ["steps"] = result.Steps,
         ["success"] = result.Success, ["initial_loss"] = result.InitialLoss, ["final_loss"] = result.FinalLoss,
         ["ms_per_step"] = Math.Round((totalMs - maskMs) / Math.Max(1, result.Steps), 2), ["kept_gates"] = result.KeptGates,
+        // Breakdown: the editor's construction, Begin (forward, hashes), the steps, Finish (forward, hashes, count).
+        ["ctor_ms"] = Math.Round(ctorMs, 2), ["begin_ms"] = Math.Round(beginMs - maskMs - ctorMs, 2),
+        ["steps_ms"] = Math.Round(stepsMs - beginMs, 2), ["finish_ms"] = Math.Round(totalMs - stepsMs, 2),
     }));
 }
+foreach (var e in editors.Values) e.Dispose();
 return 0;

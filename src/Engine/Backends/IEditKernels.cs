@@ -13,6 +13,9 @@ public interface IEditKernels
     /// <summary>dst[r, i] = src[r·ld + columns[i]] for r &lt; rows; dst is [rows, columns.Length], contiguous.</summary>
     void GatherColumns(Tensor src, int rows, int ld, ReadOnlySpan<int> columns, Tensor dst);
 
+    /// <summary>dst[i·cols + c] = src[rowIndex[i]·cols + c]: the selected rows of a [*, cols] matrix as a compact [K, cols] one.</summary>
+    void GatherRows(Tensor src, ReadOnlySpan<int> rowIndex, int cols, Tensor dst);
+
     /// <summary>dst[rowIndex[i]·cols + c] = src[i·cols + c]: the rows of a compact [K, cols] matrix into a [*, cols] one.</summary>
     void ScatterRows(Tensor src, ReadOnlySpan<int> rowIndex, int cols, Tensor dst);
 

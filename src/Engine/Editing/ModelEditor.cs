@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Security.Cryptography;
 using System.Text.Json.Serialization;
 using WhereToEdit.Engine.Backends;
+using WhereToEdit.Engine.Backends.Cpu;
 using WhereToEdit.Engine.Models;
 using WhereToEdit.Engine.Tensors;
 
@@ -88,8 +89,11 @@ public sealed record EditResult
 /// Edits a ViT in place on its backend (HPRD / FT-L1 / FT-L2 / random mask, method.md §5–6): the blocks before
 /// the first edited block run once and are cached; each step runs the rest forward and backward with weight
 /// gradients for the edited matrices only. On a backend with <see cref="IEditKernels"/> the steps run an
-/// <see cref="EditPass"/>: the last block for the [CLS] row only, and weight gradients for the masked hidden units
-/// only (HPRD, random). <see cref="Revert"/> restores the weights the editor started from.
+/// <see cref="EditPass"/>: the last block for the [CLS] row only, weight gradients for the masked hidden units
+/// only (HPRD, random), and the first edited block from its cache (only the masked units recomputed).
+/// <see cref="Revert"/> restores the weights the editor started from. An editor is meant to be reused across edits
+/// (eval, serve): its snapshot, optimizer state, workspace and the snapshot's hashes are kept, and HPRD's mask forward
+/// (<see cref="MaskScores"/>) is the edit's first forward.
 /// </summary>
 public sealed class ModelEditor : IDisposable
 {
@@ -102,6 +106,9 @@ public sealed class ModelEditor : IDisposable
     private VitWorkspace? _ws;
     private EditPass? _pass;
     private Tensor? _images, _labels;
+    // The RMSprop state is all zero (fresh, or filled and not stepped since): Begin need not fill it again. A new
+    // editor's first edit then never touches the state outside the masked rows/columns (90 % of it at keep 0.1).
+    private bool _stateZero;
 
     public ModelEditor(VitModel model, EditTarget target) : this(model, target, fastPath: true) { }
 
@@ -119,6 +126,7 @@ public sealed class ModelEditor : IDisposable
         _gates = target.Units.Select(u => _be.Allocate($"mask.{u.Index}", target.UnitSize)).ToArray();
         _backward = BackwardOptions.Truncated(target.FirstBlock, target.ParameterNames);
         _fast = fastPath && _be is IEditKernels;
+        _stateZero = _be is CpuBackend;   // its arrays are allocated zeroed
         SnapshotOriginal();
     }
 
@@ -131,13 +139,50 @@ public sealed class ModelEditor : IDisposable
     public void SnapshotOriginal()
     {
         for (int i = 0; i < _params.Length; i++) _be.Copy(_params[i].Value, 0, _original[i], 0, _params[i].Length);
+        _snapshotHashes = null;
     }
 
     /// <summary>Restores the edited matrices to the snapshot, bit for bit.</summary>
     public void Revert()
     {
         for (int i = 0; i < _params.Length; i++) _be.Copy(_original[i], 0, _params[i].Value, 0, _params[i].Length);
+        _primedBatch = 0;
     }
+
+    /// <summary>
+    /// HPRD's mask scores for the edit images (<see cref="MaskPredictor.Scores(float[], int)"/>). When the predictor's model
+    /// is the model this editor edits, its forward runs in the editor's workspace, and the next <see cref="Begin"/> on the
+    /// same images starts from it instead of running the same forward again (the weights must not change in between;
+    /// the editor's own <see cref="Step"/> and <see cref="Revert"/> drop it). A separate original model (<c>--base</c>,
+    /// serve's base model) runs in the editor's workspace too when it has the same architecture and backend, and the edit
+    /// runs its own forward.
+    /// </summary>
+    public float[] MaskScores(MaskPredictor predictor, float[] images, int n)
+    {
+        ArgumentNullException.ThrowIfNull(predictor);
+        ArgumentNullException.ThrowIfNull(images);
+        // Its forward would overwrite the activations the edit in progress steps from.
+        if (_options is not null) throw new InvalidOperationException("MaskScores during an edit (between Begin and Finish)");
+        _primedBatch = 0;
+        bool same = ReferenceEquals(predictor.Model, _model);
+        if (!same && (predictor.Model.Config != _model.Config || !ReferenceEquals(predictor.Model.Backend, _be))) return predictor.Scores(images, n);
+        var c = _model.Config;
+        if (n <= 0 || images.Length != (long)n * c.InChans * c.ImageSize * c.ImageSize)
+            throw new ArgumentException($"mask images: {images.Length} values for {n} images of {c.InChans}×{c.ImageSize}×{c.ImageSize}");
+        EnsureBuffers(n);
+        _images!.CopyFrom(images);
+        // Another model of the same architecture (serve's base model) still runs in this workspace: no workspace per edit.
+        var scores = predictor.Scores(_ws!, _images, n);
+        if (!same) return scores;
+        if (_primedImages.Length != images.Length) _primedImages = new float[images.Length];
+        images.CopyTo(_primedImages, 0);
+        _primedBatch = n;
+        return scores;
+    }
+
+    // The images whose full forward (current weights) the workspace holds from MaskScores; _primedBatch 0: none.
+    private float[] _primedImages = [];
+    private int _primedBatch;
 
     /// <summary>The snapshot values of edited matrix i (unit order), on the host.</summary>
     public float[] OriginalValues(int unit) => _original[unit].ToArray();
@@ -159,12 +204,18 @@ public sealed class ModelEditor : IDisposable
     private UpdateMask[] _updateMasks = [];
     private Stopwatch? _clock;
     private Dictionary<string, string>? _hashesBefore;
-    private float[][] _before = [];
+    // The edited matrices at Begin when they differ from the snapshot (host copies); null: they equal the snapshot,
+    // which Finish then compares against (eval and serve start every edit from the snapshot: no copy).
+    private float[][]? _before;
+    // SHA-256 prefixes of the snapshot's matrices, computed at the first edit that starts from it.
+    private string[]? _snapshotHashes;
     private float _lossBefore, _loss;
     private int[] _predBefore = [];
     private float[] _probBefore = [];
     private readonly List<float> _history = [];
     private int _n, _steps;
+    // The workspace's logits are of the current weights (Begin's or a step's forward, no update since).
+    private bool _forwardCurrent;
 
     /// <summary>
     /// Starts an edit (<see cref="Edit"/> is Begin, <see cref="Step"/> until it returns false, <see cref="Finish"/>):
@@ -186,12 +237,17 @@ public sealed class ModelEditor : IDisposable
         if (mask.Target.TotalGates != Target.TotalGates) throw new ArgumentException("the mask was made for a different edit target");
 
         _clock = Stopwatch.StartNew();
+        // The workspace already holds this forward when MaskScores ran it on the same images (and nothing changed since).
+        bool primed = _primedBatch == n && BitwiseEqual(images, _primedImages);
+        _primedBatch = 0;
         EnsureBuffers(n);
-        _images!.CopyFrom(images);
+        if (!primed) _images!.CopyFrom(images);
         _labels!.CopyFrom(labels.Select(l => (float)l).ToArray());
         labels.CopyTo(_labelHost, 0);
-        _hashesBefore = Hashes(out _before);
-        for (int i = 0; i < _state.Length; i++) _be.Fill(_state[i], 0f);
+        _hashesBefore = HashesBefore();
+        if (!_stateZero)
+            for (int i = 0; i < _state.Length; i++) _be.Fill(_state[i], 0f);
+        _stateZero = true;
         bool useMask = !options.Method.IsFineTuning();
         for (int r = 0; r < _gates.Length; r++) _gates[r].CopyFrom(useMask ? mask.UnitAsFloats(r) : Enumerable.Repeat(1f, Target.UnitSize).ToArray());
         _updateMasks = Target.Units.Select(u => useMask ? Target.UpdateMaskFor(u, _gates[u.Index]) : UpdateMask.None(_params[u.Index].Length)).ToArray();
@@ -205,10 +261,15 @@ public sealed class ModelEditor : IDisposable
         _history.Clear();
         _history.EnsureCapacity(Math.Min(options.MaxSteps, 4096));   // no growth inside the step loop
 
-        if (_pass is not null) _pass.Forward(_ws!, _images, n);   // caches the input of the first edited block
-        else _model.Forward(_ws!, _images, n);
+        if (_pass is not null)
+        {
+            if (primed) _pass.ForwardFromFullForward(_ws!, n);
+            else _pass.Forward(_ws!, _images!, n);   // caches the input of the first edited block
+        }
+        else if (!primed) _model.Forward(_ws!, _images!, n);
         (_lossBefore, _predBefore, _probBefore) = Evaluate(n);
         _loss = _lossBefore;
+        _forwardCurrent = true;
     }
 
     /// <summary>
@@ -221,15 +282,18 @@ public sealed class ModelEditor : IDisposable
     {
         var options = _options ?? throw new InvalidOperationException("Step before Begin");
         if (_steps >= options.MaxSteps) return false;
+        _primedBatch = 0;
         if (_steps > 0)
         {
             ForwardFrom(_n);
+            _forwardCurrent = true;
             _loss = Evaluate(_n, out bool done);
             if (done && _loss <= options.StopLoss) return false;
         }
         else if (Done(_predBefore, _labelHost) && _loss <= options.StopLoss) return false;
         TensorChecks.EnsureFinite(_loss, "edit loss");
         _history.Add(_loss);
+        _stateZero = false;
         if (_pass is not null)
         {
             // Masked units: the pass overwrites the selected rows/columns, the only ones the masked step reads.
@@ -258,6 +322,7 @@ public sealed class ModelEditor : IDisposable
                 _be.RmsPropStep(p.Value, p.Grad, _state[i], options.LearningRate, 0.99f, 1e-8f, 0f, _updateMasks[i]);
         }
         _steps++;
+        _forwardCurrent = false;
         return true;
     }
 
@@ -267,14 +332,11 @@ public sealed class ModelEditor : IDisposable
         var options = _options ?? throw new InvalidOperationException("Finish before Begin");
         int n = _n;
         var labels = _labelHost.AsSpan(0, n).ToArray();
-        ForwardFrom(n);
+        // An edit the stop rule ended has just run this forward (on the final weights): not again.
+        if (!_forwardCurrent) ForwardFrom(n);
         var (lossAfter, predAfter, probAfter) = Evaluate(n);
         _be.Synchronize();
-        var hashesAfter = Hashes(out var after);
-        long changed = 0;
-        for (int i = 0; i < _before.Length; i++)
-            for (int j = 0; j < _before[i].Length; j++)
-                if (BitConverter.SingleToInt32Bits(_before[i][j]) != BitConverter.SingleToInt32Bits(after[i][j])) changed++;
+        var hashesAfter = HashesAfter(out long changed);
         bool useMask = !options.Method.IsFineTuning();
         var result = new EditResult
         {
@@ -288,7 +350,7 @@ public sealed class ModelEditor : IDisposable
         };
         _options = null;
         _mask = null;
-        _before = [];
+        _before = null;
         return result;
     }
 
@@ -372,13 +434,91 @@ public sealed class ModelEditor : IDisposable
         if (_labelHost.Length != n) _labelHost = new int[n];
     }
 
-    private Dictionary<string, string> Hashes(out float[][] values)
+    // The record's hashes: SHA-256 of each whole edited matrix's fp32 bytes, first 16 hex digits. The matrices are
+    // hashed in parallel (independent, ~9 MB each on ViT-B) on the backend's thread count.
+
+    /// <summary>Hashes of the matrices at Begin: the snapshot's (cached) when they equal it, else of a copy kept for Finish.</summary>
+    private Dictionary<string, string> HashesBefore()
     {
-        values = _params.Select(p => p.Value.ToArray()).ToArray();
+        var equal = new bool[_params.Length];
+        ForEachMatrix(i => equal[i] = BitwiseEqual(Host(_params[i].Value), Host(_original[i])));
+        if (equal.All(e => e))
+        {
+            _before = null;
+            if (_snapshotHashes is null)
+            {
+                var hashes = new string[_params.Length];
+                ForEachMatrix(i => hashes[i] = Hash(Host(_original[i])));
+                _snapshotHashes = hashes;
+            }
+            return Named(_snapshotHashes);
+        }
+        var before = new float[_params.Length][];
+        var result = new string[_params.Length];
+        ForEachMatrix(i => result[i] = Hash(before[i] = _params[i].Value.ToArray()));
+        _before = before;
+        return Named(result);
+    }
+
+    /// <summary>Hashes of the matrices now, and how many weights differ (bitwise) from Begin's; an unchanged matrix keeps its hash.</summary>
+    private Dictionary<string, string> HashesAfter(out long changed)
+    {
+        var result = new string[_params.Length];
+        var counts = new long[_params.Length];
+        var before = _hashesBefore!;
+        ForEachMatrix(i =>
+        {
+            var now = Host(_params[i].Value);
+            counts[i] = CountDifferent(_before is null ? Host(_original[i]) : _before[i], now);
+            result[i] = counts[i] == 0 ? before[_params[i].Name] : Hash(now);
+        });
+        changed = counts.Sum();
+        return Named(result);
+    }
+
+    private Dictionary<string, string> Named(string[] hashes)
+    {
         var result = new Dictionary<string, string>();
-        for (int i = 0; i < _params.Length; i++)
-            result[_params[i].Name] = Convert.ToHexString(SHA256.HashData(System.Runtime.InteropServices.MemoryMarshal.AsBytes(values[i].AsSpan())))[..16].ToLowerInvariant();
+        for (int i = 0; i < _params.Length; i++) result[_params[i].Name] = hashes[i];
         return result;
+    }
+
+    private void ForEachMatrix(Action<int> body)
+    {
+        int threads = Math.Min(_params.Length, _be is CpuBackend cpu ? cpu.Threads : 1);
+        if (threads <= 1) { for (int i = 0; i < _params.Length; i++) body(i); return; }
+        Parallel.For(0, _params.Length, new ParallelOptions { MaxDegreeOfParallelism = threads }, body);
+    }
+
+    /// <summary>A tensor's values on the host: the CPU backend's own array (no copy), else a download.</summary>
+    private static ReadOnlySpan<float> Host(Tensor t) => t is CpuTensor cpu ? cpu.Data.AsSpan(0, checked((int)t.Length)) : t.ToArray();
+
+    private static string Hash(ReadOnlySpan<float> values) =>
+        Convert.ToHexString(SHA256.HashData(System.Runtime.InteropServices.MemoryMarshal.AsBytes(values)))[..16].ToLowerInvariant();
+
+    /// <summary>Same bits (float equality would take −0 for +0): a vectorised memory compare.</summary>
+    private static bool BitwiseEqual(ReadOnlySpan<float> a, ReadOnlySpan<float> b) =>
+        System.Runtime.InteropServices.MemoryMarshal.Cast<float, int>(a).SequenceEqual(System.Runtime.InteropServices.MemoryMarshal.Cast<float, int>(b));
+
+    /// <summary>Number of positions whose bit patterns differ (vectorised: equal lanes are −1, summed).</summary>
+    private static long CountDifferent(ReadOnlySpan<float> a, ReadOnlySpan<float> b)
+    {
+        var x = System.Runtime.InteropServices.MemoryMarshal.Cast<float, int>(a);
+        var y = System.Runtime.InteropServices.MemoryMarshal.Cast<float, int>(b);
+        int n = x.Length, i = 0;
+        long equal = 0;
+        var xs = System.Runtime.InteropServices.MemoryMarshal.Cast<int, System.Numerics.Vector<int>>(x);
+        var ys = System.Runtime.InteropServices.MemoryMarshal.Cast<int, System.Numerics.Vector<int>>(y);
+        for (int block = 0; block < xs.Length; block += 1 << 16)   // per block, so the int lanes cannot overflow
+        {
+            var acc = System.Numerics.Vector<int>.Zero;
+            int end = Math.Min(xs.Length, block + (1 << 16));
+            for (int v = block; v < end; v++) acc -= System.Numerics.Vector.Equals(xs[v], ys[v]);
+            equal += System.Numerics.Vector.Sum(acc);
+        }
+        i = xs.Length * System.Numerics.Vector<int>.Count;
+        for (; i < n; i++) if (x[i] == y[i]) equal++;
+        return n - equal;
     }
 
     public void Dispose()

@@ -245,7 +245,7 @@ internal sealed class EditEvaluator : IDisposable
             var pixels = editImages.SelectMany(x => x).ToArray();
             if (EditMaskPolicy.NeedsScores(settings[s].Method) && scoresFor != SetKey(index, s, settings.Count))
             {
-                scores = new MaskPredictor(_model, _hypernet!, _target).Scores(pixels, editImages.Count);
+                scores = _editor.MaskScores(new MaskPredictor(_model, _hypernet!, _target), pixels, editImages.Count);
                 scoresFor = SetKey(index, s, settings.Count);
             }
             var others = failures[g].Where((_, i) => !editSet.Contains(i)).ToList();

@@ -153,11 +153,12 @@ public static class EditJob
             if (masks is null) throw new ArgumentException("--method hprd needs --hypernet");
             if (masks.Reference.Config != vit.Config) throw new ArgumentException("the hypernetwork's reference model has another architecture than the model edited");
             target = new EditTarget(vit.Config, masks.Hypernet.EditBlocks);
-            scores = new MaskPredictor(masks.Reference, masks.Hypernet.Network, target).Scores(edit.Pixels, n);
         }
         else target = EditTarget.Default(vit.Config);
-        var mask = EditMaskPolicy.For(method, target, edit.Keep, scores, edit.Seed);
         var editor = editorFor(target);
+        // Through the editor: when the reference is the edited model, the edit starts from this forward.
+        if (method == EditMethod.Hprd) scores = editor.MaskScores(new MaskPredictor(masks!.Reference, masks.Hypernet.Network, target), edit.Pixels, n);
+        var mask = EditMaskPolicy.For(method, target, edit.Keep, scores, edit.Seed);
         var labels = Enumerable.Repeat(edit.Label, n).ToArray();
         var result = editor.Edit(edit.Pixels, labels, mask, options);
         var patch = EditPatch.FromEdit(vit, target, method.IsFineTuning() ? null : mask, target.Units.Select(u => editor.OriginalValues(u.Index)).ToList(),

@@ -10,8 +10,16 @@ namespace WhereToEdit.Engine.Models;
 /// weight gradient of a masked matrix is computed for its selected hidden units only — a gather-GEMM over the
 /// selected columns of dy (fc1, row mask) or x (fc2, column mask), scattered into the selected rows or columns of the
 /// gradient. Only the gradients of the edited fc1/fc2 weights are computed; the gradient outside the selected units
-/// is left as it was (the masked optimizer step never reads it). Needs a backend with <see cref="IEditKernels"/>;
-/// buffers are allocated once per capacity, steps allocate nothing.
+/// is left as it was (the masked optimizer step never reads it).
+/// <para>The first edited block (when it is not the last one, and its edited matrices have selected units): its input,
+/// attention and LN2 output do not change during an edit, and of its MLP only the selected hidden units U = S1 ∪ S2
+/// (fc1 rows S1, fc2 columns S2) can change. <see cref="Forward"/> keeps base = out₀ − Σ_{j∈U} W2₀[:, j]·gelu(h₀_j) from
+/// the original forward; each later forward computes h_j for j ∈ S1 only and out = base + Σ_{j∈U} W2[:, j]·gelu(h_j),
+/// and the backward computes only the selected units' weight gradients there (no input gradient is needed below it).
+/// This holds while nothing but the selected units' fc1 rows / fc2 columns changes between <see cref="Forward"/> and
+/// later steps, as in a masked edit.</para>
+/// Needs a backend with <see cref="IEditKernels"/>; buffers are allocated once per capacity (the first block's compact
+/// buffers when <see cref="Forward"/> needs larger ones), steps allocate nothing.
 /// </summary>
 public sealed class EditPass : IDisposable, IWeightGradients
 {
@@ -27,6 +35,15 @@ public sealed class EditPass : IDisposable, IWeightGradients
     private readonly Tensor _attnOut, _probs, _mid, _ln2, _ln2Mean, _ln2Rstd, _fc1, _gelu, _out, _dMid, _dTemp, _dHidden;
     // Gather-GEMM scratch: the gathered columns [rows, K ≤ hidden] and the compact gradient [K·dim].
     private readonly Tensor _gathered, _compact;
+    // The first edited block's fc1 and fc2 units (indices into _weights; −1: that matrix is not edited).
+    private readonly int _firstFc1 = -1, _firstFc2 = -1;
+    // Its cached MLP (see the class summary): U sorted, the positions of S1 and S2 in U; set by Forward for _firstBatch.
+    private int[] _union = [], _s1InUnion = [], _s2InUnion = [];
+    private bool _firstCached;
+    private int _firstBatch;
+    // base [rows, dim]; gelu(h_U) [rows, |U|]; h_S1, gelu(h_S1), d h_S1 [rows, |S1|]; gelu(h_S2) [rows, |S2|];
+    // W1[S1, :] [|S1|, dim]; W2[:, U] [dim, |U|]; W2[:, S1] [dim, |S1|]; b1[S1].
+    private Tensor? _base, _gU, _h1, _g1, _dh1, _g2, _w1s, _w2u, _w2s1, _b1s;
 
     /// <param name="model">The ViT; its backend must implement <see cref="IEditKernels"/>.</param>
     /// <param name="firstBlock">The lowest edited block: the forward restarts and the backward stops there.</param>
@@ -54,6 +71,11 @@ public sealed class EditPass : IDisposable, IWeightGradients
                 throw new ArgumentException($"edit unit '{name}' ({axis}): expected the fc1 (rows) or fc2 (columns) weight of a block ≥ {firstBlock}");
             _weights[i] = w;
             _axes[i] = axis;
+            if (block == firstBlock)
+            {
+                if (fc1) _firstFc1 = i;
+                else _firstFc2 = i;
+            }
         }
         _plan = BackwardOptions.Truncated(firstBlock, units.Select(u => u.Parameter));
         int d = c.EmbedDim, h = c.MlpHidden;
@@ -90,14 +112,34 @@ public sealed class EditPass : IDisposable, IWeightGradients
                     throw new ArgumentException($"selected hidden units of '{_weights[unit].Name}' must be sorted, distinct and in [0, {hidden})");
         }
         _selected[unit] = hiddenUnits;
+        _firstCached = false;   // the first block's cache is for the selection at the last Forward
     }
 
     /// <summary>Embeddings and blocks below the first edited one, then <see cref="ForwardFrom"/>: the cache later steps restart from.</summary>
     public void Forward(VitWorkspace ws, Tensor images, int batch)
     {
         CheckBatch(ws, batch);
-        _model.ForwardUpTo(ws, images, batch, _first);
-        ForwardFrom(ws, batch);
+        // The blocks below the last one as the model's own forward (the original weights' activations, exactly), then the
+        // first block's cache.
+        _model.ForwardUpTo(ws, images, batch, _model.Config.Depth - 1);
+        CacheFirstBlock(ws, batch);
+        LastBlockForward(ws, batch);
+        _model.Head(ws, batch);
+    }
+
+    /// <summary>
+    /// What <see cref="Forward"/> gives, when ws already holds the model's full forward (<see cref="VitModel.Forward"/>) of
+    /// these images with the current weights (the mask's forward): blocks below the last one ran the same code on the
+    /// same inputs, so only the last block's [CLS] rows and the head run.
+    /// </summary>
+    public void ForwardFromFullForward(VitWorkspace ws, int batch)
+    {
+        CheckBatch(ws, batch);
+        if (ws.CachedBatch != batch)
+            throw new InvalidOperationException($"edit forward (batch {batch}): the workspace holds a forward for batch {ws.CachedBatch}");
+        CacheFirstBlock(ws, batch);
+        LastBlockForward(ws, batch);
+        _model.Head(ws, batch);
     }
 
     /// <summary>
@@ -112,7 +154,14 @@ public sealed class EditPass : IDisposable, IWeightGradients
             throw new InvalidOperationException($"edit forward (batch {batch}): the workspace caches block inputs for batch {ws.CachedBatch}; run Forward on these images first");
         int last = c.Depth - 1;
         for (int i = _first; i < last; i++)
-            _model.Blocks[i].Forward(ws.BlockInput[i], ws.BlockInput[i + 1], ws.Blocks[i], batch, c.Tokens);
+        {
+            if (i == _first && _firstCached)
+            {
+                if (_firstBatch != batch) throw new InvalidOperationException($"edit forward (batch {batch}): the first edited block is cached for batch {_firstBatch}; run Forward first");
+                FirstBlockForward(ws, batch);
+            }
+            else _model.Blocks[i].Forward(ws.BlockInput[i], ws.BlockInput[i + 1], ws.Blocks[i], batch, c.Tokens);
+        }
         LastBlockForward(ws, batch);
         _model.Head(ws, batch);
     }
@@ -181,7 +230,120 @@ public sealed class EditPass : IDisposable, IWeightGradients
         be.LayerNormBackward(s.DTemp, x, blk.Norm1Weight.Value, a.Ln1Mean, a.Ln1Rstd, ws.DResidual, null, null, rows, d, accumulateDx: true);
 
         for (int i = last - 1; i >= _first; i--)
-            _model.Blocks[i].Backward(ws.BlockInput[i], ws.Blocks[i], ws.DResidual, s, batch, t, wants, needInputGrad: i > _first, this);
+        {
+            if (i == _first && _firstCached) FirstBlockBackward(ws, batch);
+            else _model.Blocks[i].Backward(ws.BlockInput[i], ws.Blocks[i], ws.DResidual, s, batch, t, wants, needInputGrad: i > _first, this);
+        }
+    }
+
+    /// <summary>
+    /// After a full forward of the blocks below the last one with the current weights: base and the compact buffers of the
+    /// first block's MLP for the current selection, when it can be cached (see the class summary).
+    /// </summary>
+    private void CacheFirstBlock(VitWorkspace ws, int batch)
+    {
+        _firstCached = false;
+        var c = _model.Config;
+        int last = c.Depth - 1;
+        if (_first == last) return;   // the last block has its own [CLS]-only path
+        int[]? s1 = _firstFc1 >= 0 ? _selected[_firstFc1] : [], s2 = _firstFc2 >= 0 ? _selected[_firstFc2] : [];
+        if (s1 is null || s2 is null) return;   // whole matrices (FT): every hidden unit changes
+        var a = ws.Blocks[_first];
+        if (a.Fc1PerSample is not null || a.Fc2PerSample is not null) return;
+        var be = _be;
+        var blk = _model.Blocks[_first];
+        int rows = batch * c.Tokens, d = c.EmbedDim, h = c.MlpHidden;
+        // U = S1 ∪ S2, sorted, and where S1's and S2's units sit in it (allocated per edit, not per step).
+        _union = s1.Union(s2).Order().ToArray();
+        _s1InUnion = s1.Select(j => Array.BinarySearch(_union, j)).ToArray();
+        _s2InUnion = s2.Select(j => Array.BinarySearch(_union, j)).ToArray();
+        int u = _union.Length, k1 = s1.Length, k2 = s2.Length;
+        Scratch(ref _base, "edit.first.base", (long)rows * d);
+        Scratch(ref _gU, "edit.first.gelu.union", (long)rows * u);
+        Scratch(ref _h1, "edit.first.fc1.selected", (long)rows * k1);
+        Scratch(ref _g1, "edit.first.gelu.selected", (long)rows * k1);
+        Scratch(ref _dh1, "edit.first.fc1.selected.grad", (long)rows * k1);
+        Scratch(ref _g2, "edit.first.gelu.fc2", (long)rows * k2);
+        Scratch(ref _w1s, "edit.first.fc1.rows", (long)k1 * d);
+        Scratch(ref _w2u, "edit.first.fc2.columns", (long)d * u);
+        Scratch(ref _w2s1, "edit.first.fc2.columns.fc1", (long)d * k1);
+        Scratch(ref _b1s, "edit.first.fc1.bias", k1);
+        // base = out₀ − gelu(h₀_U)·W2₀[:, U]ᵀ: the block's output without the units that can change.
+        be.Copy(ws.BlockInput[_first + 1], 0, _base!, 0, (long)rows * d);
+        if (u > 0)
+        {
+            _kernels.GatherColumns(a.Gelu, rows, h, _union, _gU!);
+            _kernels.GatherColumns(blk.Fc2Weight.Value, d, h, _union, _w2u!);
+            be.Gemm(false, true, rows, d, u, -1f, _gU!, 0, u, _w2u!, 0, u, 1f, _base!, 0, d);
+        }
+        // h_S1 of the original forward, for a backward before the next forward; b1 is not edited.
+        if (k1 > 0) _kernels.GatherColumns(a.Fc1, rows, h, s1, _h1!);
+        if (k1 > 0 && blk.Fc1Bias is not null) _kernels.GatherColumns(blk.Fc1Bias.Value, 1, h, s1, _b1s!);
+        _firstBatch = batch;
+        _firstCached = true;
+    }
+
+    /// <summary>The first edited block's output from its cache: h of the S1 units, out = base + gelu(h_U)·W2[:, U]ᵀ.</summary>
+    private void FirstBlockForward(VitWorkspace ws, int batch)
+    {
+        var c = _model.Config;
+        var be = _be;
+        var blk = _model.Blocks[_first];
+        var a = ws.Blocks[_first];
+        var output = ws.BlockInput[_first + 1];
+        int rows = batch * c.Tokens, d = c.EmbedDim, h = c.MlpHidden, u = _union.Length, k1 = _s1InUnion.Length;
+        be.Copy(_base!, 0, output, 0, (long)rows * d);
+        if (u == 0) return;
+        if (k1 > 0)
+        {
+            // h_S1 = ln2·W1[S1, :]ᵀ + b1[S1] (ln2 unchanged: cached by the original forward), into U's columns of gelu(h_U).
+            _kernels.GatherRows(blk.Fc1Weight.Value, _selected[_firstFc1]!, d, _w1s!);
+            be.Gemm(false, true, rows, k1, d, 1f, a.Ln2, 0, d, _w1s!, 0, d, 0f, _h1!, 0, k1);
+            if (blk.Fc1Bias is not null) be.AddBias(_h1!, _b1s!, rows, k1);
+            be.GeluForward(_h1!, _g1!, (long)rows * k1);
+            _kernels.ScatterColumns(_g1!, rows, _s1InUnion, u, _gU!);
+        }
+        _kernels.GatherColumns(blk.Fc2Weight.Value, d, h, _union, _w2u!);
+        be.Gemm(false, true, rows, d, u, 1f, _gU!, 0, u, _w2u!, 0, u, 1f, output, 0, d);
+    }
+
+    /// <summary>
+    /// The first edited block's backward from ws.DResidual (the gradient of its output) after <see cref="FirstBlockForward"/>:
+    /// the selected units' weight gradients only (overwritten), as the gather-GEMM would give them; no input gradient.
+    /// </summary>
+    private void FirstBlockBackward(VitWorkspace ws, int batch)
+    {
+        var c = _model.Config;
+        var be = _be;
+        var blk = _model.Blocks[_first];
+        var a = ws.Blocks[_first];
+        var dOut = ws.DResidual;
+        int rows = batch * c.Tokens, d = c.EmbedDim, h = c.MlpHidden, u = _union.Length, k1 = _s1InUnion.Length, k2 = _s2InUnion.Length;
+        if (k2 > 0)
+        {
+            // fc2 [dim, hidden]: dW[:, j] = Σ_r dOut[r, :]ᵀ·gelu(h_j)[r] for j ∈ S2.
+            _kernels.GatherColumns(_gU!, rows, u, _s2InUnion, _g2!);
+            be.Gemm(true, false, d, k2, rows, 1f, dOut, 0, d, _g2!, 0, k2, 0f, _compact, 0, k2);
+            _kernels.ScatterColumns(_compact, d, _selected[_firstFc2]!, h, blk.Fc2Weight.Grad);
+        }
+        if (k1 > 0)
+        {
+            // fc1 [hidden, dim]: dh_j = gelu'(h_j)·(dOut·W2[:, j]), dW[j, :] = Σ_r dh_j[r]·ln2[r, :] for j ∈ S1.
+            var s1 = _selected[_firstFc1]!;
+            // W2[:, S1] from the forward's compact W2[:, U] (unchanged since): no second pass over the strided columns of W2.
+            _kernels.GatherColumns(_w2u!, d, u, _s1InUnion, _w2s1!);
+            be.Gemm(false, false, rows, k1, d, 1f, dOut, 0, d, _w2s1!, 0, k1, 0f, _dh1!, 0, k1);
+            be.GeluBackward(_h1!, _dh1!, _dh1!, (long)rows * k1);
+            be.Gemm(true, false, k1, d, rows, 1f, _dh1!, 0, k1, a.Ln2, 0, d, 0f, _compact, 0, d);
+            _kernels.ScatterRows(_compact, s1, d, blk.Fc1Weight.Grad);
+        }
+    }
+
+    private void Scratch(ref Tensor? t, string name, long length)
+    {
+        if (t is not null && t.Length >= Math.Max(1, length)) return;
+        t?.Dispose();
+        t = _be.Allocate(name, checked((int)Math.Max(1, length)));
     }
 
     /// <summary>The gather-GEMM for a unit with selected hidden units (see the class summary).</summary>
@@ -224,5 +386,6 @@ public sealed class EditPass : IDisposable, IWeightGradients
     {
         foreach (var t in new[] { _attnOut, _probs, _mid, _ln2, _ln2Mean, _ln2Rstd, _fc1, _gelu, _out, _dMid, _dTemp, _dHidden, _gathered, _compact })
             t.Dispose();
+        foreach (var t in new[] { _base, _gU, _h1, _g1, _dh1, _g2, _w1s, _w2u, _w2s1, _b1s }) t?.Dispose();
     }
 }

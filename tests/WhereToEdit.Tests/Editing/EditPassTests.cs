@@ -77,49 +77,89 @@ public sealed class EditPassTests(ITestOutputHelper output)
 
         // Full path.
         using var ws = model.CreateWorkspace(batch);
-        model.ZeroGrad();
-        model.Forward(ws, images, batch);
-        var fullLogits = ws.Logits.ToArray();
-        be.CrossEntropy(ws.Logits, labelTensor, ws.Losses, ws.DLogits, batch, config.NumClasses, 1f / batch);
-        model.Backward(ws, batch, BackwardOptions.Truncated(target.FirstBlock, target.ParameterNames));
-        var fullGrads = target.Units.Select(u => model[u.Parameter].Grad.ToArray()).ToArray();
+        (float[] Logits, float[][] Grads) Full()
+        {
+            model.ZeroGrad();
+            model.Forward(ws, images, batch);
+            var logits = ws.Logits.ToArray();
+            be.CrossEntropy(ws.Logits, labelTensor, ws.Losses, ws.DLogits, batch, config.NumClasses, 1f / batch);
+            model.Backward(ws, batch, BackwardOptions.Truncated(target.FirstBlock, target.ParameterNames));
+            return (logits, target.Units.Select(u => model[u.Parameter].Grad.ToArray()).ToArray());
+        }
+        var (fullLogits, fullGrads) = Full();
 
         // Fast path, in a fresh workspace, the gradients starting from garbage (the selected units are overwritten).
         using var ws2 = model.CreateWorkspace(batch);
         using var pass = new EditPass(model, target.FirstBlock, target.Units.Select(u => (u.Parameter, u.Axis)).ToArray(), batch);
         foreach (var u in target.Units)
         {
-            var g = model[u.Parameter].Grad;
-            if (masked) g.CopyFrom(Enumerable.Repeat(123f, (int)g.Length).ToArray()); else be.Fill(g, 0f);
             var gates = mask.UnitAsFloats(u.Index);
             pass.Select(u.Index, masked ? Enumerable.Range(0, gates.Length).Where(j => gates[j] != 0).ToArray() : null);
         }
+        int d = config.EmbedDim, h = config.MlpHidden;
+        bool Selected(EditUnit u, int i) => !masked || mask.Unit(u.Index)[u.Axis == MaskAxis.Rows ? i / d : i % h];
+        void FastBackwardMatches(string when, float[][] expectedGrads)
+        {
+            foreach (var u in target.Units)
+            {
+                var g = model[u.Parameter].Grad;
+                if (masked) g.CopyFrom(Enumerable.Repeat(123f, (int)g.Length).ToArray()); else be.Fill(g, 0f);
+            }
+            be.CrossEntropy(ws2.Logits, labelTensor, ws2.Losses, ws2.DLogits, batch, config.NumClasses, 1f / batch);
+            pass.Backward(ws2, batch);
+            foreach (var u in target.Units)
+            {
+                var fast = model[u.Parameter].Grad.ToArray();
+                var full = expectedGrads[u.Index];
+                var expected = new List<float>();
+                var actual = new List<float>();
+                for (int i = 0; i < full.Length; i++)
+                {
+                    if (Selected(u, i)) { expected.Add(full[i]); actual.Add(fast[i]); }
+                    else Assert.Equal(123f, fast[i]);   // outside the selection: not written
+                }
+                Assert.True(expected.Count > 0);
+                Assert.True(MaxAbs(expected.ToArray()) > 0, $"{u.Parameter}: the full path's gradient is zero (the test would prove nothing)");
+                CheckClose($"{u.Parameter}.grad ({when})", expected.ToArray(), actual.ToArray());
+            }
+        }
         pass.Forward(ws2, images, batch);
         CheckClose("logits", fullLogits, ws2.Logits.ToArray());
-        be.CrossEntropy(ws2.Logits, labelTensor, ws2.Losses, ws2.DLogits, batch, config.NumClasses, 1f / batch);
-        pass.Backward(ws2, batch);
-        int d = config.EmbedDim, h = config.MlpHidden;
-        foreach (var u in target.Units)
-        {
-            var fast = model[u.Parameter].Grad.ToArray();
-            var full = fullGrads[u.Index];
-            var gates = mask.UnitAsFloats(u.Index);
-            var expected = new List<float>();
-            var actual = new List<float>();
-            for (int i = 0; i < full.Length; i++)
-            {
-                int j = u.Axis == MaskAxis.Rows ? i / d : i % h;
-                if (!masked || gates[j] != 0) { expected.Add(full[i]); actual.Add(fast[i]); }
-                else Assert.Equal(123f, fast[i]);   // outside the selection: not written
-            }
-            Assert.True(expected.Count > 0);
-            Assert.True(MaxAbs(expected.ToArray()) > 0, $"{u.Parameter}: the full path's gradient is zero (the test would prove nothing)");
-            CheckClose($"{u.Parameter}.grad", expected.ToArray(), actual.ToArray());
-        }
+        FastBackwardMatches("first forward", fullGrads);
 
         // A second forward from the cache gives the same logits again.
         pass.ForwardFrom(ws2, batch);
         CheckClose("logits (from cache)", fullLogits, ws2.Logits.ToArray());
+
+        // The selected weights move, as in a masked step (the first edited block then runs from its cache: only the
+        // selected units are recomputed): the fast path still matches the full one, forward and backward, twice.
+        var rng = new Rng(17);
+        for (int step = 0; step < 2; step++)
+        {
+            foreach (var u in target.Units)
+            {
+                var w = model[u.Parameter].Value.ToArray();
+                for (int i = 0; i < w.Length; i++)
+                    if (Selected(u, i)) w[i] += (float)(rng.NextNormal() * 0.2);
+                model[u.Parameter].Value.CopyFrom(w);
+            }
+            var (movedLogits, movedGrads) = Full();
+            Assert.True(fullLogits.Zip(movedLogits).Max(p => Math.Abs(p.First - p.Second)) > 1e-2f, "the moved weights must change the logits");
+            pass.ForwardFrom(ws2, batch);
+            CheckClose($"logits (weights moved {step + 1}×)", movedLogits, ws2.Logits.ToArray());
+            FastBackwardMatches($"weights moved {step + 1}×", movedGrads);
+        }
+    }
+
+    [Fact]
+    public void Gather_rows_copies_the_selected_rows_in_order_and_checks_the_indices()
+    {
+        using var be = new CpuBackend(new CpuBackendOptions { Threads = 2 });
+        using var src = be.FromHost("src", Enumerable.Range(0, 15).Select(i => (float)i).ToArray(), 5, 3);
+        using var dst = be.Allocate("dst", 3, 3);
+        be.GatherRows(src, [4, 0, 2], 3, dst);
+        Assert.Equal([12f, 13, 14, 0, 1, 2, 6, 7, 8], dst.ToArray());
+        Assert.Throws<ArgumentOutOfRangeException>(() => be.GatherRows(src, [5], 3, dst));
     }
 
     [Theory]

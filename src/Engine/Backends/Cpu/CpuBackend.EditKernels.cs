@@ -39,6 +39,16 @@ public sealed unsafe partial class CpuBackend : IEditKernels
         }
     }
 
+    public void GatherRows(Tensor src, ReadOnlySpan<int> rowIndex, int cols, Tensor dst)
+    {
+        int k = rowIndex.Length;
+        if (k == 0 || cols == 0) return;
+        CheckIndices(rowIndex, checked((int)(src.Length / cols)), "gathered row");
+        Need(dst, (long)k * cols, "gather destination");
+        float[] s = Cpu(src, "gather source").Data, d = Cpu(dst, "gather destination").Data;
+        for (int i = 0; i < k; i++) s.AsSpan(rowIndex[i] * cols, cols).CopyTo(d.AsSpan(i * cols, cols));
+    }
+
     public void ScatterRows(Tensor src, ReadOnlySpan<int> rowIndex, int cols, Tensor dst)
     {
         int k = rowIndex.Length;
