@@ -9,7 +9,7 @@ public static partial class WteCommands
 {
     private static Command PlotCommand(CliOutput io)
     {
-        var command = new Command("plot", "Pictures: training curves from a CSV log, an edit's mask, an edit's before/after prediction panel (PNG + SVG).");
+        var command = new Command("plot", "Pictures: training curves from a CSV log, an edit's mask, an edit's before/after prediction panel, GR-vs-LR plots over several eval runs (PNG + SVG).");
 
         var log = new Argument<string>("LOG") { Description = "a CSV log written by wte meta-train --log or wte pretrain --log" };
         var curvesOut = new Option<string>("--out") { Description = "folder for one PNG + SVG per column", Required = true };
@@ -44,9 +44,20 @@ public static partial class WteCommands
             }));
         });
 
+        var evalEdits = new Argument<string[]>("EDITS") { Description = "edits.jsonl files written by wte eval (one or more runs: an lr sweep beside a keep / coefficient sweep, several seeds)", Arity = ArgumentArity.OneOrMore };
+        var evalOut = new Option<string>("--out") { Description = "output folder: the merged edits.jsonl, summary.md, plots/", Required = true };
+        var evalTitle = new Option<string>("--title") { Description = "heading of summary.md and the plots", DefaultValueFactory = _ => "wte eval (merged)" };
+        var evalReport = new Command("eval", "One summary.md and one set of GR-vs-LR plots (with the front gaps) over the records of several wte eval runs.") { evalEdits, evalOut, evalTitle };
+        evalReport.SetAction(parse =>
+        {
+            var result = EvalMergeJob.Run(new EvalMergeJobOptions { EditsPaths = parse.GetValue(evalEdits)!, OutDir = parse.GetValue(evalOut)!, Title = parse.GetValue(evalTitle)! }, io.Progress());
+            return io.Print(parse, result, stdout => PrintEvaluation(stdout, result));
+        });
+
         command.Subcommands.Add(curves);
         command.Subcommands.Add(mask);
         command.Subcommands.Add(edit);
+        command.Subcommands.Add(evalReport);
         return command;
     }
 

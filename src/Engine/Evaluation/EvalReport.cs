@@ -225,7 +225,7 @@ public static class EvalReport
     }
 
     private static string FSigned(double v, double ci) =>
-        double.IsNaN(v) ? "–" : v.ToString("+0.000;−0.000;0.000", Inv) + (double.IsNaN(ci) ? "" : $" ± {F(ci)}");
+        double.IsNaN(v) ? "–" : (Math.Round(v, 3) + 0.0).ToString("+0.000;−0.000;0.000", Inv) + (double.IsNaN(ci) ? "" : $" ± {F(ci)}");
 
     private static double IoU(int[] a, int[] b)
     {

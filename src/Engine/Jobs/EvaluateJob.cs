@@ -164,20 +164,33 @@ public static class EvaluateJob
             jsonlFile.Commit();
         }
 
+        var report = WriteReport(o.OutDir, o.Title,
+            $"Model `{o.ModelPath}`, hypernetwork `{o.HypernetPath ?? "none"}`, benchmark `{manifest.Name}`; " +
+            $"{p.ImagesPerEdit} image(s) per edit, lr {(o.LearningRates.Count > 1 ? string.Join(", ", o.LearningRates.Select(r => r.ToString(CultureInfo.InvariantCulture))) + " (swept)" : p.LearningRate.ToString(CultureInfo.InvariantCulture))}, " +
+            $"≤ {p.MaxSteps} steps, GR formula {p.GrFormula.ToString().ToLowerInvariant()}, locality set {locality.Count}" +
+            (broad is null ? "." : $", broad locality set {broad.Count} (correctly classified test images, every class). ± : 95 % confidence half-width over edits."),
+            records, p.Seed);
+        outFolder.Commit();
+        return report with { Groups = groups.Count, Edits = edits, Settings = settings.Count, LocalityImages = locality.Count, EditsPath = jsonl };
+    }
+
+    /// <summary>
+    /// summary.md (overall and per-group tables, the plots, mask IoU, HPRD − random paired, the front gaps) and the
+    /// Pareto plots of a set of edit records, in <paramref name="outDir"/>; the counts of the result are left for the caller.
+    /// </summary>
+    internal static EvaluateJobResult WriteReport(string outDir, string title, string header, IReadOnlyList<EditRecord> records, ulong seed)
+    {
         var summary = EvalReport.Summarise(records);
         var perGroup = EvalReport.Summarise(records, perGroup: true);
         var overlaps = EvalReport.Overlaps(records);
         var learnedVsRandom = EvalReport.LearnedVsRandom(records);
-        var frontGaps = EvalReport.FrontGaps(records, seed: p.Seed);
-        string plotsFolder = Path.Combine(o.OutDir, "plots");
-        var plots = EvalReport.ParetoPlots(summary, plotsFolder, o.Title);
+        var frontGaps = EvalReport.FrontGaps(records, seed: seed);
+        string plotsFolder = Path.Combine(outDir, "plots");
+        var plots = EvalReport.ParetoPlots(summary, plotsFolder, title);
         var md = new StringBuilder();
-        md.AppendLine($"# {o.Title}");
+        md.AppendLine($"# {title}");
         md.AppendLine();
-        md.AppendLine($"Model `{o.ModelPath}`, hypernetwork `{o.HypernetPath ?? "none"}`, benchmark `{manifest.Name}`; " +
-                      $"{p.ImagesPerEdit} image(s) per edit, lr {(o.LearningRates.Count > 1 ? string.Join(", ", o.LearningRates.Select(r => r.ToString(CultureInfo.InvariantCulture))) + " (swept)" : p.LearningRate.ToString(CultureInfo.InvariantCulture))}, " +
-                      $"≤ {p.MaxSteps} steps, GR formula {p.GrFormula.ToString().ToLowerInvariant()}, locality set {locality.Count}" +
-                      (broad is null ? "." : $", broad locality set {broad.Count} (correctly classified test images, every class). ± : 95 % confidence half-width over edits."));
+        md.AppendLine(header);
         md.AppendLine();
         md.AppendLine("## Overall (mean over edits)");
         md.AppendLine();
@@ -188,13 +201,16 @@ public static class EvaluateJob
         md.AppendLine();
         foreach (string png in plots.Where(f => f.EndsWith(".png", StringComparison.Ordinal)))
         {
-            string link = Path.GetRelativePath(o.OutDir, png).Replace('\\', '/');
+            string link = Path.GetRelativePath(outDir, png).Replace('\\', '/');
             md.AppendLine($"![{Path.GetFileNameWithoutExtension(png)}]({link})");
         }
         md.AppendLine();
-        md.AppendLine("## Mask overlap (HPRD)");
-        md.AppendLine();
-        md.AppendLine(EvalReport.OverlapTable(overlaps));
+        if (overlaps.Count > 0)
+        {
+            md.AppendLine("## Mask overlap (HPRD)");
+            md.AppendLine();
+            md.AppendLine(EvalReport.OverlapTable(overlaps));
+        }
         if (learnedVsRandom.Count > 0)
         {
             md.AppendLine("## Learned vs random masks (HPRD − random at the same keep, paired over the same edits)");
@@ -213,13 +229,12 @@ public static class EvaluateJob
         md.AppendLine("## Per group");
         md.AppendLine();
         md.AppendLine(EvalReport.MarkdownTable(perGroup, withGroup: true));
-        string summaryPath = Path.Combine(o.OutDir, "summary.md");
+        string summaryPath = Path.Combine(outDir, "summary.md");
         AtomicFile.WriteAllText(summaryPath, md.ToString());
-        outFolder.Commit();
         return new EvaluateJobResult
         {
-            Summary = summary, Overlaps = overlaps, LearnedVsRandom = learnedVsRandom, FrontGaps = frontGaps, Groups = groups.Count, Edits = edits, Settings = settings.Count, LocalityImages = locality.Count,
-            EditsPath = jsonl, SummaryPath = summaryPath, PlotsFolder = plotsFolder, PlotFiles = plots.Count,
+            Summary = summary, Overlaps = overlaps, LearnedVsRandom = learnedVsRandom, FrontGaps = frontGaps, Groups = 0, Edits = 0, Settings = 0, LocalityImages = 0,
+            EditsPath = "", SummaryPath = summaryPath, PlotsFolder = plotsFolder, PlotFiles = plots.Count,
         };
     }
 
