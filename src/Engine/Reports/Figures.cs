@@ -82,11 +82,19 @@ public static class Figures
     public static IReadOnlyList<string> Pareto(IReadOnlyList<ParetoPoint> points, string title, string xLabel, string yLabel, string stem)
     {
         var plot = new ScottPlot.Plot();
+        // A series' family is its first word (HPRD, RANDOM, FT-L1, FT-L2): one colour and one legend entry per family, so
+        // that a swept learning rate (one curve per keep / coefficient) does not multiply the legend.
+        var palette = new ScottPlot.Palettes.Category10();
+        var families = new List<string>();
         foreach (var series in points.GroupBy(p => p.Series))
         {
+            string family = series.Key.Split(' ')[0];
+            bool first = !families.Contains(family);
+            if (first) families.Add(family);
             var ordered = series.OrderBy(p => p.X).ToList();
             var scatter = plot.Add.Scatter(ordered.Select(p => p.X).ToArray(), ordered.Select(p => p.Y).ToArray());
-            scatter.LegendText = series.Key;
+            scatter.Color = palette.GetColor(families.IndexOf(family));
+            scatter.LegendText = first ? (family == series.Key ? family : family + " (a line per setting)") : "";
             scatter.MarkerSize = 7;
         }
         var front = ParetoFront(points);
