@@ -175,7 +175,7 @@ public static class EvalReport
                     for (int c = 0; c < compared.Count; c++)
                     {
                         var d = draws[c]; d.Sort();
-                        bool enough = d.Count >= 40;
+                        bool enough = d.Count >= 40 && !double.IsNaN(point[c]);   // no interval around an undefined point
                         result.Add(new FrontGap(subset.Key, broad ? "broad" : "sensitive", compared[c].Name, front.Name, point[c],
                             enough ? d[(int)(0.025 * d.Count)] : double.NaN, enough ? d[(int)Math.Ceiling(0.975 * d.Count) - 1] : double.NaN,
                             resamples > 0 ? d.Count / (double)resamples : double.NaN));
