@@ -117,3 +117,26 @@ public static class Repo
         return (code, o.ToString(), e.ToString());
     }
 }
+
+/// <summary>Random weights for the tiny test models, one recipe for every test that needs a model with some behaviour.</summary>
+public static class TestModels
+{
+    /// <summary>
+    /// Every parameter ~ N(0, 0.2²), in parameter order from one <see cref="Rng"/>; LayerNorm weights 1 + N(0, <paramref name="lnStd"/>²);
+    /// the head N(0, <paramref name="headStd"/>²) — a large head so the final LayerNorm's bounded feature can still reach CE ≤ 0.01.
+    /// </summary>
+    public static WhereToEdit.Engine.Models.VitModel Randomise(WhereToEdit.Engine.Models.VitModel model, ulong seed, double lnStd = 0, double headStd = 1.5) =>
+        Randomise(model, new Rng(seed), lnStd, headStd);
+
+    /// <summary>As above, drawing from <paramref name="rng"/> (a test that goes on drawing its inputs from the same stream).</summary>
+    public static WhereToEdit.Engine.Models.VitModel Randomise(WhereToEdit.Engine.Models.VitModel model, Rng rng, double lnStd = 0, double headStd = 1.5)
+    {
+        foreach (var p in model.Parameters)
+        {
+            bool lnWeight = p.Name.Contains("norm") && p.Name.EndsWith("weight");
+            double std = lnWeight ? lnStd : p.Name == "head.weight" ? headStd : 0.2;
+            p.Value.CopyFrom(Enumerable.Range(0, (int)p.Length).Select(_ => (float)(rng.NextNormal() * std + (lnWeight ? 1 : 0))).ToArray());
+        }
+        return model;
+    }
+}

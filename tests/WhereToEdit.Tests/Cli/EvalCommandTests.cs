@@ -22,13 +22,7 @@ public sealed class EvalCommandTests
         using (var be = new CpuBackend(new CpuBackendOptions { Threads = 2 }))
         using (var model = new VitModel(be, config))
         {
-            var rng = new Rng(3);
-            foreach (var p in model.Parameters)
-            {
-                bool ln = p.Name.Contains("norm") && p.Name.EndsWith("weight");
-                double std = ln ? 0 : p.Name == "head.weight" ? 1.5 : 0.2;
-                p.Value.CopyFrom(Enumerable.Range(0, (int)p.Length).Select(_ => (float)(rng.NextNormal() * std + (ln ? 1 : 0))).ToArray());
-            }
+            TestModels.Randomise(model, 3);
             VitCheckpoint.Save(model, modelPath, pre, ["a", "b", "c", "d"]);
             // Failures of class 2 and a locality folder, as PNGs classified by this model.
             Directory.CreateDirectory(dir.File("failures/2_c"));

@@ -251,13 +251,7 @@ internal static class EvalFixture
         var loader = new ImageLoader();
         using var be = new CpuBackend(new CpuBackendOptions { Threads = 1 });
         using var model = new VitModel(be, config);
-        var rng = new Rng(3);
-        foreach (var p in model.Parameters)
-        {
-            bool ln = p.Name.Contains("norm") && p.Name.EndsWith("weight");
-            double std = ln ? 0 : p.Name == "head.weight" ? 1.5 : 0.2;
-            p.Value.CopyFrom(Enumerable.Range(0, (int)p.Length).Select(_ => (float)(rng.NextNormal() * std + (ln ? 1 : 0))).ToArray());
-        }
+        TestModels.Randomise(model, 3);
         VitCheckpoint.Save(model, modelPath, pre, ["a", "b", "c", "d"]);
         Directory.CreateDirectory(dir.File("failures/2_c"));
         Directory.CreateDirectory(dir.File("locality"));

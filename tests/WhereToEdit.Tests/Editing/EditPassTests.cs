@@ -24,13 +24,7 @@ public sealed class EditPassTests(ITestOutputHelper output)
     private static VitModel Model(CpuBackend be, VitConfig config, ulong seed)
     {
         var m = new VitModel(be, config);
-        var rng = new Rng(seed);
-        foreach (var p in m.Parameters)
-        {
-            bool lnWeight = p.Name.Contains("norm") && p.Name.EndsWith("weight");
-            double std = lnWeight ? 0.1 : p.Name == "head.weight" ? 1.5 : 0.2;
-            p.Value.CopyFrom(Enumerable.Range(0, (int)p.Length).Select(_ => (float)(rng.NextNormal() * std + (lnWeight ? 1 : 0))).ToArray());
-        }
+        TestModels.Randomise(m, seed, lnStd: 0.1);
         return m;
     }
 

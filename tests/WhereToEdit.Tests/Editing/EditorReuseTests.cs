@@ -23,13 +23,7 @@ public sealed class EditorReuseTests
     private static VitModel Model(CpuBackend be, ulong seed = 1)
     {
         var m = new VitModel(be, Config);
-        var rng = new Rng(seed);
-        foreach (var p in m.Parameters)
-        {
-            bool lnWeight = p.Name.Contains("norm") && p.Name.EndsWith("weight");
-            double std = lnWeight ? 0.1 : p.Name == "head.weight" ? 1.5 : 0.2;
-            p.Value.CopyFrom(Enumerable.Range(0, (int)p.Length).Select(_ => (float)(rng.NextNormal() * std + (lnWeight ? 1 : 0))).ToArray());
-        }
+        TestModels.Randomise(m, seed, lnStd: 0.1);
         return m;
     }
 

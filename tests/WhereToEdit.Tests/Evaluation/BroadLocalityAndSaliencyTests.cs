@@ -20,13 +20,7 @@ public sealed class BroadLocalityAndSaliencyTests
     private static VitModel Model(CpuBackend be)
     {
         var model = new VitModel(be, Config);
-        var rng = new Rng(3);
-        foreach (var p in model.Parameters)
-        {
-            bool ln = p.Name.Contains("norm") && p.Name.EndsWith("weight");
-            double std = ln ? 0 : p.Name == "head.weight" ? 1.5 : 0.2;
-            p.Value.CopyFrom(Enumerable.Range(0, (int)p.Length).Select(_ => (float)(rng.NextNormal() * std + (ln ? 1 : 0))).ToArray());
-        }
+        TestModels.Randomise(model, 3);
         return model;
     }
 

@@ -35,12 +35,7 @@ public sealed class EvaluatorTests
         using var be = new CpuBackend(new CpuBackendOptions { Threads = 2 });
         using var model = new VitModel(be, Config);
         var rng = new Rng(3);
-        foreach (var p in model.Parameters)
-        {
-            bool ln = p.Name.Contains("norm") && p.Name.EndsWith("weight");
-            double std = ln ? 0 : p.Name == "head.weight" ? 1.5 : 0.2;
-            p.Value.CopyFrom(Enumerable.Range(0, (int)p.Length).Select(_ => (float)(rng.NextNormal() * std + (ln ? 1 : 0))).ToArray());
-        }
+        TestModels.Randomise(model, rng);
         var target = EditTarget.Default(Config);
         using var net = new Hypernetwork(be, HypernetConfig.For(Config, target.Units.Count, depth: 1));
         net.InitializeRandom(7);

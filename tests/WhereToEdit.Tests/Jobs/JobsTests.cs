@@ -39,13 +39,7 @@ public sealed class JobsTests
         }
         using var be = new CpuBackend(new CpuBackendOptions { Threads = 2 });
         using var model = new VitModel(be, Config);
-        var rng = new Rng(1);
-        foreach (var p in model.Parameters)
-        {
-            bool lnWeight = p.Name.Contains("norm") && p.Name.EndsWith("weight");
-            double std = lnWeight ? 0 : p.Name == "head.weight" ? 1.5 : 0.2;
-            p.Value.CopyFrom(Enumerable.Range(0, (int)p.Length).Select(_ => (float)(rng.NextNormal() * std + (lnWeight ? 1 : 0))).ToArray());
-        }
+        TestModels.Randomise(model, 1);
         VitCheckpoint.Save(model, modelPath, pre, ["a", "b", "c", "d", "e"]);
         var target = EditTarget.Default(Config);
         using var net = new Hypernetwork(be, HypernetConfig.For(Config, target.Units.Count, depth: 1));

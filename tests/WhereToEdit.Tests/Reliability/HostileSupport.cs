@@ -18,12 +18,7 @@ internal static class HostileSupport
     {
         using var be = new CpuBackend(new CpuBackendOptions { Threads = 1 });
         using var model = new VitModel(be, config ?? TinyConfig);
-        var rng = new Rng((ulong)seed);
-        foreach (var p in model.Parameters)
-        {
-            bool ln = p.Name.Contains("norm") && p.Name.EndsWith("weight");
-            p.Value.CopyFrom(Enumerable.Range(0, (int)p.Length).Select(_ => (float)(rng.NextNormal() * (ln ? 0 : 0.2) + (ln ? 1 : 0))).ToArray());
-        }
+        TestModels.Randomise(model, (ulong)seed, headStd: 0.2);
         VitCheckpoint.Save(model, path, preprocessing ?? TinyPreprocessing, ["a", "b", "c", "d"]);
         return path;
     }
