@@ -66,12 +66,9 @@ public static partial class WteCommands
     }
 
     private static string Gap(FrontGap g) => double.IsNaN(g.Gap) ? "– (LR outside the front's range)"
-        : $"{S(g.Gap)} [{S(g.Low)} … {S(g.High)}]";
+        : $"{EvalReport.Signed(g.Gap)} [{EvalReport.Signed(g.Low)} … {EvalReport.Signed(g.High)}]";
 
-    /// <summary>Signed to 3 decimals; rounded first, because a format section would print a tiny negative as "-+0.000".</summary>
-    private static string S(double v) => (Math.Round(v, 3) + 0.0).ToString("+0.000;-0.000;0.000", System.Globalization.CultureInfo.InvariantCulture);
-
-    private static string Signed(double v, double ci) => double.IsNaN(v) ? "–" : $"{S(v)} ± {ci:F3}";
+    private static string Signed(double v, double ci) => double.IsNaN(v) ? "–" : $"{EvalReport.Signed(v)} ± {ci:F3}";
 
     /// <summary>The console table, the HPRD mask IoU and where the files went (`wte eval`, `wte demo`).</summary>
     private static void PrintEvaluation(TextWriter stdout, EvaluateJobResult result)

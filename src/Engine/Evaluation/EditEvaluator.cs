@@ -18,7 +18,13 @@ internal sealed record EvalGroup(string Subset, string Name, int Label, IReadOnl
 public sealed record EvalSetting(EditMethod Method, double Keep, float Coefficient, float? LearningRate = null)
 {
     public string Key => (Method.IsFineTuning() ? $"{Method.Name()} c={Coefficient:G4}" : $"{Method.Name()} keep={Keep:G4}")
-        + (LearningRate is float lr ? $" lr={lr.ToString("G3", System.Globalization.CultureInfo.InvariantCulture)}" : "");
+        + (LearningRate is float lr ? RateSuffix(lr) : "");
+
+    /// <summary>What a setting's name carries when the learning rate is swept: " lr=0.00024".</summary>
+    public static string RateSuffix(float lr) => $" lr={lr.ToString("G3", System.Globalization.CultureInfo.InvariantCulture)}";
+
+    /// <summary>A setting's name without its rate ("hprd keep=0.1 lr=0.00024" → "hprd keep=0.1").</summary>
+    public static string WithoutRate(string key) => key.Split(" lr=")[0];
 }
 
 public enum GrFormula

@@ -225,7 +225,13 @@ public static class EvalReport
     }
 
     private static string FSigned(double v, double ci) =>
-        double.IsNaN(v) ? "–" : (Math.Round(v, 3) + 0.0).ToString("+0.000;−0.000;0.000", Inv) + (double.IsNaN(ci) ? "" : $" ± {F(ci)}");
+        double.IsNaN(v) ? "–" : Signed(v, minus: "−") + (double.IsNaN(ci) ? "" : $" ± {F(ci)}");
+
+    /// <summary>
+    /// Signed to 3 decimals (the console passes "-", markdown "−"); rounded first, because a format section would print a
+    /// tiny negative as "-+0.000".
+    /// </summary>
+    public static string Signed(double v, string minus = "-") => (Math.Round(v, 3) + 0.0).ToString($"+0.000;{minus}0.000;0.000", Inv);
 
     private static double IoU(int[] a, int[] b)
     {
@@ -298,7 +304,7 @@ public static class EvalReport
             double Lr(MetricRow r) => broad ? r.LrBroad : r.Lr;
             // With the learning rate swept, each keep / coefficient is its own curve through the rates.
             bool lrSwept = subset.Select(r => r.LearningRate).Distinct().Count() > 1;
-            string Series(MetricRow r) => lrSwept ? r.Method.ToUpperInvariant() + r.Setting[r.Method.Length..].Split(" lr=")[0] : r.Method.ToUpperInvariant();
+            string Series(MetricRow r) => lrSwept ? r.Method.ToUpperInvariant() + EvalSetting.WithoutRate(r.Setting)[r.Method.Length..] : r.Method.ToUpperInvariant();
             var points = subset.Where(r => !double.IsNaN(r.Gr) && !double.IsNaN(Lr(r))).OrderBy(r => MethodOrder(r.Method))
                 .Select(r => new Figures.ParetoPoint(Series(r), r.Setting, Lr(r), r.Gr)).ToList();
             if (points.Count == 0) continue;

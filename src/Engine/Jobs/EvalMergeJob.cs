@@ -50,7 +50,7 @@ public static class EvalMergeJob
                 catch (JsonException e) { throw new InvalidDataException($"{path}: line {line} is not an edit record of `wte eval` ({e.Message})"); }
                 if (!(record.LearningRate > 0))
                     throw new InvalidDataException($"{path}: line {line} has no learning_rate (written by a wte from before the field existed): its points cannot be placed on a learning-rate curve");
-                string key = string.Join("\n", record.Subset, record.Group, record.Setting.Split(" lr=")[0], record.LearningRate.ToString("R"), string.Join("\n", record.EditImages));
+                string key = string.Join("\n", record.Subset, record.Group, EvalSetting.WithoutRate(record.Setting), record.LearningRate.ToString("R"), string.Join("\n", record.EditImages));
                 if (seen.Add(key)) records.Add(record);
                 else repeated++;
             }
@@ -60,8 +60,8 @@ public static class EvalMergeJob
         // when the merged runs differ in rate, so each point is one setting.
         bool rates = records.Select(r => r.LearningRate).Distinct().Count() > 1;
         if (rates)
-            records = records.Select(r => r.Setting.Contains(" lr=", StringComparison.Ordinal) ? r
-                : r with { Setting = $"{r.Setting} lr={r.LearningRate.ToString("G3", System.Globalization.CultureInfo.InvariantCulture)}" }).ToList();
+            records = records.Select(r => EvalSetting.WithoutRate(r.Setting) != r.Setting ? r
+                : r with { Setting = r.Setting + EvalSetting.RateSuffix(r.LearningRate) }).ToList();
         if (repeated > 0) progress.Note($"{repeated} record(s) repeated an earlier one (same subset, group, setting, rate and images) and were kept once");
 
         using var outFolder = new OutputFolder(o.OutDir);
