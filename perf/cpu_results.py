@@ -13,7 +13,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from make_results import cpu_name, splice  # noqa: E402
 
-ORDER = ["wte", "ort", "torchsharp", "pytorch"]
+ORDER = ["wte", "wte-bf16", "ort", "torchsharp", "pytorch"]
 
 
 def stat(values):
@@ -57,8 +57,10 @@ def table(raw_path, threads):
                    f"as this environment sets it: {ceiling.get('sgemm-env', float('nan')):.0f} GFLOP/s "
                    f"({sg.get('sgemm-env', [{}])[0].get('kernel', '?')}). The % columns use the native ceiling.")
         out.append("")
-    out.append("| model | batch | impl | fwd img/s | fwd GFLOP/s | fwd % ceiling | fwd+bwd img/s | fwd+bwd GFLOP/s | fwd+bwd % ceiling | edit step ms (B=1) | wte fwd × | wte fwd+bwd × | wte edit step × |")
-    out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    has_bf16 = any(r.get("tag") == "wte-bf16" for r in rows)
+    out.append("| model | batch | impl | fwd img/s | fwd GFLOP/s | fwd % ceiling | fwd+bwd img/s | fwd+bwd GFLOP/s | fwd+bwd % ceiling | edit step ms (B=1) | wte fwd × | wte fwd+bwd × | wte edit step ×"
+               + (" | wte bf16 fwd × | wte bf16 edit step × |" if has_bf16 else " |"))
+    out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if has_bf16 else ""))
     keys = sorted({(r["model"], r["batch"]) for r in rows if r.get("tag") in ORDER}, key=lambda k: (k[0], k[1]))
     for model, batch in keys:
         group = {t: [r for r in rows if r.get("tag") == t and r["model"] == model and r["batch"] == batch] for t in ORDER}
@@ -67,6 +69,8 @@ def table(raw_path, threads):
         w_f = stat(r.get("forward_images_per_s") for r in ours)[0]
         w_b = stat(r.get("forward_backward_images_per_s") for r in ours)[0]
         w_e = stat(-r["edit_step_ms"] for r in ours if r.get("edit_step_ms"))[0]
+        h_f = stat(r.get("forward_images_per_s") for r in group["wte-bf16"])[0]
+        h_e = stat(-r["edit_step_ms"] for r in group["wte-bf16"] if r.get("edit_step_ms"))[0]
         for t in ORDER:
             g = group[t]
             if not g:
@@ -78,12 +82,14 @@ def table(raw_path, threads):
             bf = (b[0] * 3 * gflop, b[1] * 3 * gflop) if b[0] and gflop else (None, None)
             pct = lambda x: "–" if x[0] is None or not native else f"{100 * x[0] / native:.0f} %"
             es = "–" if e[0] is None else f"{-e[0]:.1f} ({-e[1]:.1f})"
+            hf = "1" if t == "wte-bf16" else ("–" if f[0] is None or h_f is None else f"**{h_f / f[0]:.2f}×**")
+            he = "1" if t == "wte-bf16" else ("–" if e[0] is None or h_e is None else f"**{e[0] / h_e:.1f}×**")
             rf = "1" if t == "wte" else ("–" if f[0] is None or w_f is None else f"**{w_f / f[0]:.2f}×**")
             rb = "1" if t == "wte" else ("–" if b[0] is None or w_b is None else f"**{w_b / b[0]:.2f}×**")
             re = "1" if t == "wte" else ("–" if e[0] is None or w_e is None else f"**{e[0] / w_e:.1f}×**")
             dagger = " †" if t != "wte" and all(r.get("attempt") == "supplement" for r in g) else ""
             out.append(f"| {model} | {batch} | {impl_name.get(t, t)}{dagger} | {fmt(f)} | {fmt(ff, 0)} | {pct(ff)} | {fmt(b)} | "
-                       f"{fmt(bf, 0)} | {pct(bf)} | {es} | {rf} | {rb} | {re} |")
+                       f"{fmt(bf, 0)} | {pct(bf)} | {es} | {rf} | {rb} | {re} |" + (f" {hf} | {he} |" if has_bf16 else ""))
     missing = [t for t in ORDER if not any(r.get("tag") == t for r in rows)]
     out.append("")
     out.append("wte: `wte bench --gemm managed` (forward; forward + CE + full backward; the edit step = `ModelEditor.Step` at "
@@ -96,6 +102,9 @@ def table(raw_path, threads):
                "without intra-op spinning: on this oversubscribed machine their spinning defaults were up to 80× slower. "
                "GFLOP/s count 2 × the multiply-adds "
                "of the matmuls; forward+backward counts 3× the forward." +
+               (" wte bf16 (opt-in `--precision bf16`): the linear layers' forward GEMMs in bf16 with fp32 sums "
+                "(AVX512_BF16, libwte_cpu.so), every other op and the whole backward fp32; its % columns are of the fp32 "
+                "ceiling (bf16's own peak is about twice that), and the fp32 targets are judged on the wte row." if has_bf16 else "") +
                (f" Not measured in this run: {', '.join(missing)} (see perf/RESULTS.md notes)." if missing else ""))
     return "\n".join(out)
 

@@ -2,7 +2,8 @@
 # Side-by-side CPU benchmark, interleaved: per round, per model and batch, `wte bench` (managed GEMM), ONNX Runtime
 # (perf/OrtBench on the model exported by perf/peers/export_onnx.py with wte's own random weights), TorchSharp
 # (perf/TorchSharpBench, when it builds and runs here) and PyTorch 1.13 (perf/torch_peer.py), then the OpenBLAS sgemm
-# ceiling with OPENBLAS_CORETYPE unset and as the environment sets it. Every line carries the 1-minute load before and
+# ceiling with OPENBLAS_CORETYPE unset and as the environment sets it; wte's opt-in bf16 linear layers get a row when
+# they run here. Every line carries the 1-minute load before and
 # after; a measurement during which the load rose by more than half is run again (both kept, the retry marked).
 # Writes perf/out/cpu/cpu-bench.jsonl and the CPU section of perf/RESULTS.md (perf/cpu_results.py).
 # Usage: perf/run-cpu-bench.sh [threads=2] [rounds=2] [models=vit_base_patch16_224] [batches=1,8] [seconds=3]
@@ -33,6 +34,14 @@ if dotnet build perf/TorchSharpBench -c Release -v q -nologo >"$out/torchsharp-b
 else
   echo "TorchSharp peer unavailable (see $out/torchsharp-check.log); continuing without it" >&2
 fi
+# The opt-in bf16 linear layers (--precision bf16: libwte_cpu.so from native/build.sh, a CPU with AVX512_BF16) get a row
+# of their own when they run here.
+bf16=0
+cmake -S . -B build/native -DWTE_BUILD_PTX=OFF -DWTE_BUILD_TESTS=OFF >"$out/native-build.log" 2>&1 \
+  && cmake --build build/native --target wte_cpu >>"$out/native-build.log" 2>&1 \
+  && dotnet build src/Cli/Cli.csproj -c Release -v q -nologo >/dev/null \
+  && $wte bench --model vit_tiny_patch16_224 --seconds 0 --precision bf16 --json >/dev/null 2>>"$out/native-build.log" && bf16=1 \
+  || echo "wte --precision bf16 unavailable here (see $out/native-build.log); no bf16 row" >&2
 load() { cut -d' ' -f1 /proc/loadavg; }
 # measure TAG CMD...: appends the command's JSON lines with the load, re-runs once if the load rose by more than half.
 measure() {
@@ -62,6 +71,7 @@ for round in $(seq "$rounds"); do
     for batch in ${batches//,/ }; do
       echo "round $round: $model batch $batch" >&2
       measure wte $wte bench --model "$model" --batch "$batch" --threads "$threads" --gemm managed --seconds "$seconds" --json
+      [[ $bf16 == 1 ]] && measure wte-bf16 $wte bench --model "$model" --batch "$batch" --threads "$threads" --gemm managed --precision bf16 --seconds "$seconds" --json
       measure ort $ort --onnx "$out/$model.onnx" --model "$model" --batch "$batch" --threads "$threads" --seconds "$seconds" --spin "$ort_spin"
       [[ -n $ts ]] && measure torchsharp $ts --weights "$out/$model.safetensors" --model "$model" --batch "$batch" --threads "$threads" --seconds "$seconds"
       measure pytorch $py perf/torch_peer.py --model "$model" --batch "$batch" --threads "$threads" --min-time "$seconds"

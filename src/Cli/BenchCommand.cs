@@ -16,16 +16,17 @@ public static partial class WteCommands
         var device = DeviceOption();
         var threads = ThreadsOption();
         var gemm = GemmOption();
-        var command = new Command("bench", "Time a ViT preset's forward, forward+backward and HPRD edit step (fp32, random weights).")
+        var precision = PrecisionOption();
+        var command = new Command("bench", "Time a ViT preset's forward, forward+backward and HPRD edit step (fp32 unless --precision bf16, random weights).")
         {
-            model, batch, device, threads, gemm, seconds, keep, profile,
+            model, batch, device, threads, gemm, precision, seconds, keep, profile,
         };
         command.SetAction(parse =>
         {
             var job = BenchJob.Run(new BenchJobOptions
             {
                 Model = parse.GetValue(model)!, Batch = parse.GetValue(batch), Seconds = parse.GetValue(seconds), Keep = parse.GetValue(keep), Profile = parse.GetValue(profile),
-                Backend = new BackendChoice { Device = parse.GetValue(device)!, Threads = parse.GetValue(threads), Gemm = parse.GetValue(gemm)! },
+                Backend = new BackendChoice { Device = parse.GetValue(device)!, Threads = parse.GetValue(threads), Gemm = parse.GetValue(gemm)!, Precision = parse.GetValue(precision)! },
             });
             var result = job.Timing;
             var stdout = io.Out;
@@ -33,7 +34,7 @@ public static partial class WteCommands
                 stdout.WriteLine(JsonSerializer.Serialize(result));
             else
             {
-                stdout.WriteLine($"{result.Model}  batch {result.Batch}  {result.Backend}  fp32");
+                stdout.WriteLine($"{result.Model}  batch {result.Batch}  {result.Backend}  {result.Dtype}");
                 stdout.WriteLine($"  forward            {result.ForwardImagesPerS,9:F2} images/s  ({result.ForwardGflopsPerS:F1} GFLOP/s)");
                 stdout.WriteLine($"  forward+backward   {result.ForwardBackwardImagesPerS,9:F2} images/s  ({result.GflopsPerS:F1} GFLOP/s)");
                 stdout.WriteLine($"  edit step (B=1)    {result.EditStepMs,9:F2} ms        (blocks {string.Join(",", result.EditBlocks)}, keep {result.EditKeep})");

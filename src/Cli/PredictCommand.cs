@@ -14,10 +14,11 @@ public static partial class WteCommands
         var batch = new Option<int>("--batch") { Description = "images per forward pass", DefaultValueFactory = _ => 8 };
         var device = DeviceOption();
         var threads = ThreadsOption();
+        var precision = PrecisionOption();
         var pre = new PreprocessingOptions();
         var command = new Command("predict", "Classify images with a model, using the preprocessing the model file carries (overridable).")
         {
-            model, images, topK, batch, device, threads,
+            model, images, topK, batch, device, threads, precision,
         };
         foreach (var o in pre.All) command.Options.Add(o);
         command.SetAction(parse =>
@@ -25,7 +26,7 @@ public static partial class WteCommands
             var result = PredictJob.Run(new PredictJobOptions
             {
                 ModelPath = parse.GetValue(model)!, Images = parse.GetValue(images)!, TopK = parse.GetValue(topK), Batch = parse.GetValue(batch),
-                Preprocessing = pre.Parse(parse), Backend = new BackendChoice { Device = parse.GetValue(device)!, Threads = parse.GetValue(threads) },
+                Preprocessing = pre.Parse(parse), Backend = new BackendChoice { Device = parse.GetValue(device)!, Threads = parse.GetValue(threads), Precision = parse.GetValue(precision)! },
             });
             var stdout = io.Out;
             foreach (var r in result.Predictions)

@@ -18,9 +18,10 @@ public static partial class WteCommands
         var outDir = new Option<string?>("--out") { Description = "folder for validation.json and validation.csv" };
         var device = DeviceOption();
         var threads = ThreadsOption();
+        var precision = PrecisionOption();
         var command = new Command("validate", "Top-1/top-5 and per-class accuracy on labelled images, before and after edit patches.")
         {
-            model, folder, idx, idxLabels, patches, limit, batch, outDir, device, threads,
+            model, folder, idx, idxLabels, patches, limit, batch, outDir, device, threads, precision,
         };
         command.SetAction(parse =>
         {
@@ -33,7 +34,7 @@ public static partial class WteCommands
             var result = ValidateJob.Run(new ValidateJobOptions
             {
                 ModelPath = path, Validation = options, OutDir = parse.GetValue(outDir),
-                Backend = new BackendChoice { Device = parse.GetValue(device)!, Threads = parse.GetValue(threads) },
+                Backend = new BackendChoice { Device = parse.GetValue(device)!, Threads = parse.GetValue(threads), Precision = parse.GetValue(precision)! },
             });
             var stdout = io.Out;
             if (io.Json(parse)) { stdout.WriteLine(ModelValidation.ToJson(result)); return 0; }

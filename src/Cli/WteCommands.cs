@@ -85,6 +85,12 @@ public static partial class WteCommands
         DefaultValueFactory = _ => 0,
     };
 
+    internal static Option<string> PrecisionOption() => new("--precision")
+    {
+        Description = "CPU linear layers' forward arithmetic: fp32, or bf16 (opt-in: bf16 inputs and weights, fp32 sums; needs AVX512_BF16 and libwte_cpu.so from native/build.sh)",
+        DefaultValueFactory = _ => "fp32",
+    };
+
     internal static Option<string> GemmOption() => new("--gemm")
     {
         Description = "CPU GEMM: auto (managed on AVX-512 or AVX2+FMA CPUs, else OpenBLAS when it loads), openblas, or managed (also WTE_GEMM)",

@@ -11,12 +11,15 @@ public static class BackendFactory
 {
     public static readonly string[] Devices = ["cpu", "cuda", "auto"];
 
-    public static IBackend Create(string device, int threads = 0, GemmKind gemm = GemmKind.Auto)
+    public static IBackend Create(string device, int threads = 0, GemmKind gemm = GemmKind.Auto, CpuPrecision precision = CpuPrecision.Fp32)
     {
-        switch (device.Trim().ToLowerInvariant())
+        string d = device.Trim().ToLowerInvariant();
+        if (precision != CpuPrecision.Fp32 && d != "cpu")
+            throw new ArgumentException($"--precision {precision.ToString().ToLowerInvariant()} is a CPU backend option: use it with --device cpu");
+        switch (d)
         {
             case "cpu":
-                return new CpuBackend(new CpuBackendOptions { Threads = threads, Gemm = gemm });
+                return new CpuBackend(new CpuBackendOptions { Threads = threads, Gemm = gemm, Precision = precision });
             case "cuda":
                 return TryCreateCuda(out var gpu, out string reason)
                     ? gpu!

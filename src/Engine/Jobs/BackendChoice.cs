@@ -15,8 +15,17 @@ public sealed record BackendChoice
     public int Threads { get; init; }
     /// <summary>CPU GEMM: auto, openblas or managed.</summary>
     public string Gemm { get; init; } = "auto";
+    /// <summary>Linear layers' forward arithmetic on the CPU: fp32, or bf16 (opt-in, AVX512_BF16).</summary>
+    public string Precision { get; init; } = "fp32";
 
-    public IBackend Create() => BackendFactory.Create(Device, Threads, ParseGemm(Gemm));
+    public IBackend Create() => BackendFactory.Create(Device, Threads, ParseGemm(Gemm), ParsePrecision(Precision));
+
+    public static CpuPrecision ParsePrecision(string value) => value.Trim().ToLowerInvariant() switch
+    {
+        "fp32" => CpuPrecision.Fp32,
+        "bf16" => CpuPrecision.Bf16,
+        _ => throw new ArgumentException($"--precision '{value}': expected fp32 or bf16"),
+    };
 
     public static GemmKind ParseGemm(string value) => value.Trim().ToLowerInvariant() switch
     {

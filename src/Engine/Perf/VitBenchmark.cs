@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Text.Json.Serialization;
 using WhereToEdit.Engine.Editing;
+using WhereToEdit.Engine.Backends.Cpu;
 using WhereToEdit.Engine.Models;
 using WhereToEdit.Engine.Tensors;
 
@@ -49,6 +50,7 @@ internal static class VitBenchmark
         return new BenchResult
         {
             Model = modelName, Batch = batch, Threads = backend.Threads, Device = device, Backend = backend.Name,
+            Dtype = backend is CpuBackend { Precision: CpuPrecision.Bf16 } ? "bf16-linear" : "fp32",
             ForwardImagesPerS = forward, ForwardBackwardImagesPerS = forwardBackward, EditStepMs = editMs,
             GflopsPerS = 3 * gflopPerImage * forwardBackward, ForwardGflopsPerS = gflopPerImage * forward,
             ForwardGflopPerImage = gflopPerImage, EditBlocks = editBlocks, EditKeep = keep,

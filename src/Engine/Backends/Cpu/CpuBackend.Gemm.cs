@@ -15,7 +15,8 @@ public sealed unsafe partial class CpuBackend
                      int batch = 1, long strideA = 0, long strideB = 0, long strideC = 0)
     {
         if (!OpChecks.Gemm(transA, transB, m, n, k, a, aOffset, lda, b, bOffset, ldb, c, cOffset, ldc, batch, strideA, strideB, strideC)) return;
-        fixed (float* pa = Cpu(a, "GEMM A").Data, pb = Cpu(b, "GEMM B").Data, pc = Cpu(c, "GEMM C").Data)
+        var cb = CpuOperand(b, "GEMM B");
+        fixed (float* pa = CpuOperand(a, "GEMM A").Data, pb = cb.Data, pc = Cpu(c, "GEMM C").Data)
         {
             if (batch > 1 && (long)m * n * k < SmallGemmMacs)
             {
@@ -28,10 +29,82 @@ public sealed unsafe partial class CpuBackend
                 _pool.For(batch, 1, &args, &GemmBatchChunk);
                 return;
             }
+            if (batch == 1 && Precision == CpuPrecision.Bf16 && !transA && transB && alpha == 1f && beta == 0f)
+            {
+                GemmBf16(m, n, k, pa + aOffset, lda, cb, bOffset, pb + bOffset, ldb, pc + cOffset, ldc);
+                return;
+            }
+            if (batch == 1 && GemmKind == GemmKind.Managed)
+            {
+                float* packed = _packs.Find(cb, bOffset, transB, n, k, ldb, pb + bOffset, _pool);
+                if (packed != null)
+                {
+                    ManagedGemm.Sgemm(transA, transB, m, n, k, alpha, pa + aOffset, lda, pb + bOffset, ldb,
+                                      beta, pc + cOffset, ldc, Threads, _pool, packed);
+                    return;
+                }
+            }
             for (int i = 0; i < batch; i++)
                 Sgemm(transA, transB, m, n, k, alpha, pa + aOffset + i * strideA, lda, pb + bOffset + i * strideB, ldb,
                       beta, pc + cOffset + i * strideC, ldc, Threads);
         }
+    }
+
+    // ---- bf16 (opt-in) ------------------------------------------------------------------------------
+
+    private uint[]? _bf16A, _bf16B;
+
+    /// <summary>
+    /// C = bf16(A)·bf16(W)ᵀ accumulated in fp32 (<see cref="Bf16Gemm"/>): W packed once per version (scratch when the
+    /// pack budget is full), A packed per call, the panels split over the pool. Each element's sum runs in the same
+    /// order whatever the split, so results do not depend on the thread count.
+    /// </summary>
+    private void GemmBf16(int m, int n, int k, float* a, int lda, CpuTensor w, long wOffset, float* b, int ldb, float* c, int ldc)
+    {
+        uint* bpack = _packs.FindBf16(w, wOffset, n, k, ldb, b, _pool);
+        fixed (uint* aScratch = Scratch(ref _bf16A, Bf16Gemm.PackedAWords(m, k)))
+        fixed (uint* bScratch = bpack is null ? Scratch(ref _bf16B, Bf16Gemm.PackedBWords(n, k)) : null)
+        {
+            var args = new Bf16Args { M = m, N = n, K = k, A = a, Lda = lda, B = b, Ldb = ldb, C = c, Ldc = ldc, APack = aScratch, BPack = bpack };
+            if (bpack is null)
+            {
+                args.BPack = bScratch;
+                _pool.For(Bf16Gemm.Panels(n), 4, &args, &Bf16PackBChunk);
+            }
+            _pool.For(Bf16Gemm.Tiles(m), 4, &args, &Bf16PackAChunk);
+            _pool.For(Bf16Gemm.Panels(n), 1, &args, &Bf16PanelsChunk);
+        }
+    }
+
+    private static uint[] Scratch(ref uint[]? buffer, long words)
+    {
+        if (buffer is null || buffer.Length < words) buffer = GC.AllocateUninitializedArray<uint>(checked((int)words), pinned: true);
+        return buffer;
+    }
+
+    private struct Bf16Args
+    {
+        public int M, N, K, Lda, Ldb, Ldc;
+        public float* A, B, C;
+        public uint* APack, BPack;
+    }
+
+    private static void Bf16PackBChunk(void* p, int start, int end)
+    {
+        ref var g = ref *(Bf16Args*)p;
+        Bf16Gemm.PackB(g.B, g.Ldb, g.N, g.K, g.BPack, start, end);
+    }
+
+    private static void Bf16PackAChunk(void* p, int start, int end)
+    {
+        ref var g = ref *(Bf16Args*)p;
+        Bf16Gemm.PackA(g.A, g.Lda, g.M, g.K, g.APack, start, end);
+    }
+
+    private static void Bf16PanelsChunk(void* p, int start, int end)
+    {
+        ref var g = ref *(Bf16Args*)p;
+        Bf16Gemm.Panels(g.M, g.N, g.K, g.APack, g.BPack, g.C, g.Ldc, start, end);
     }
 
     /// <summary>One GEMM on raw pointers with the configured provider (used by ops that slice their own operands).</summary>

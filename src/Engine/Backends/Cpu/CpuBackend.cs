@@ -21,6 +21,15 @@ public sealed record CpuBackendOptions
     public int Threads { get; init; }
 
     public GemmKind Gemm { get; init; } = GemmKind.Auto;
+
+    /// <summary>
+    /// Bytes of weights the managed GEMM may keep packed ahead (see <see cref="PackedWeightCache"/>); 0 disables.
+    /// Default 1 GiB: every weight of a ViT-B (344 MB) fits.
+    /// </summary>
+    public long PackedWeightBytes { get; init; } = 1L << 30;
+
+    /// <summary>Arithmetic of the linear layers' forward GEMMs (bf16 is opt-in; see <see cref="CpuPrecision"/>).</summary>
+    public CpuPrecision Precision { get; init; } = CpuPrecision.Fp32;
 }
 
 /// <summary>
@@ -46,9 +55,20 @@ public sealed unsafe partial class CpuBackend : IBackend
         GemmKind = ResolveGemm(options.Gemm);
         if (GemmKind == GemmKind.OpenBlas) OpenBlas.SetThreads(threads);
         _pool = new WorkerPool(threads);
+        _packs = new PackedWeightCache(options.PackedWeightBytes);
+        Precision = options.Precision;
+        if (Precision == CpuPrecision.Bf16 && Bf16Gemm.WhyUnavailable is { } why) throw new NotSupportedException(why);
     }
 
-    public string Name => $"cpu ({Threads} threads, {(GemmKind == GemmKind.OpenBlas ? "OpenBLAS" : "managed")} GEMM)";
+    /// <summary>Arithmetic of the linear layers' forward GEMMs.</summary>
+    public CpuPrecision Precision { get; }
+
+    private readonly PackedWeightCache _packs;
+
+    /// <summary>Bytes of weights currently held prepacked for the managed GEMM.</summary>
+    public long PackedWeightBytes => _packs.Bytes;
+
+    public string Name => $"cpu ({Threads} threads, {(GemmKind == GemmKind.OpenBlas ? "OpenBLAS" : "managed")} GEMM{(Precision == CpuPrecision.Bf16 ? ", bf16 linear layers" : "")})";
 
     public int Threads { get; }
 
@@ -88,7 +108,19 @@ public sealed unsafe partial class CpuBackend : IBackend
 
     public void Dispose() => _pool.Dispose();
 
+    /// <summary>
+    /// The CPU tensor behind <paramref name="t"/>, for an op that may write it: bumps its write version (so every
+    /// op but a GEMM's operand read counts as a write, which keeps prepacked weights from going stale).
+    /// </summary>
     internal static CpuTensor Cpu(Tensor t, string role)
+    {
+        var cpu = CpuOperand(t, role);
+        cpu.Version++;
+        return cpu;
+    }
+
+    /// <summary>The CPU tensor behind <paramref name="t"/>, for a GEMM that only reads it (no version bump).</summary>
+    private static CpuTensor CpuOperand(Tensor t, string role)
     {
         ArgumentNullException.ThrowIfNull(t, role);
         return t as CpuTensor ?? throw new ArgumentException($"tensor '{t.Name}' ({role}) belongs to backend '{t.Backend.Name}', not the CPU backend");

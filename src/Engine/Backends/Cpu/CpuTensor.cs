@@ -15,6 +15,13 @@ internal sealed class CpuTensor : Tensor
 
     public float[] Data { get; }
 
+    /// <summary>
+    /// Write version: bumped by <see cref="CopyFrom"/> and by every backend op that may write the tensor
+    /// (<see cref="CpuBackend.Cpu"/>); prepacked copies (<see cref="PackedWeightCache"/>) are valid only at the
+    /// version they were made at.
+    /// </summary>
+    internal long Version;
+
     public Span<float> Span => Data;
 
     public override IBackend Backend => _backend;
@@ -22,6 +29,7 @@ internal sealed class CpuTensor : Tensor
     public override void CopyFrom(ReadOnlySpan<float> source, long offset = 0)
     {
         ExpectRange(offset, source.Length, "copy destination");
+        Version++;
         source.CopyTo(Data.AsSpan((int)offset));
     }
 

@@ -76,8 +76,18 @@ public static unsafe class ManagedGemm
         float* a, int lda, float* b, int ldb, float beta, float* c, int ldc, int threads)
         => Sgemm(kind, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, threads, null);
 
+    /// <summary>
+    /// As above with op(B) already packed by <see cref="PackWholeB"/> (same transB, n, k and ldb, default kernel):
+    /// skips packing B, which for a small m (one image's 197 tokens) is a sizeable share of the call. Bit-identical
+    /// to packing on the fly: the panels hold the same values in the same order.
+    /// </summary>
+    internal static void Sgemm(bool transA, bool transB, int m, int n, int k, float alpha,
+        float* a, int lda, float* b, int ldb, float beta, float* c, int ldc, int threads, WorkerPool pool, float* packedB)
+        => Sgemm(DefaultKernel, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, threads, pool, packedB);
+
     private static void Sgemm(KernelKind kind, bool transA, bool transB, int m, int n, int k, float alpha,
-        float* a, int lda, float* b, int ldb, float beta, float* c, int ldc, int threads, WorkerPool? pool)
+        float* a, int lda, float* b, int ldb, float beta, float* c, int ldc, int threads, WorkerPool? pool,
+        float* packedB = null)
     {
         if (m < 0) throw new ArgumentOutOfRangeException(nameof(m));
         if (n < 0) throw new ArgumentOutOfRangeException(nameof(n));
@@ -90,6 +100,7 @@ public static unsafe class ManagedGemm
             if (ldb < (transB ? k : n)) throw new ArgumentOutOfRangeException(nameof(ldb), transB ? "ldb < k" : "ldb < n");
         }
         if (kind > DefaultKernel) kind = DefaultKernel;
+        if (kind != DefaultKernel) packedB = null;   // panels are packed for the default kernel's width
 
         if (k == 0 || alpha == 0f)
         {
@@ -100,7 +111,7 @@ public static unsafe class ManagedGemm
         var job = new Job
         {
             Kind = kind, TransA = transA, TransB = transB, M = m, N = n, K = k, Alpha = alpha, Beta = beta,
-            A = a, Lda = lda, B = b, Ldb = ldb, C = c, Ldc = ldc,
+            A = a, Lda = lda, B = b, Ldb = ldb, C = c, Ldc = ldc, PackedB = packedB,
         };
 
         int mr = Mr(kind), nr = Nr(kind);
@@ -165,6 +176,42 @@ public static unsafe class ManagedGemm
         public int Lda, Ldb, Ldc;
         public bool SplitN;
         public int Parts, Tiles;
+        /// <summary>All of op(B) packed by <see cref="PackWholeB"/>, or null to pack per block.</summary>
+        public float* PackedB;
+    }
+
+    // ---- whole-B packing (prepacked weights) -------------------------------------------------------
+
+    /// <summary>Floats <see cref="PackWholeB"/> writes for an n-column, k-deep op(B) (panels zero-padded to the kernel width).</summary>
+    internal static long WholeBFloats(int n, int k)
+    {
+        int nr = Nr(DefaultKernel);
+        return (long)((n + nr - 1) / nr) * nr * k;
+    }
+
+    /// <summary>Panels of the default kernel's width in an n-column op(B).</summary>
+    internal static int WholeBPanels(int n) => (n + Nr(DefaultKernel) - 1) / Nr(DefaultKernel);
+
+    /// <summary>
+    /// Packs panels [<paramref name="panelStart"/>, <paramref name="panelEnd"/>) of all of op(B) (k×n) into
+    /// <paramref name="dst"/> (<see cref="WholeBFloats"/> floats): for each k-block (the blocking <see cref="Compute"/>
+    /// uses, a function of k only) the panels in order, each exactly what the per-call packing writes for it.
+    /// Disjoint panel ranges may be packed concurrently.
+    /// </summary>
+    internal static void PackWholeB(bool transB, int n, int k, float* b, int ldb, float* dst, int panelStart, int panelEnd)
+    {
+        int nr = Nr(DefaultKernel);
+        int panels = WholeBPanels(n);
+        int kBlocks = (k + KC - 1) / KC;
+        int kcMax = (k + kBlocks - 1) / kBlocks;
+        var job = new Job { Kind = DefaultKernel, TransB = transB, N = n, K = k, B = b, Ldb = ldb };
+        int j0 = panelStart * nr, j1 = Math.Min(n, panelEnd * nr);
+        if (j1 <= j0) return;
+        for (int pc = 0; pc < k; pc += kcMax)
+        {
+            int kc = Math.Min(kcMax, k - pc);
+            PackB(ref job, dst + (long)pc * panels * nr + (long)panelStart * kc * nr, pc, kc, j0, j1 - j0, nr);
+        }
     }
 
     /// <summary>Computes band <paramref name="part"/> of C (all of C when Parts == 1).</summary>
@@ -203,7 +250,10 @@ public static unsafe class ManagedGemm
             {
                 int kc = Math.Min(kcMax, k - pc);
                 int mode = pc > 0 || job.Beta == 1f ? ModeAccumulate : job.Beta == 0f ? ModeStore : ModeScale;
-                PackB(ref job, bp, pc, kc, jc, nc, nr);
+                if (job.PackedB != null)
+                    bp = job.PackedB + (long)pc * ((job.N + nr - 1) / nr) * nr + (long)(jc / nr) * kc * nr;
+                else
+                    PackB(ref job, bp, pc, kc, jc, nc, nr);
                 for (int ic = i0; ic < i1; ic += mcMax)
                 {
                     int mc = Math.Min(mcMax, i1 - ic);
