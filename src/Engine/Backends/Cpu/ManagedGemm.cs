@@ -269,6 +269,9 @@ public static unsafe class ManagedGemm
                             float* cTile = job.C + (long)(ic + ir) * job.Ldc + jc + jr;
                             switch (kind)
                             {
+                                case KernelKind.V512 when mrem <= 6:
+                                    Kernel12x32Half(kc, apanel, bpanel, cTile, job.Ldc, job.Alpha, job.Beta, mode, mrem, nrem, tile);
+                                    break;
                                 case KernelKind.V512:
                                     Kernel12x32(kc, apanel, bpanel, cTile, job.Ldc, job.Alpha, job.Beta, mode, mrem, nrem, tile);
                                     break;
@@ -553,6 +556,42 @@ public static unsafe class ManagedGemm
         Put(o, cA0, m, va, vb); Put(o + 16, cA1, m, va, vb); o += ld;
         Put(o, cB0, m, va, vb); Put(o + 16, cB1, m, va, vb);
         if (!full) PutEdge(tile, 32, c, ldc, rows, cols, mode, alpha, beta);
+    }
+
+    /// <summary>
+    /// The 12×32 kernel's last row tile when it holds 6 rows or fewer (one image's 197 tokens end in a 5-row tile):
+    /// half the FMAs of a padded 12-row tile, with the same per-element FMA chain (so bit-identical to it).
+    /// </summary>
+    private static void Kernel12x32Half(int kc, float* a, float* b, float* c, int ldc, float alpha, float beta,
+        int mode, int rows, int cols, float* tile)
+    {
+        Vector512<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default;
+        Vector512<float> c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
+        for (int p = 0; p < kc; p++)
+        {
+            Vector512<float> b0 = Vector512.Load(b), b1 = Vector512.Load(b + 16);
+            Vector512<float> x;
+            x = Vector512.Create(a[0]); c00 = Vector512.FusedMultiplyAdd(x, b0, c00); c01 = Vector512.FusedMultiplyAdd(x, b1, c01);
+            x = Vector512.Create(a[1]); c10 = Vector512.FusedMultiplyAdd(x, b0, c10); c11 = Vector512.FusedMultiplyAdd(x, b1, c11);
+            x = Vector512.Create(a[2]); c20 = Vector512.FusedMultiplyAdd(x, b0, c20); c21 = Vector512.FusedMultiplyAdd(x, b1, c21);
+            x = Vector512.Create(a[3]); c30 = Vector512.FusedMultiplyAdd(x, b0, c30); c31 = Vector512.FusedMultiplyAdd(x, b1, c31);
+            x = Vector512.Create(a[4]); c40 = Vector512.FusedMultiplyAdd(x, b0, c40); c41 = Vector512.FusedMultiplyAdd(x, b1, c41);
+            x = Vector512.Create(a[5]); c50 = Vector512.FusedMultiplyAdd(x, b0, c50); c51 = Vector512.FusedMultiplyAdd(x, b1, c51);
+            a += 12;
+            b += 32;
+        }
+
+        // Always through the temporary tile (rows < 12 here), as the 12×32 kernel's edge path does.
+        var one = Vector512.Create(1f);
+        var vb = Vector512.Create(beta);
+        float* o = tile;
+        Put(o, c00, ModeStore, one, vb); Put(o + 16, c01, ModeStore, one, vb); o += 32;
+        Put(o, c10, ModeStore, one, vb); Put(o + 16, c11, ModeStore, one, vb); o += 32;
+        Put(o, c20, ModeStore, one, vb); Put(o + 16, c21, ModeStore, one, vb); o += 32;
+        Put(o, c30, ModeStore, one, vb); Put(o + 16, c31, ModeStore, one, vb); o += 32;
+        Put(o, c40, ModeStore, one, vb); Put(o + 16, c41, ModeStore, one, vb); o += 32;
+        Put(o, c50, ModeStore, one, vb); Put(o + 16, c51, ModeStore, one, vb);
+        PutEdge(tile, 32, c, ldc, rows, cols, mode, alpha, beta);
     }
 
     private static void Kernel6x16(int kc, float* a, float* b, float* c, int ldc, float alpha, float beta,
