@@ -40,6 +40,11 @@ public sealed unsafe partial class CpuBackend
             float* k = q + dim;
             float* v = q + 2 * dim;
             float* s = a.Probs + (long)item * n * n;
+            if (ManagedGemm.CanFuseAttention(n, hd))
+            {
+                ManagedGemm.AttentionHeadForward(q, k, v, ld, n, hd, a.Scale, s, a.Out + (long)b * n * dim + h * hd, dim);
+                continue;
+            }
             ManagedGemm.Sgemm(false, true, n, n, hd, a.Scale, q, ld, k, ld, 0f, s, n, 1);
             for (int r = 0; r < n; r++)
             {

@@ -25,7 +25,7 @@ namespace WhereToEdit.Engine.Backends.Cpu;
 /// </para>
 /// </summary>
 [SkipLocalsInit]
-public static unsafe class ManagedGemm
+public static unsafe partial class ManagedGemm
 {
     /// <summary>Micro-kernel flavours. All produce bit-identical results (same FMA chains).</summary>
     internal enum KernelKind
@@ -305,6 +305,17 @@ public static unsafe class ManagedGemm
             {
                 // A stored k×m: op(A)[i, p] = a[p·lda + i]; each p is a contiguous run of rows.
                 float* src = job.A + (long)pc * lda + ic + ir;
+                if (rows == 12 && mr == 12 && Vector256.IsHardwareAccelerated)
+                {
+                    // A full 12-row panel (the weight gradient's dyᵀ): two vector copies per p, not 12 scalar ones.
+                    for (int p = 0; p < kc; p++, src += lda)
+                    {
+                        float* d = dst + (long)p * 12;
+                        Vector256.Store(Vector256.Load(src), d);
+                        Vector128.Store(Vector128.Load(src + 8), d + 8);
+                    }
+                    continue;
+                }
                 for (int p = 0; p < kc; p++, src += lda)
                 {
                     float* d = dst + (long)p * mr;
@@ -355,7 +366,16 @@ public static unsafe class ManagedGemm
             {
                 // B stored k×n: each p is a contiguous run of columns.
                 float* src = job.B + (long)pc * ldb + jc + jr;
-                if (cols == nr)
+                if (cols == 32 && nr == 32 && Vector512.IsHardwareAccelerated)
+                {
+                    for (int p = 0; p < kc; p++, src += ldb)
+                    {
+                        float* d = dst + (long)p * 32;
+                        Vector512.Store(Vector512.Load(src), d);
+                        Vector512.Store(Vector512.Load(src + 16), d + 16);
+                    }
+                }
+                else if (cols == nr)
                 {
                     for (int p = 0; p < kc; p++, src += ldb)
                         Buffer.MemoryCopy(src, dst + (long)p * nr, nr * sizeof(float), nr * sizeof(float));
