@@ -107,6 +107,8 @@ public sealed unsafe class ManagedGemmTests
             [12, 32, 16], [13, 33, 17], [11, 31, 255], [24, 64, 256], [25, 65, 257], [6, 16, 8],
             [7, 17, 9], [4, 8, 3], [3, 5, 513], [200, 3, 40], [3, 200, 40], [1, 300, 64],
             [197, 70, 64], [100, 130, 300], [50, 2100, 20], [193, 45, 31], [64, 64, 600],
+            // last row tile of exactly 6 rows at full width: every row of the 6-row kernel variant is checked
+            [6, 32, 8], [18, 40, 33], [30, 64, 20],
         ];
         foreach (var s in shapes) yield return [s[0], s[1], s[2]];
     }
