@@ -5,13 +5,19 @@ namespace WhereToEdit.Engine.Backends;
 
 /// <summary>
 /// Wraps a backend and accumulates wall time and call counts per op (synchronising after each op so GPU
-/// time is attributed to the op that queued it). Used by `wte bench --profile`.
+/// time is attributed to the op that queued it). Used by `wte bench --profile`. Create it with <see cref="Wrap"/>:
+/// over a backend with <see cref="IEditKernels"/> it has them too, so a profiled edit runs the path users run.
 /// </summary>
-internal sealed class ProfilingBackend(IBackend inner) : IBackend
+internal class ProfilingBackend : IBackend
 {
+    private protected ProfilingBackend(IBackend inner) => Inner = inner;
+
+    /// <summary>The profiling wrapper of <paramref name="inner"/>, with its edit kernels where it has them.</summary>
+    public static ProfilingBackend Wrap(IBackend inner) => inner is IEditKernels ? new WithEditKernels(inner) : new ProfilingBackend(inner);
+
     private readonly Dictionary<string, (long Ticks, long Calls)> _stats = [];
 
-    public IBackend Inner { get; } = inner;
+    public IBackend Inner { get; }
     public string Name => Inner.Name;
     public int Threads => Inner.Threads;
 
@@ -20,7 +26,7 @@ internal sealed class ProfilingBackend(IBackend inner) : IBackend
 
     public void Reset() => _stats.Clear();
 
-    private void Time(string op, Action action)
+    private protected void Time(string op, Action action)
     {
         long start = Stopwatch.GetTimestamp();
         action();
@@ -104,4 +110,34 @@ internal sealed class ProfilingBackend(IBackend inner) : IBackend
         => Time("adam_step", () => Inner.AdamStep(param, grad, m, v, lr, beta1, beta2, eps, weightDecay, decoupled, step, mask));
 
     public void Dispose() => Inner.Dispose();
+
+    private sealed class WithEditKernels(IBackend inner) : ProfilingBackend(inner), IEditKernels
+    {
+        private IEditKernels Edit => (IEditKernels)Inner;
+
+        public void GatherColumns(Tensor src, int rows, int ld, ReadOnlySpan<int> columns, Tensor dst)
+        {
+            var cols = columns.ToArray();
+            Time("gather_columns", () => Edit.GatherColumns(src, rows, ld, cols, dst));
+        }
+        public void GatherRows(Tensor src, ReadOnlySpan<int> rowIndex, int cols, Tensor dst)
+        {
+            var rowsIdx = rowIndex.ToArray();
+            Time("gather_rows", () => Edit.GatherRows(src, rowsIdx, cols, dst));
+        }
+        public void ScatterRows(Tensor src, ReadOnlySpan<int> rowIndex, int cols, Tensor dst)
+        {
+            var rowsIdx = rowIndex.ToArray();
+            Time("scatter_rows", () => Edit.ScatterRows(src, rowsIdx, cols, dst));
+        }
+        public void ScatterColumns(Tensor src, int rows, ReadOnlySpan<int> columns, int ld, Tensor dst)
+        {
+            var cols = columns.ToArray();
+            Time("scatter_columns", () => Edit.ScatterColumns(src, rows, cols, ld, dst));
+        }
+        public void ClsAttentionForward(Tensor qkv, Tensor output, Tensor probs, int batch, int tokens, int heads, int headDim)
+            => Time("cls_attention_fwd", () => Edit.ClsAttentionForward(qkv, output, probs, batch, tokens, heads, headDim));
+        public void ClsAttentionBackward(Tensor doutput, Tensor qkv, Tensor probs, Tensor dqkv, int batch, int tokens, int heads, int headDim)
+            => Time("cls_attention_bwd", () => Edit.ClsAttentionBackward(doutput, qkv, probs, dqkv, batch, tokens, heads, headDim));
+    }
 }

@@ -47,7 +47,7 @@ public static class BenchJob
         string? profile = null;
         if (o.Profile)
         {
-            using var profiled = new ProfilingBackend(o.Backend.Create());
+            using var profiled = ProfilingBackend.Wrap(o.Backend.Create());
             VitBenchmark.Run(profiled, o.Model, config, o.Batch, BackendFactory.DeviceOf(profiled.Inner), Math.Min(1, o.Seconds), o.Keep);
             profile = profiled.Report();
             progress.Report(new JobProgress("bench", 2, 2, "profiled"));
