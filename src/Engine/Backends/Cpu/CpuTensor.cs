@@ -7,13 +7,23 @@ internal sealed class CpuTensor : Tensor
 {
     private readonly CpuBackend _backend;
 
+    private float[]? _data;
+
     internal CpuTensor(CpuBackend backend, string name, int[] shape) : base(name, shape)
     {
         _backend = backend;
-        Data = Length == 0 ? [] : GC.AllocateArray<float>(checked((int)Length), pinned: Length >= 4096);
+        _data = backend.RentBuffer(checked((int)Length));
     }
 
-    public float[] Data { get; }
+    /// <summary>The elements; a disposed tensor's array belongs to the backend's pool again, so reading it throws.</summary>
+    public float[] Data => _data ?? throw new ObjectDisposedException($"tensor '{Name}'", $"tensor '{Name}' was disposed and its memory reused");
+
+    /// <summary>Gives the array back to the backend's <see cref="CpuBufferPool"/> (once, however often it is called).</summary>
+    public override void Dispose()
+    {
+        if (Interlocked.Exchange(ref _data, null) is { } data) _backend.ReturnBuffer(data);
+        base.Dispose();
+    }
 
     /// <summary>
     /// Write version: bumped by <see cref="CopyFrom"/> and by every backend op that may write the tensor

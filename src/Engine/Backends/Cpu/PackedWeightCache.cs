@@ -16,7 +16,8 @@ namespace WhereToEdit.Engine.Backends.Cpu;
 /// bf16 packs (<see cref="CpuPrecision.Bf16"/>, the layout of <see cref="Bf16Gemm"/>) are made on the first sighting:
 /// that path always reads a pack.
 /// </para>
-/// <para>Memory: packs live as long as their tensor, within a byte budget (0 disables the cache).</para>
+/// <para>Memory: packs live as long as their tensor, within a byte budget (0 disables the cache); a stale pack keeps its
+/// array for the repack.</para>
 /// </summary>
 internal sealed unsafe class PackedWeightCache
 {
@@ -59,11 +60,11 @@ internal sealed unsafe class PackedWeightCache
         }
         else if (pack.Version != tensor.Version)
         {
-            pack.Release();
+            pack.Aligned = null;   // stale; its array stays for the repack (fresh memory is slow to touch, see CpuBufferPool)
             pack.Version = tensor.Version;
             if (!key.Bf16) return null;
         }
-        if (pack.Data is null && !pack.TryFill(b, pool)) return null;
+        if (pack.Aligned is null && !pack.TryFill(b, pool)) return null;
         return pack.Aligned;
     }
 
@@ -100,12 +101,16 @@ internal sealed unsafe class PackedWeightCache
             // A bf16 pack is 32-bit words (bf16 pairs); it rides in a float array all the same.
             long floats = Key.Bf16 ? Bf16Gemm.PackedBWords(Key.N, Key.K) : ManagedGemm.WholeBFloats(Key.N, Key.K);
             long bytes = (floats + 16) * sizeof(float);
-            if (Interlocked.Add(ref owner._bytes, bytes) > owner._budgetBytes)
+            var data = Data;
+            if (data is null)
             {
-                Interlocked.Add(ref owner._bytes, -bytes);
-                return false;
+                if (Interlocked.Add(ref owner._bytes, bytes) > owner._budgetBytes)
+                {
+                    Interlocked.Add(ref owner._bytes, -bytes);
+                    return false;
+                }
+                data = GC.AllocateUninitializedArray<float>(checked((int)(floats + 16)), pinned: true);
             }
-            var data = GC.AllocateUninitializedArray<float>(checked((int)(floats + 16)), pinned: true);
             float* aligned;
             fixed (float* p = data) aligned = (float*)(((nint)p + 63) & ~(nint)63);
             var args = new PackArgs { TransB = Key.TransB, N = Key.N, K = Key.K, B = b, Ldb = Key.Ldb, Dst = aligned };
