@@ -162,6 +162,61 @@ public sealed unsafe class ManagedGemmTests
             AssertBitIdentical(c1, prob.Run(ManagedGemm.DefaultKernel, threads), $"{prob} threads={threads}");
     }
 
+    /// <summary>
+    /// One or two rows take the small-m path (no packing of B); each row must equal, bit for bit, the same row of a
+    /// taller call that runs the packed kernels: which path a call takes never changes a number. Shapes cover
+    /// partial 64-column chunks, k across the 256 block boundary, padded leading dimensions and every write-back mode.
+    /// </summary>
+    [Theory]
+    [InlineData(1, 1000, 768)]
+    [InlineData(1, 3072, 257)]
+    [InlineData(2, 65, 600)]
+    [InlineData(2, 7, 5)]
+    [InlineData(1, 64, 256)]
+    [InlineData(2, 130, 1)]
+    public void SmallM_RowsAreBitIdenticalToThePackedPath(int m, int n, int k)
+    {
+        Assert.True(ManagedGemm.IsSmallM(false, m) || !System.Runtime.Intrinsics.Vector256.IsHardwareAccelerated);
+        const int tall = 15;   // ≥ 3 rows: the packed kernels
+        Assert.False(ManagedGemm.IsSmallM(false, tall));
+        var rng = new Random(m * 7919 + n * 31 + k);
+        foreach (bool transB in new[] { false, true })
+        foreach (float beta in new[] { 0f, 1f, -0.5f })
+        {
+            float alpha = beta == 1f ? -0.75f : 1.5f;
+            var big = Problem.Random(rng, tall, n, k, false, transB, 3, 2, 1, alpha, beta, nanInC: beta == 0f);
+            var expected = big.Run(ManagedGemm.DefaultKernel, 2);
+            foreach (int threads in new[] { 1, 2 })
+            {
+                // The first m rows of A and C are the small call's operands (row-major, same strides).
+                var small = new Problem
+                {
+                    TransA = false, TransB = transB, M = m, N = n, K = k, Lda = big.Lda, Ldb = big.Ldb, Ldc = big.Ldc,
+                    Alpha = alpha, Beta = beta, A = big.A, B = big.B, C0 = big.C0[..(m * big.Ldc)],
+                };
+                var c = small.Run(ManagedGemm.DefaultKernel, threads);
+                AssertBitIdentical(expected[..(m * big.Ldc)], c, $"{small} threads={threads}");
+            }
+        }
+    }
+
+    /// <summary>The backend's pool runs the small-m path's column chunks in parallel: same bits as one thread.</summary>
+    [Fact]
+    public void SmallM_OnTheBackendPool_MatchesOneThread()
+    {
+        var rng = new Random(5);
+        var prob = Problem.Random(rng, 1, 3072, 768, false, true, 0, 0, 0, 1f, 0f);
+        var expected = prob.Run(ManagedGemm.DefaultKernel, 1);
+        using var be = new CpuBackend(new CpuBackendOptions { Threads = 2, Gemm = GemmKind.Managed });
+        using var a = be.FromHost("a", prob.A, prob.A.Length);
+        using var b = be.FromHost("b", prob.B, prob.B.Length);
+        using var c = be.FromHost("c", prob.C0, prob.C0.Length);
+        for (int call = 0; call < 3; call++)   // the second sighting of a weight would be packed on the packed path
+            be.Gemm(false, true, 1, 3072, 768, 1f, a, 0, prob.Lda, b, 0, prob.Ldb, 0f, c, 0, prob.Ldc);
+        AssertBitIdentical(expected, c.ToArray(), "backend, 2 threads");
+        Assert.Equal(0, be.PackedWeightBytes);   // one row: nothing packed ahead
+    }
+
     [Theory]
     [InlineData(1f)]
     [InlineData(-2f)]

@@ -35,7 +35,7 @@ public sealed unsafe partial class CpuBackend
                 GemmBf16(m, n, k, pa + aOffset, lda, cb, bOffset, pb + bOffset, ldb, pc + cOffset, ldc);
                 return;
             }
-            if (batch == 1 && GemmKind == GemmKind.Managed)
+            if (batch == 1 && GemmKind == GemmKind.Managed && !ManagedGemm.IsSmallM(transA, m))
             {
                 float* packed = _packs.Find(cb, bOffset, transB, n, k, ldb, pb + bOffset, _pool);
                 if (packed != null)

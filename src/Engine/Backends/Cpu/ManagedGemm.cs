@@ -107,6 +107,11 @@ public static unsafe partial class ManagedGemm
             ScaleC(m, n, beta, c, ldc);
             return;
         }
+        if (IsSmallM(transA, m))
+        {
+            SgemmSmallM(transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, threads, pool);
+            return;
+        }
 
         var job = new Job
         {
