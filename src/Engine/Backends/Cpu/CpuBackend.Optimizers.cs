@@ -1,11 +1,13 @@
-using System.Numerics;
+using System.Runtime.Intrinsics;
 using WhereToEdit.Engine.Tensors;
 
 namespace WhereToEdit.Engine.Backends.Cpu;
 
 // SGD, RMSprop and Adam/AdamW steps with torch.optim semantics, optionally restricted to a row or column
-// mask. Elements outside the mask, and their optimizer state, are never written.
-public sealed partial class CpuBackend
+// mask. Elements outside the mask, and their optimizer state, are never written. Every element is updated
+// on its own with the same IEEE operations in the same order (8-wide or scalar),
+// so the result does not depend on the lane, the thread or the mask's layout.
+public sealed unsafe partial class CpuBackend
 {
     private int[] _maskIndices = [];
 
@@ -23,6 +25,14 @@ public sealed partial class CpuBackend
         public bool Decoupled { get; init; }
         public float StepSize { get; init; }    // Adam: lr / (1 − β1^t)
         public float SqrtBias2 { get; init; }   // Adam: √(1 − β2^t)
+    }
+
+    private struct StepArgs
+    {
+        public float* P, G, S1, S2;             // S1/S2 null where the rule keeps no such state
+        public int* Units;                      // the masked rows or columns, ascending
+        public int UnitCount, Cols;
+        public StepParams Sp;
     }
 
     public void SgdStep(Tensor param, Tensor grad, float lr, float weightDecay, UpdateMask mask)
@@ -51,31 +61,29 @@ public sealed partial class CpuBackend
         float[] p = Cpu(param, "parameter").Data, g = Cpu(grad, "gradient").Data;
         float[] s1 = state1 is null ? [] : Cpu(state1, "optimizer state").Data;
         float[] s2 = state2 is null ? [] : Cpu(state2, "optimizer state").Data;
-        switch (mask.Axis)
+        int units = mask.Axis switch
         {
-            case MaskAxis.None:
-                Update(p, g, s1, s2, 0, (int)n, sp);
-                break;
-            case MaskAxis.Rows:
+            MaskAxis.Rows => MaskedUnits(CheckMask(param, mask, mask.Rows)),
+            MaskAxis.Columns => MaskedUnits(CheckMask(param, mask, mask.Cols)),
+            _ => 0,
+        };
+        fixed (float* pp = p, pg = g, ps1 = s1, ps2 = s2)
+        fixed (int* pu = _maskIndices)
+        {
+            var a = new StepArgs { P = pp, G = pg, S1 = ps1, S2 = ps2, Units = pu, UnitCount = units, Cols = mask.Cols, Sp = sp };
+            // The masked fc2 update of a ViT-B edit (768 rows × ~300 gathered columns, 3 matrices a step) took 4 ms
+            // a step scalar on one thread; rows are independent, so they go over the pool.
+            switch (mask.Axis)
             {
-                float[] rowMask = CheckMask(param, mask, mask.Rows);
-                for (int r = 0; r < mask.Rows; r++)
-                    if (rowMask[r] != 0) Update(p, g, s1, s2, r * mask.Cols, mask.Cols, sp);
-                break;
-            }
-            case MaskAxis.Columns:
-            {
-                float[] colMask = CheckMask(param, mask, mask.Cols);
-                int count = 0;
-                if (_maskIndices.Length < mask.Cols) _maskIndices = new int[mask.Cols];
-                for (int c = 0; c < mask.Cols; c++)
-                    if (colMask[c] != 0) _maskIndices[count++] = c;
-                for (int r = 0; r < mask.Rows; r++)
-                {
-                    int rowStart = r * mask.Cols;
-                    for (int i = 0; i < count; i++) UpdateOne(p, g, s1, s2, rowStart + _maskIndices[i], sp);
-                }
-                break;
+                case MaskAxis.None:
+                    _pool.For(checked((int)n), ElementGrain, &a, &DenseChunk);
+                    break;
+                case MaskAxis.Rows:
+                    _pool.For(units, Math.Max(1, ElementGrain / Math.Max(1, mask.Cols)), &a, &RowsChunk);
+                    break;
+                case MaskAxis.Columns:
+                    if (units > 0) _pool.For(mask.Rows, Math.Max(1, ElementGrain / units), &a, &ColumnsChunk);
+                    break;
             }
         }
     }
@@ -90,50 +98,85 @@ public sealed partial class CpuBackend
         return Cpu(mask.Mask, "mask").Data;
     }
 
-    // Dense update of [start, start + count): Vector<float> body, identical scalar arithmetic in the tail.
-    private static void Update(float[] p, float[] g, float[] s1, float[] s2, int start, int count, in StepParams sp)
+    private int MaskedUnits(float[] keep)
+    {
+        if (_maskIndices.Length < keep.Length) _maskIndices = new int[keep.Length];
+        int count = 0;
+        for (int u = 0; u < keep.Length; u++)
+            if (keep[u] != 0) _maskIndices[count++] = u;
+        return count;
+    }
+
+    private static void DenseChunk(void* args, int start, int end)
+    {
+        ref var a = ref *(StepArgs*)args;
+        Update(a.P, a.G, a.S1, a.S2, start, end - start, a.Sp);
+    }
+
+    private static void RowsChunk(void* args, int start, int end)
+    {
+        ref var a = ref *(StepArgs*)args;
+        for (int k = start; k < end; k++)
+            Update(a.P, a.G, a.S1, a.S2, a.Units[k] * a.Cols, a.Cols, a.Sp);
+    }
+
+    // Rows [start, end) of a column-masked matrix. Scalar on purpose: the masked columns are scattered over every
+    // cache line of the row, so the update is bound by memory, and an 8-wide gather measured 3× slower here.
+    private static void ColumnsChunk(void* args, int start, int end)
+    {
+        ref var a = ref *(StepArgs*)args;
+        bool hasS1 = a.Sp.Rule != Rule.Sgd, hasS2 = a.Sp.Rule == Rule.Adam;
+        for (int r = start; r < end; r++)
+        {
+            int row = r * a.Cols;
+            float* p = a.P + row, g = a.G + row, s1 = hasS1 ? a.S1 + row : null, s2 = hasS2 ? a.S2 + row : null;
+            for (int i = 0; i < a.UnitCount; i++) UpdateOne(p, g, s1, s2, a.Units[i], a.Sp);
+        }
+    }
+
+    // Dense update of [start, start + count): 8 lanes at a time, the scalar rule for the tail.
+    private static void Update(float* p, float* g, float* s1, float* s2, int start, int count, in StepParams sp)
     {
         int i = start, end = start + count;
-        int width = Vector<float>.Count;
-        switch (sp.Rule)
+        bool hasS1 = sp.Rule != Rule.Sgd, hasS2 = sp.Rule == Rule.Adam;
+        for (; i + 8 <= end; i += 8)
         {
-            case Rule.Sgd:
-                for (; i + width <= end; i += width)
-                {
-                    var pv = new Vector<float>(p, i);
-                    var gv = new Vector<float>(g, i) + pv * sp.WeightDecay;
-                    (pv - gv * sp.Lr).CopyTo(p, i);
-                }
-                break;
-            case Rule.RmsProp:
-                for (; i + width <= end; i += width)
-                {
-                    var pv = new Vector<float>(p, i);
-                    var gv = new Vector<float>(g, i) + pv * sp.WeightDecay;
-                    var v = new Vector<float>(s1, i) * sp.Alpha + gv * gv * (1f - sp.Alpha);
-                    v.CopyTo(s1, i);
-                    (pv - gv * sp.Lr / (Vector.SquareRoot(v) + new Vector<float>(sp.Eps))).CopyTo(p, i);
-                }
-                break;
-            case Rule.Adam:
-                for (; i + width <= end; i += width)
-                {
-                    var pv = new Vector<float>(p, i);
-                    var gv = new Vector<float>(g, i);
-                    if (sp.Decoupled) pv *= 1f - sp.Lr * sp.WeightDecay;
-                    else gv += pv * sp.WeightDecay;
-                    var m = new Vector<float>(s1, i) * sp.Beta1 + gv * (1f - sp.Beta1);
-                    var v = new Vector<float>(s2, i) * sp.Beta2 + gv * gv * (1f - sp.Beta2);
-                    m.CopyTo(s1, i);
-                    v.CopyTo(s2, i);
-                    (pv - m * sp.StepSize / (Vector.SquareRoot(v) / sp.SqrtBias2 + new Vector<float>(sp.Eps))).CopyTo(p, i);
-                }
-                break;
+            var pv = Vector256.Load(p + i);
+            var s1v = hasS1 ? Vector256.Load(s1 + i) : default;
+            var s2v = hasS2 ? Vector256.Load(s2 + i) : default;
+            UpdateLanes(ref pv, Vector256.Load(g + i), ref s1v, ref s2v, sp);
+            pv.Store(p + i);
+            if (hasS1) s1v.Store(s1 + i);
+            if (hasS2) s2v.Store(s2 + i);
         }
         for (; i < end; i++) UpdateOne(p, g, s1, s2, i, sp);
     }
 
-    private static void UpdateOne(float[] p, float[] g, float[] s1, float[] s2, int i, in StepParams sp)
+    // The rules, 8 lanes: the same operations in the same order as UpdateOne (no fused multiply-add in either).
+    private static void UpdateLanes(ref Vector256<float> p, Vector256<float> g, ref Vector256<float> s1, ref Vector256<float> s2, in StepParams sp)
+    {
+        switch (sp.Rule)
+        {
+            case Rule.Sgd:
+                g += p * sp.WeightDecay;
+                p -= g * sp.Lr;
+                break;
+            case Rule.RmsProp:
+                g += p * sp.WeightDecay;
+                s1 = s1 * sp.Alpha + g * g * (1f - sp.Alpha);
+                p -= g * sp.Lr / (Vector256.Sqrt(s1) + Vector256.Create(sp.Eps));
+                break;
+            case Rule.Adam:
+                if (sp.Decoupled) p *= 1f - sp.Lr * sp.WeightDecay;
+                else g += p * sp.WeightDecay;
+                s1 = s1 * sp.Beta1 + g * (1f - sp.Beta1);
+                s2 = s2 * sp.Beta2 + g * g * (1f - sp.Beta2);
+                p -= s1 * sp.StepSize / (Vector256.Sqrt(s2) / sp.SqrtBias2 + Vector256.Create(sp.Eps));
+                break;
+        }
+    }
+
+    private static void UpdateOne(float* p, float* g, float* s1, float* s2, int i, in StepParams sp)
     {
         float pv = p[i], gv = g[i];
         switch (sp.Rule)
