@@ -386,11 +386,14 @@ public sealed class ServeApiTests
     public async Task The_rate_limiter_answers_429_with_a_json_error()
     {
         await using var s = await TestServe.StartAsync(o => o with { RequestsPerSecond = 3, EditsPerMinute = 1 });
-        var codes = new List<int>();
-        for (int i = 0; i < 6; i++) codes.Add((int)(await s.Client.GetAsync("/healthz")).StatusCode);
-        Assert.Contains(429, codes);
-        Assert.Equal(200, codes[0]);
-        await TestServe.ErrorAsync(await s.Client.GetAsync("/healthz"), 429, "rate");
+        // The refused answer of the burst itself is checked: on a loaded machine a request sent after the burst can
+        // already find a token again (one every third of a second).
+        var answers = new List<HttpResponseMessage>();
+        for (int i = 0; i < 6; i++) answers.Add(await s.Client.GetAsync("/healthz"));
+        Assert.Equal(200, (int)answers[0].StatusCode);
+        var refused = answers.FirstOrDefault(a => (int)a.StatusCode == 429);
+        Assert.True(refused is not null, $"no 429 among {string.Join(", ", answers.Select(a => (int)a.StatusCode))}");
+        await TestServe.ErrorAsync(refused, 429, "rate");
         await TestServe.Read(await s.Client.PostAsync("/v1/edits", TestServe.EditForm(ServeAssets.Failure, method: "ft-l2")), 201);
         await TestServe.ErrorAsync(await s.Client.DeleteAsync("/v1/edits/e1"), 429, "rate");
         Assert.Single(File.ReadAllLines(Path.Combine(s.Journal, "journal.jsonl")));
