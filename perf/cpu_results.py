@@ -48,7 +48,7 @@ def table(raw_path, threads):
            f"own init), 224 px, {rounds} interleaved round(s). The machine is shared: 1-minute load "
            f"{min(loads):.1f}–{max(loads):.1f} on {os.cpu_count()} cores during the run"
            + (", so the figures are far below a quiet machine's" if max(loads) > 2 * (os.cpu_count() or 1) else "") +
-           "; each cell is the best over rounds (median in parentheses), ratios are of bests from the same run." +
+           "; every implementation makes two untimed calls before each measurement; each cell is the best over rounds (median in parentheses), ratios are of bests from the same run." +
            (" Rows measured after the rounds (a peer that failed to load in them, re-run interleaved with wte) are "
             "marked †." if any(r.get("attempt") == "supplement" for r in rows) else ""), ""]
     if sg:

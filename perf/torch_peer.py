@@ -5,7 +5,7 @@ Usage (Debian python with PyTorch 1.13 CPU):
 
     /usr/bin/python3 perf/torch_peer.py --model vit_tiny_patch16_224 --batch 1 --threads 2
     /usr/bin/python3 perf/torch_peer.py --model vit_small_patch16_224,vit_base_patch16_224 \
-        --batch 1,8 --threads 2 --warmup 1 --iters 3 --min-time 5
+        --batch 1,8 --threads 2 --warmup 2 --iters 3 --min-time 5
 
 Options:
   --model    one or more (comma separated) of vit_tiny_patch16_224 (D 192, 3 heads),
@@ -14,7 +14,8 @@ Options:
              3 input channels.
   --batch    one or more (comma separated) batch sizes for forward and forward+backward.
   --threads  torch.set_num_threads(T); set_num_interop_threads(1) is always set.
-  --warmup   untimed iterations before each measurement (default 1).
+  --warmup   untimed iterations before each measurement (default 2, the rule of every
+             runner in perf/run-cpu-bench.sh).
   --iters    minimum timed iterations per measurement (default 3).
   --min-time keep iterating until at least this many seconds have passed (default 5).
   --max-time stop once this many seconds have passed, even if fewer than --iters
@@ -261,7 +262,7 @@ def main():
     ap.add_argument("--model", default="vit_tiny_patch16_224")
     ap.add_argument("--batch", default="1")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--iters", type=int, default=3)
     ap.add_argument("--min-time", type=float, default=5.0)
     ap.add_argument("--max-time", type=float, default=60.0)

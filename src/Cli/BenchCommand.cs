@@ -12,7 +12,7 @@ public static partial class WteCommands
         var batch = new Option<int>("--batch") { Description = "images per forward / forward+backward", DefaultValueFactory = _ => 1 };
         var seconds = new Option<double>("--seconds") { Description = "minimum time per measurement", DefaultValueFactory = _ => 3.0 };
         var keep = new Option<double>("--keep") { Description = "fraction of hidden units the edit step's mask keeps", DefaultValueFactory = _ => 0.1 };
-        var profile = new Option<bool>("--profile") { Description = "also print time per op (forward+backward and edit step, ops synchronised one by one)" };
+        var profile = new Option<bool>("--profile") { Description = "also print time per op, a table for each phase (forward, forward+backward, edit step; ms per call, ops synchronised one by one)" };
         var device = DeviceOption();
         var threads = ThreadsOption();
         var gemm = GemmOption();

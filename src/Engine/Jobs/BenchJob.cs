@@ -14,7 +14,7 @@ public sealed record BenchJobOptions
     public double Seconds { get; init; } = 3.0;
     /// <summary>Fraction of hidden units the edit step's mask keeps.</summary>
     public double Keep { get; init; } = 0.1;
-    /// <summary>Also time every op (a second run on a <see cref="ProfilingBackend"/>, ops synchronised one by one).</summary>
+    /// <summary>Also time every op of each phase (a second run on a <see cref="ProfilingBackend"/>, ops synchronised one by one).</summary>
     public bool Profile { get; init; }
     public BackendChoice Backend { get; init; } = new();
 }
@@ -23,7 +23,7 @@ public sealed record BenchJobOptions
 public sealed record BenchJobResult
 {
     public required BenchResult Timing { get; init; }
-    /// <summary>Time per op (text table), with <see cref="BenchJobOptions.Profile"/>.</summary>
+    /// <summary>Time per op, one text table per phase (forward, forward+backward, edit step), with <see cref="BenchJobOptions.Profile"/>.</summary>
     public string? Profile { get; init; }
 }
 
@@ -48,8 +48,7 @@ public static class BenchJob
         if (o.Profile)
         {
             using var profiled = ProfilingBackend.Wrap(o.Backend.Create());
-            VitBenchmark.Run(profiled, o.Model, config, o.Batch, BackendFactory.DeviceOf(profiled.Inner), Math.Min(1, o.Seconds), o.Keep);
-            profile = profiled.Report();
+            profile = VitBenchmark.Profile(profiled, config, o.Batch, o.Keep);
             progress.Report(new JobProgress("bench", 2, 2, "profiled"));
         }
         return new BenchJobResult { Timing = timing, Profile = profile };

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Text.Json.Serialization;
+using WhereToEdit.Engine.Backends;
 using WhereToEdit.Engine.Editing;
 using WhereToEdit.Engine.Backends.Cpu;
 using WhereToEdit.Engine.Models;
@@ -59,11 +60,14 @@ internal static class VitBenchmark
 
     /// <summary>Forward throughput (images/s) of <paramref name="model"/> at <paramref name="batch"/>, random images.</summary>
     public static double ForwardImagesPerSecond(VitModel model, int batch, double seconds, ulong seed = 0)
+        => Forward(model, batch, seed, step => ImagesPerSecond(batch, seconds, step));
+
+    private static double Forward(VitModel model, int batch, ulong seed, Func<Action, double> measure)
     {
         var backend = model.Backend;
         using var ws = model.CreateWorkspace(batch);
         using var images = RandomImages(model, batch, seed);
-        return ImagesPerSecond(batch, seconds, () =>
+        return measure(() =>
         {
             model.Forward(ws, images, batch);
             backend.Synchronize();
@@ -72,6 +76,9 @@ internal static class VitBenchmark
 
     /// <summary>Forward + cross-entropy + full backward throughput (images/s) at <paramref name="batch"/>.</summary>
     public static double ForwardBackwardImagesPerSecond(VitModel model, int batch, double seconds, ulong seed = 0)
+        => ForwardBackward(model, batch, seed, step => ImagesPerSecond(batch, seconds, step));
+
+    private static double ForwardBackward(VitModel model, int batch, ulong seed, Func<Action, double> measure)
     {
         var backend = model.Backend;
         var config = model.Config;
@@ -81,7 +88,7 @@ internal static class VitBenchmark
         var labelValues = new float[batch];
         for (int i = 0; i < batch; i++) labelValues[i] = rng.NextInt(0, config.NumClasses);
         using var labels = backend.FromHost("bench.labels", labelValues, batch);
-        return ImagesPerSecond(batch, seconds, () =>
+        return measure(() =>
         {
             model.Forward(ws, images, batch);
             backend.CrossEntropy(ws.Logits, labels, ws.Losses, ws.DLogits, batch, config.NumClasses, 1f / batch);
@@ -108,6 +115,9 @@ internal static class VitBenchmark
     /// (StopLoss −1) so every timed call is a full step. The model's weights are restored afterwards.
     /// </summary>
     public static double EditStepMilliseconds(IBackend backend, VitModel model, int[] editBlocks, double keep, ulong seed, double seconds)
+        => 1000 / EditStep(backend, model, editBlocks, keep, seed, step => ImagesPerSecond(1, seconds, step));
+
+    private static double EditStep(IBackend backend, VitModel model, int[] editBlocks, double keep, ulong seed, Func<Action, double> measure)
     {
         if (!ReferenceEquals(backend, model.Backend)) throw new ArgumentException("the model lives on another backend", nameof(backend));
         var config = model.Config;
@@ -119,18 +129,51 @@ internal static class VitBenchmark
         using var editor = new ModelEditor(model, target);
         var options = new EditOptions { Method = EditMethod.Hprd, LearningRate = 2e-5f, MaxSteps = int.MaxValue, StopLoss = -1 };
         editor.Begin(pixels, [label], EditMask.Random(target, keep, seed + 3), options);
-        double perSecond = ImagesPerSecond(1, seconds, () =>
+        double result = measure(() =>
         {
             editor.Step();
             backend.Synchronize();
         });
         editor.Revert();
-        return 1000 / perSecond;
+        return result;
     }
 
-    /// <summary>One warm-up call, then repeats for at least <paramref name="seconds"/> (and 3 calls); returns images/s.</summary>
+    /// <summary>
+    /// Time per op of each phase on its own (forward, forward+backward, edit step): two warm-up calls, then
+    /// <paramref name="iterations"/> profiled calls; each table gives the op's time per call of the phase, so the forward's
+    /// can be set beside another runtime's per-op profile of one inference.
+    /// </summary>
+    public static string Profile(ProfilingBackend profiled, VitConfig config, int batch, double keep, int iterations = 3, ulong seed = 0)
+    {
+        if (iterations <= 0) throw new ArgumentOutOfRangeException(nameof(iterations), iterations, "must be positive");
+        using var model = new VitModel(profiled, config);
+        model.InitializeRandom(seed);
+        var tables = new List<string>();
+        Func<Action, double> Profiled(string phase) => step =>
+        {
+            step();
+            step();   // as ImagesPerSecond: the second call packs the weights
+            profiled.Reset();
+            var sw = Stopwatch.StartNew();
+            for (int i = 0; i < iterations; i++) step();
+            tables.Add($"{phase}: {sw.Elapsed.TotalMilliseconds / iterations:F1} ms per call, ops synchronised one by one "
+                       + $"(mean of {iterations} calls after two warm-up calls)" + Environment.NewLine + profiled.Report(iterations));
+            return 0;
+        };
+        Forward(model, batch, seed, Profiled($"forward (batch {batch})"));
+        ForwardBackward(model, batch, seed, Profiled($"forward+backward (batch {batch})"));
+        int[] editBlocks = DefaultEditBlocks(config.Depth);
+        EditStep(profiled, model, editBlocks, keep, seed, Profiled($"edit step (batch 1, blocks {string.Join(",", editBlocks)}, keep {keep})"));
+        return string.Join(Environment.NewLine + Environment.NewLine, tables);
+    }
+
+    /// <summary>Two warm-up calls, then repeats for at least <paramref name="seconds"/> (and 3 calls); returns images/s.</summary>
     private static double ImagesPerSecond(int batch, double seconds, Action step)
     {
+        // Two, because the second call is the one that packs each weight it sees unchanged again (a one-time cost of
+        // half a second for ViT-B's backward layouts on these VMs, where fresh memory faults in slowly); the peers in
+        // perf/ warm up the same way.
+        step();
         step();
         var sw = Stopwatch.StartNew();
         int iterations = 0;

@@ -2,6 +2,7 @@ using WhereToEdit.Engine.Backends;
 using WhereToEdit.Engine.Backends.Cpu;
 using WhereToEdit.Engine.Backends.Reference;
 using WhereToEdit.Engine.Editing;
+using WhereToEdit.Engine.Jobs;
 using WhereToEdit.Engine.Models;
 using WhereToEdit.Engine.Tensors;
 using Xunit;
@@ -11,7 +12,7 @@ namespace WhereToEdit.Tests.Editing;
 /// <summary>
 /// `wte bench --profile` times the edit step through a profiling wrapper: over the CPU backend the wrapper has the edit
 /// kernels too, so the profiled edit runs the EditPass users run (before, the wrapper hid them and the profile showed
-/// the full path), with the same numbers.
+/// the full path), with the same numbers; and it profiles each phase (forward, forward+backward, edit step) on its own.
 /// </summary>
 public sealed class ProfiledEditTests
 {
@@ -45,6 +46,37 @@ public sealed class ProfiledEditTests
         string report = profile!.Report();
         Assert.Contains("cls_attention_fwd", report);   // only the EditPass runs the [CLS]-only attention
         Assert.Contains("gather_columns", report);
+    }
+
+    [Fact]
+    public void The_bench_profile_has_a_table_per_phase_with_each_phases_own_ops()
+    {
+        var result = BenchJob.Run(new BenchJobOptions
+        {
+            Model = "test_tiny", Seconds = 0.01, Profile = true, Backend = new BackendChoice { Threads = 2, Gemm = "managed" },
+        });
+        var phases = result.Profile!.Split(Environment.NewLine + Environment.NewLine);
+        Assert.Equal(3, phases.Length);
+        Assert.StartsWith("forward (batch 1): ", phases[0]);
+        Assert.StartsWith("forward+backward (batch 1): ", phases[1]);
+        Assert.StartsWith("edit step (batch 1, blocks ", phases[2]);
+        // A forward computes no gradient and touches no optimizer state; a training step does; the edit step runs the EditPass.
+        Assert.DoesNotContain("gemm (input grad)", phases[0]);
+        Assert.DoesNotContain("fill", phases[0]);
+        Assert.Contains("gemm (weight grad)", phases[1]);
+        Assert.DoesNotContain("rmsprop_step", phases[1]);
+        Assert.Contains("rmsprop_step", phases[2]);
+        Assert.Contains("cls_attention_fwd", phases[2]);
+        foreach (string phase in phases)
+        {
+            // "all ops" per call is at most the phase's own time per call (the ops are a part of it).
+            var lines = phase.Split(Environment.NewLine);
+            double perCall = double.Parse(lines[0].Split(": ")[1].Split(" ms")[0], System.Globalization.CultureInfo.InvariantCulture);
+            // "all ops  CALLS  TOTAL  MS/CALL  SHARE %": ms per call is third from the end.
+            var all = lines.Single(l => l.StartsWith("all ops")).Split(' ', StringSplitOptions.RemoveEmptyEntries);
+            double opsPerCall = double.Parse(all[^3], System.Globalization.CultureInfo.InvariantCulture);
+            Assert.InRange(opsPerCall, 0.0, perCall + 0.01);
+        }
     }
 
     [Fact]
