@@ -156,7 +156,7 @@ internal static class VitBenchmark
             profiled.Reset();
             var sw = Stopwatch.StartNew();
             for (int i = 0; i < iterations; i++) step();
-            tables.Add($"{phase}: {sw.Elapsed.TotalMilliseconds / iterations:F1} ms per call, ops synchronised one by one "
+            tables.Add($"{phase}: {sw.Elapsed.TotalMilliseconds / iterations:F2} ms per call, ops synchronised one by one "
                        + $"(mean of {iterations} calls after two warm-up calls)" + Environment.NewLine + profiled.Report(iterations));
             return 0;
         };
