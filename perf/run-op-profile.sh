@@ -11,16 +11,16 @@ rounds=${3:-3}
 model=${4:-vit_base_patch16_224}
 onnx=perf/out/cpu/$model.onnx
 [[ -f $onnx ]] || { echo "$onnx is missing: run perf/run-cpu-bench.sh first (it exports the model)" >&2; exit 2; }
-out=perf/out/op-profile; mkdir -p "$out"; rm -f "$out"/wte-*.txt "$out"/ort-*.json "$out"/onnxruntime_profile__*.json
+out=perf/out/op-profile; mkdir -p "$out"; rm -f "$out"/wte-*.txt "$out"/ort-*.json
 dotnet build src/Cli/Cli.csproj -c Release -v q -nologo >/dev/null
 dotnet build perf/OrtBench -c Release -v q -nologo >/dev/null
 for round in $(seq "$rounds"); do
   echo "round $round (load $(cut -d' ' -f1 /proc/loadavg))" >&2
   dotnet src/Cli/bin/Release/net10.0/wte.dll bench -m "$model" -b "$batch" -t "$threads" --gemm managed --seconds 1 --profile \
     > "$out/wte-$round.txt"
-  # ONNX Runtime 1.31 writes its profile to the working directory as onnxruntime_profile__TIME.json.
-  ( cd "$out" && dotnet ../../OrtBench/bin/Release/net10.0/OrtBench.dll --onnx "../../../$onnx" --model "$model" --batch "$batch" \
-      --threads "$threads" --seconds 3 --spin 0 --profile "ort-$round" >/dev/null 2>&1 )
-  mv "$(ls -t "$out"/onnxruntime_profile__*.json | head -1)" "$out/ort-$round.json"
+  # ONNX Runtime names its profile PREFIX_TIME.json.
+  dotnet perf/OrtBench/bin/Release/net10.0/OrtBench.dll --onnx "$onnx" --model "$model" --batch "$batch" \
+    --threads "$threads" --seconds 3 --spin 0 --profile "$out/ort-$round" >/dev/null 2>&1
+  mv "$(ls -t "$out"/ort-"$round"_*.json | head -1)" "$out/ort-$round.json"
 done
 /usr/bin/python3 perf/op_profile.py --wte "$out"/wte-*.txt --ort "$out"/ort-*.json

@@ -27,7 +27,9 @@ using var so = new SessionOptions
 };
 // Spinning intra-op threads (ORT's default) can only lose on a shared, oversubscribed machine: --spin 0 turns it off.
 if (opts.GetValueOrDefault("spin", "1") == "0") so.AddSessionConfigEntry("session.intra_op.allow_spinning", "0");
-if (opts.TryGetValue("profile", out var profilePrefix)) { so.EnableProfiling = true; so.ProfileOutputPathPrefix = profilePrefix; }
+// The prefix first: EnableProfiling = true hands ORT the prefix set at that moment (set after, it was ignored and the
+// profile landed in the working directory as onnxruntime_profile__TIME.json). ORT appends _TIME.json to it.
+if (opts.TryGetValue("profile", out var profilePrefix)) { so.ProfileOutputPathPrefix = profilePrefix; so.EnableProfiling = true; }
 using var session = new InferenceSession(onnxPath, so);
 var input = session.InputMetadata.First();
 int[] dims = input.Value.Dimensions;   // [-1, C, H, W]
