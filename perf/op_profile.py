@@ -4,8 +4,9 @@
   op_profile.py --wte WTE_PROFILE.txt [...] --ort ORT_PROFILE.json [...]
 
 WTE_PROFILE.txt: the output of `wte bench --profile` (its "forward (batch B)" table, after two warm-up calls);
-ORT_PROFILE.json: a profile from perf/OrtBench --profile, of which the runs after the first two are counted. With several of each (interleaved rounds), every cell is the median over them. Prints a
-Markdown table of milliseconds per forward call by category, and wte / ONNX Runtime.
+ORT_PROFILE.json: a profile from perf/OrtBench --profile, of which the runs after the first two are counted. With
+several of each (interleaved rounds), every cell is the median over them. Prints a Markdown table of milliseconds per
+forward call by category, and wte / ONNX Runtime.
 """
 import argparse
 import json
@@ -13,34 +14,41 @@ import re
 import statistics
 import sys
 
+LINEAR = "linear layers (GEMM; wte's patch embedding GEMM, ORT's Conv)"
+ATTENTION = "attention (scores, softmax, weighted sum, layout)"
+BIAS_GELU = "bias and GELU"
+LAYERNORM = "LayerNorm"
+RESIDUAL = "residual adds"
+PATCH = "patch embedding (im2col, tokens, position)"
+OTHER = "other"
+ORDER = [LINEAR, ATTENTION, BIAS_GELU, LAYERNORM, RESIDUAL, PATCH, OTHER]
+
 # wte op → category (ops the forward never runs are absent).
 WTE = {
-    "gemm (linear fwd)": "linear layers (GEMM; wte's patch embedding GEMM, ORT's Conv)",
-    "im2col": "patch embedding (im2col, tokens, position)", "tokens_fwd": "patch embedding (im2col, tokens, position)",
-    "copy_rows": "patch embedding (im2col, tokens, position)",
-    "attention_fwd": "attention (scores, softmax, weighted sum, layout)",
-    "gelu_fwd": "bias and GELU", "bias_add": "bias and GELU",
-    "residual_add": "residual adds",
-    "layernorm_fwd": "LayerNorm",
+    "gemm (linear fwd)": LINEAR,
+    "attention_fwd": ATTENTION,
+    "gelu_fwd": BIAS_GELU, "bias_add": BIAS_GELU,
+    "layernorm_fwd": LAYERNORM,
+    "residual_add": RESIDUAL,
+    "im2col": PATCH, "tokens_fwd": PATCH, "copy_rows": PATCH,
 }
-ORDER = ["linear layers (GEMM; wte's patch embedding GEMM, ORT's Conv)", "attention (scores, softmax, weighted sum, layout)",
-         "bias and GELU", "LayerNorm", "residual adds", "patch embedding (im2col, tokens, position)", "other"]
 
 
 def ort_category(op, node):
-    if op in ("MatMul", "Gemm") and re.search(r"/(qkv|proj|fc1|fc2)/|head", node) or op == "Gemm" or op == "Conv":
-        return ORDER[0]
+    """The category of an ONNX Runtime node, by its op type and its name in the exported graph."""
+    if op in ("Gemm", "Conv") or (op == "MatMul" and re.search(r"/(qkv|proj|fc1|fc2)/|head", node)):
+        return LINEAR
     if op in ("FusedMatMul", "Softmax", "Transpose", "Split") or (op == "MatMul" and "/attn/" in node):
-        return ORDER[1]
+        return ATTENTION
     if op == "BiasGelu" or (op == "Add" and re.search(r"/(qkv|proj|fc1|fc2)/Add$", node)):
-        return ORDER[2]
+        return BIAS_GELU
     if op == "LayerNormalization":
-        return ORDER[3]
+        return LAYERNORM
     if op == "Add" and re.search(r"/blocks\.\d+/Add(_1)?$", node):
-        return ORDER[4]
+        return RESIDUAL
     if node.startswith("/patch_embed") or node in ("/Add", "/Concat") or op in ("Concat", "Expand"):
-        return ORDER[5]
-    return ORDER[6]
+        return PATCH
+    return OTHER
 
 
 def ort_profile(path, warmup=2):
