@@ -46,7 +46,10 @@ public static unsafe partial class ManagedGemm
     // Cache blocking. KC depends only on k (never on the kernel, partition or thread count), which is
     // what makes results independent of all three.
     private const int KC = 256;
-    private const int MCTarget = 192;   // rows of op(A) per packed A block (rounded to a multiple of MR)
+    // Rows of op(A) per packed A block at most (a multiple of every MR). The rows of a band are split into equal
+    // blocks under this cap, so that no block is a thin tail: each block streams all of the packed B panel once, and
+    // a 5-row tail (one image's 197 tokens under a 192-row cap) re-read it for a twentieth of the work.
+    private const int MCMax = 264;
     private const int NCTarget = 1536;  // columns of op(B) per packed B panel (multiple of every NR)
 
     /// <summary>Below this m·n·k the call runs on the caller's thread only.</summary>
@@ -239,7 +242,9 @@ public static unsafe partial class ManagedGemm
         int k = job.K;
         int kBlocks = (k + KC - 1) / KC;
         int kcMax = (k + kBlocks - 1) / kBlocks;   // balanced k-blocks; a function of k only
-        int mcMax = Math.Max(mr, MCTarget / mr * mr);
+        int rows = i1 - i0;
+        int mBlocks = (rows + MCMax - 1) / MCMax;
+        int mcMax = ((rows + mBlocks - 1) / mBlocks + mr - 1) / mr * mr;
         int ncMax = Math.Min(NCTarget, (j1 - j0 + nr - 1) / nr * nr);
         int mcCap = Math.Min(mcMax, (i1 - i0 + mr - 1) / mr * mr);
 
