@@ -28,6 +28,14 @@ def fmt(best_med, digits=2):
     return "–" if best is None else f"{best:.{digits}f} ({med:.{digits}f})"
 
 
+def executed_note(rows):
+    r = next((r for r in rows if r.get("forward_gflop_per_image_executed")), None)
+    if r is None:
+        return "(not in this run's records)."
+    return (f"{r['forward_gflop_per_image_executed']:.1f} of the model's {r['forward_gflop_per_image']:.1f} GFLOP per image "
+            f"forward ({r['model']}).")
+
+
 def table(raw_path, threads):
     rows = [json.loads(l) for l in open(raw_path) if l.strip().startswith("{")]
     loads = [r[k] for r in rows for k in ("load_before", "load_after")]
@@ -78,8 +86,10 @@ def table(raw_path, threads):
             f = stat(r.get("forward_images_per_s") for r in g)
             b = stat(r.get("forward_backward_images_per_s") for r in g)
             e = stat(-r["edit_step_ms"] for r in g if r.get("edit_step_ms"))
-            ff = (f[0] * gflop, f[1] * gflop) if f[0] and gflop else (None, None)
-            bf = (b[0] * 3 * gflop, b[1] * 3 * gflop) if b[0] and gflop else (None, None)
+            # wte's rows count the FLOPs it executes (its last block runs past the attention for [CLS] only).
+            gx = next((r["forward_gflop_per_image_executed"] for r in g if r.get("forward_gflop_per_image_executed")), gflop)
+            ff = (f[0] * gx, f[1] * gx) if f[0] and gx else (None, None)
+            bf = (b[0] * 3 * gx, b[1] * 3 * gx) if b[0] and gx else (None, None)
             pct = lambda x: "–" if x[0] is None or not native else f"{100 * x[0] / native:.0f} %"
             es = "–" if e[0] is None else f"{-e[0]:.1f} ({-e[1]:.1f})"
             hf = "1" if t == "wte-bf16" else ("–" if f[0] is None or h_f is None else f"**{h_f / f[0]:.2f}×**")
@@ -101,7 +111,9 @@ def table(raw_path, threads):
                "perf/TorchSharpBench/glibcxx-shim.sh). PyTorch and LibTorch ran with OMP_WAIT_POLICY=PASSIVE and ONNX Runtime "
                "without intra-op spinning: on this oversubscribed machine their spinning defaults were up to 80× slower. "
                "GFLOP/s count 2 × the multiply-adds "
-               "of the matmuls; forward+backward counts 3× the forward." +
+               "of the matmuls; forward+backward counts 3× the forward. wte's count the work it executes: its last block runs "
+               "past the attention for the [CLS] token only (the only row the head reads; the same logits and gradients), "
+               + executed_note(rows) + " The peers compute every token." +
                (" wte bf16 (opt-in `--precision bf16`): the linear layers' forward GEMMs in bf16 with fp32 sums "
                 "(AVX512_BF16, libwte_cpu.so), every other op and the whole backward fp32; its % columns are of the fp32 "
                 "ceiling (bf16's own peak is about twice that), and the fp32 targets are judged on the wte row." if has_bf16 else "") +

@@ -31,8 +31,6 @@ public sealed class EditPass : IDisposable, IWeightGradients
     private readonly MaskAxis[] _axes;
     private readonly int[]?[] _selected;
     private readonly BackwardOptions _plan;
-    // The last block's [CLS] rows: activations and gradients, [capacity, ·].
-    private readonly Tensor _attnOut, _probs, _mid, _ln2, _ln2Mean, _ln2Rstd, _fc1, _gelu, _out, _dMid, _dTemp, _dHidden;
     // Gather-GEMM scratch: the gathered columns [rows, K ≤ hidden] and the compact gradient [K·dim].
     private readonly Tensor _gathered, _compact;
     // The first edited block's fc1 and fc2 units (indices into _weights; −1: that matrix is not edited).
@@ -80,18 +78,6 @@ public sealed class EditPass : IDisposable, IWeightGradients
         _plan = BackwardOptions.Truncated(firstBlock, units.Select(u => u.Parameter));
         int d = c.EmbedDim, h = c.MlpHidden;
         Capacity = capacity;
-        _attnOut = _be.Allocate("edit.cls.attn.out", capacity, d);
-        _probs = _be.Allocate("edit.cls.attn.probs", capacity, c.NumHeads, c.Tokens);
-        _mid = _be.Allocate("edit.cls.mid", capacity, d);
-        _ln2 = _be.Allocate("edit.cls.ln2", capacity, d);
-        _ln2Mean = _be.Allocate("edit.cls.ln2.mean", capacity);
-        _ln2Rstd = _be.Allocate("edit.cls.ln2.rstd", capacity);
-        _fc1 = _be.Allocate("edit.cls.fc1", capacity, h);
-        _gelu = _be.Allocate("edit.cls.gelu", capacity, h);
-        _out = _be.Allocate("edit.cls.out", capacity, d);
-        _dMid = _be.Allocate("edit.cls.mid.grad", capacity, d);
-        _dTemp = _be.Allocate("edit.cls.temp.grad", capacity, d);
-        _dHidden = _be.Allocate("edit.cls.hidden.grad", capacity, h);
         _gathered = _be.Allocate("edit.gathered", capacity * c.Tokens, h);
         _compact = _be.Allocate("edit.compact.grad", h, d);
     }
@@ -130,7 +116,7 @@ public sealed class EditPass : IDisposable, IWeightGradients
     /// <summary>
     /// What <see cref="Forward"/> gives, when ws already holds the model's full forward (<see cref="VitModel.Forward"/>) of
     /// these images with the current weights (the mask's forward): blocks below the last one ran the same code on the
-    /// same inputs, so only the last block's [CLS] rows and the head run.
+    /// same inputs, so only the last block's [CLS] rows and the head run (nothing, when that forward ran them already).
     /// </summary>
     public void ForwardFromFullForward(VitWorkspace ws, int batch)
     {
@@ -138,6 +124,7 @@ public sealed class EditPass : IDisposable, IWeightGradients
         if (ws.CachedBatch != batch)
             throw new InvalidOperationException($"edit forward (batch {batch}): the workspace holds a forward for batch {ws.CachedBatch}");
         CacheFirstBlock(ws, batch);
+        if (ws.LastBlockClsOnly) return;   // that forward already ran the last block's [CLS]-only path and the head
         LastBlockForward(ws, batch);
         _model.Head(ws, batch);
     }
@@ -168,30 +155,9 @@ public sealed class EditPass : IDisposable, IWeightGradients
 
     private void LastBlockForward(VitWorkspace ws, int batch)
     {
-        var c = _model.Config;
-        var be = _be;
-        var blk = _model.Blocks[c.Depth - 1];
-        var a = ws.Blocks[c.Depth - 1];
-        var x = ws.BlockInput[c.Depth - 1];
-        int t = c.Tokens, d = c.EmbedDim, h = c.MlpHidden, rows = batch * t;
-        be.LayerNormForward(x, blk.Norm1Weight.Value, blk.Norm1Bias.Value, a.Ln1, a.Ln1Mean, a.Ln1Rstd, rows, d, blk.Eps);
-        // k, v of every token (columns d..3d of qkv), q of [CLS] only.
-        be.Gemm(false, true, rows, 2 * d, d, 1f, a.Ln1, 0, d, blk.QkvWeight.Value, (long)d * d, d, 0f, a.Qkv, d, 3 * d);
-        be.Gemm(false, true, batch, d, d, 1f, a.Ln1, 0, t * d, blk.QkvWeight.Value, 0, d, 0f, a.Qkv, 0, 3 * t * d);
-        if (blk.QkvBias is not null)
-        {
-            be.CopyRows(blk.QkvBias.Value, d, 0, a.Qkv, d, 3 * d, rows, 2 * d, accumulate: true);
-            be.CopyRows(blk.QkvBias.Value, 0, 0, a.Qkv, 0, 3 * t * d, batch, d, accumulate: true);
-        }
-        _kernels.ClsAttentionForward(a.Qkv, _attnOut, _probs, batch, t, blk.Heads, blk.HeadDim);
-        TransformerBlock.Linear(be, _attnOut, blk.ProjWeight, blk.ProjBias, _mid, batch, d, d);
-        be.CopyRows(x, 0, t * d, _mid, 0, d, batch, d, accumulate: true);
-        be.LayerNormForward(_mid, blk.Norm2Weight.Value, blk.Norm2Bias.Value, _ln2, _ln2Mean, _ln2Rstd, batch, d, blk.Eps);
-        TransformerBlock.Linear(be, _ln2, blk.Fc1Weight, blk.Fc1Bias, _fc1, batch, d, h);
-        be.GeluForward(_fc1, _gelu, (long)batch * h);
-        TransformerBlock.Linear(be, _gelu, blk.Fc2Weight, blk.Fc2Bias, _out, batch, h, d);
-        be.Add(_out, _mid, _out, (long)batch * d);
-        be.CopyRows(_out, 0, d, ws.BlockInput[c.Depth], 0, t * d, batch, d, accumulate: false);
+        int last = _model.Config.Depth - 1;
+        _model.Blocks[last].ForwardCls(_kernels, ws.BlockInput[last], ws.BlockInput[last + 1], ws.Blocks[last], ws.LastBlockCls, batch, _model.Config.Tokens);
+        ws.LastBlockClsOnly = true;
     }
 
     /// <summary>
@@ -206,28 +172,12 @@ public sealed class EditPass : IDisposable, IWeightGradients
         var wants = _model.WantsDelegate;
         _model.HeadBackward(ws, batch);
 
-        // The last block, [CLS] rows only: out = mid + fc2(gelu(fc1(ln2(mid)))), mid = x + proj(attn(ln1(x))).
-        var be = _be;
         int last = c.Depth - 1;
-        var blk = _model.Blocks[last];
-        var a = ws.Blocks[last];
-        var x = ws.BlockInput[last];
+        int t = c.Tokens;
         var s = ws.BlockScratch;
-        int t = c.Tokens, d = c.EmbedDim, h = c.MlpHidden, rows = batch * t;
-        TransformerBlock.LinearBackward(be, ws.DClsRaw, _gelu, blk.Fc2Weight, blk.Fc2Bias, _dHidden, batch, h, d, wants, this);
-        be.GeluBackward(_fc1, _dHidden, _dHidden, (long)batch * h);
-        TransformerBlock.LinearBackward(be, _dHidden, _ln2, blk.Fc1Weight, blk.Fc1Bias, _dTemp, batch, d, h, wants, this);
+        _model.Blocks[last].BackwardCls(_kernels, ws.BlockInput[last], ws.Blocks[last], ws.LastBlockCls, ws.DClsRaw, ws.DResidual, s,
+            batch, t, wants, needInputGrad: last > _first, this);
         if (last == _first) return;
-        be.Copy(ws.DClsRaw, 0, _dMid, 0, (long)batch * d);
-        be.LayerNormBackward(_dTemp, _mid, blk.Norm2Weight.Value, _ln2Mean, _ln2Rstd, _dMid, null, null, batch, d, accumulateDx: true);
-        TransformerBlock.LinearBackward(be, _dMid, _attnOut, blk.ProjWeight, blk.ProjBias, _dTemp, batch, d, d, wants, this);
-        _kernels.ClsAttentionBackward(_dTemp, a.Qkv, _probs, s.DQkv, batch, t, blk.Heads, blk.HeadDim);
-        // d ln1 = dqkv·Wqkv: the k, v part for every token, the q part for [CLS] only.
-        be.Gemm(false, false, rows, d, 2 * d, 1f, s.DQkv, d, 3 * d, blk.QkvWeight.Value, (long)d * d, d, 0f, s.DTemp, 0, d);
-        be.Gemm(false, false, batch, d, d, 1f, s.DQkv, 0, 3 * t * d, blk.QkvWeight.Value, 0, d, 1f, s.DTemp, 0, t * d);
-        be.Fill(ws.DResidual, 0f);
-        be.CopyRows(_dMid, 0, d, ws.DResidual, 0, t * d, batch, d, accumulate: false);
-        be.LayerNormBackward(s.DTemp, x, blk.Norm1Weight.Value, a.Ln1Mean, a.Ln1Rstd, ws.DResidual, null, null, rows, d, accumulateDx: true);
 
         for (int i = last - 1; i >= _first; i--)
         {
@@ -384,8 +334,8 @@ public sealed class EditPass : IDisposable, IWeightGradients
 
     public void Dispose()
     {
-        foreach (var t in new[] { _attnOut, _probs, _mid, _ln2, _ln2Mean, _ln2Rstd, _fc1, _gelu, _out, _dMid, _dTemp, _dHidden, _gathered, _compact })
-            t.Dispose();
+        _gathered.Dispose();
+        _compact.Dispose();
         foreach (var t in new[] { _base, _gU, _h1, _g1, _dh1, _g2, _w1s, _w2u, _w2s1, _b1s }) t?.Dispose();
     }
 }

@@ -1,3 +1,4 @@
+using WhereToEdit.Engine.Backends;
 using WhereToEdit.Engine.Tensors;
 
 namespace WhereToEdit.Engine.Models;
@@ -34,6 +35,28 @@ public sealed class TransformerBlock
         public bool HasPerSampleWeights => Fc1PerSample is not null || Fc2PerSample is not null;
 
         public IEnumerable<Tensor> All() => [Ln1, Ln1Mean, Ln1Rstd, Qkv, Probs, AttnOut, Mid, Ln2, Ln2Mean, Ln2Rstd, Fc1, Gelu];
+    }
+
+    /// <summary>
+    /// What <see cref="ForwardCls"/> saves past the attention, for the [CLS] rows only ([batch, ·]), and the gradient
+    /// buffers of <see cref="BackwardCls"/>.
+    /// </summary>
+    public sealed class ClsActivations(IBackend be, string p, int batch, int tokens, int dim, int heads, int hidden)
+    {
+        public readonly Tensor AttnOut = be.Allocate(p + "cls.attn.out", batch, dim);
+        public readonly Tensor Probs = be.Allocate(p + "cls.attn.probs", batch, heads, tokens);
+        public readonly Tensor Mid = be.Allocate(p + "cls.mid", batch, dim);
+        public readonly Tensor Ln2 = be.Allocate(p + "cls.ln2", batch, dim);
+        public readonly Tensor Ln2Mean = be.Allocate(p + "cls.ln2.mean", batch);
+        public readonly Tensor Ln2Rstd = be.Allocate(p + "cls.ln2.rstd", batch);
+        public readonly Tensor Fc1 = be.Allocate(p + "cls.fc1", batch, hidden);
+        public readonly Tensor Gelu = be.Allocate(p + "cls.gelu", batch, hidden);
+        public readonly Tensor Out = be.Allocate(p + "cls.out", batch, dim);
+        public readonly Tensor DMid = be.Allocate(p + "cls.mid.grad", batch, dim);
+        public readonly Tensor DTemp = be.Allocate(p + "cls.temp.grad", batch, dim);
+        public readonly Tensor DHidden = be.Allocate(p + "cls.hidden.grad", batch, hidden);
+
+        public IEnumerable<Tensor> All() => [AttnOut, Probs, Mid, Ln2, Ln2Mean, Ln2Rstd, Fc1, Gelu, Out, DMid, DTemp, DHidden];
     }
 
     /// <summary>Backward scratch shared by all blocks of one model: [rows, dim], [rows, hidden], [rows, 3·dim].</summary>
@@ -98,6 +121,8 @@ public sealed class TransformerBlock
 
     public Activations CreateActivations(string prefix, int batch, int tokens) => new(Backend, prefix, batch, tokens, Dim, Heads, Hidden);
 
+    public ClsActivations CreateClsActivations(string prefix, int batch, int tokens) => new(Backend, prefix, batch, tokens, Dim, Heads, Hidden);
+
     /// <summary>output = block(x) for x, output: [batch, tokens, dim]; saves activations in <paramref name="a"/>.</summary>
     public void Forward(Tensor x, Tensor output, Activations a, int batch, int tokens)
     {
@@ -144,6 +169,75 @@ public sealed class TransformerBlock
         LinearBackward(be, s.DQkv, a.Ln1, QkvWeight, QkvBias, s.DTemp, rows, d, 3 * d, wants, weightGradients);
         be.LayerNormBackward(s.DTemp, x, Norm1Weight.Value, a.Ln1Mean, a.Ln1Rstd, dResidual,
             wants(Norm1Weight) ? Norm1Weight.Grad : null, wants(Norm1Bias) ? Norm1Bias.Grad : null, rows, d, accumulateDx: true);
+    }
+
+    /// <summary>
+    /// The block for a model whose loss reads only the [CLS] token of this block's output (the last block of a ViT): the
+    /// other tokens only feed keys and values, so K and V are computed for every token and everything after the
+    /// attention for [CLS] alone (about a sixth of the block's work). Writes the [CLS] rows of <paramref name="output"/>
+    /// only. Saves LN1 and qkv in <paramref name="a"/>, the rest in <paramref name="cls"/>.
+    /// </summary>
+    public void ForwardCls(IEditKernels kernels, Tensor x, Tensor output, Activations a, ClsActivations cls, int batch, int tokens)
+    {
+        var be = Backend;
+        int d = Dim, h = Hidden, rows = batch * tokens;
+        be.LayerNormForward(x, Norm1Weight.Value, Norm1Bias.Value, a.Ln1, a.Ln1Mean, a.Ln1Rstd, rows, d, Eps);
+        // k, v of every token (columns d..3d of qkv), q of [CLS] only.
+        be.Gemm(false, true, rows, 2 * d, d, 1f, a.Ln1, 0, d, QkvWeight.Value, (long)d * d, d, 0f, a.Qkv, d, 3 * d);
+        be.Gemm(false, true, batch, d, d, 1f, a.Ln1, 0, tokens * d, QkvWeight.Value, 0, d, 0f, a.Qkv, 0, 3 * tokens * d);
+        if (QkvBias is not null)
+        {
+            be.CopyRows(QkvBias.Value, d, 0, a.Qkv, d, 3 * d, rows, 2 * d, accumulate: true);
+            be.CopyRows(QkvBias.Value, 0, 0, a.Qkv, 0, 3 * tokens * d, batch, d, accumulate: true);
+        }
+        kernels.ClsAttentionForward(a.Qkv, cls.AttnOut, cls.Probs, batch, tokens, Heads, HeadDim);
+        Linear(be, cls.AttnOut, ProjWeight, ProjBias, cls.Mid, batch, d, d);
+        be.CopyRows(x, 0, tokens * d, cls.Mid, 0, d, batch, d, accumulate: true);
+        be.LayerNormForward(cls.Mid, Norm2Weight.Value, Norm2Bias.Value, cls.Ln2, cls.Ln2Mean, cls.Ln2Rstd, batch, d, Eps);
+        Linear(be, cls.Ln2, Fc1Weight, Fc1Bias, cls.Fc1, batch, d, h);
+        be.GeluForward(cls.Fc1, cls.Gelu, (long)batch * h);
+        Linear(be, cls.Gelu, Fc2Weight, Fc2Bias, cls.Out, batch, h, d);
+        be.Add(cls.Out, cls.Mid, cls.Out, (long)batch * d);
+        be.CopyRows(cls.Out, 0, d, output, 0, tokens * d, batch, d, accumulate: false);
+    }
+
+    /// <summary>
+    /// The backward of <see cref="ForwardCls"/>: from <paramref name="dOut"/> = d loss / d output[:, 0] ([batch, dim]), the
+    /// gradients <paramref name="wants"/> selects (accumulated, or <paramref name="weightGradients"/>' way) and, when
+    /// <paramref name="needInputGrad"/>, <paramref name="dx"/> = d loss / d x for every token (overwritten). Equal to
+    /// <see cref="Backward"/> with d output zero outside [CLS]: the work skipped multiplies those zeros.
+    /// </summary>
+    public void BackwardCls(IEditKernels kernels, Tensor x, Activations a, ClsActivations cls, Tensor dOut, Tensor dx, Scratch s,
+                            int batch, int tokens, Func<Parameter?, bool> wants, bool needInputGrad, IWeightGradients? weightGradients = null)
+    {
+        var be = Backend;
+        int d = Dim, h = Hidden, rows = batch * tokens;
+        LinearBackward(be, dOut, cls.Gelu, Fc2Weight, Fc2Bias, cls.DHidden, batch, h, d, wants, weightGradients);
+        be.GeluBackward(cls.Fc1, cls.DHidden, cls.DHidden, (long)batch * h);
+        bool ln1Wanted = wants(Norm1Weight) || wants(Norm1Bias);
+        bool qkvWanted = wants(QkvWeight) || wants(QkvBias);
+        bool attentionWanted = ln1Wanted || qkvWanted || wants(ProjWeight) || wants(ProjBias);
+        bool needMid = needInputGrad || attentionWanted || wants(Norm2Weight) || wants(Norm2Bias);
+        LinearBackward(be, cls.DHidden, cls.Ln2, Fc1Weight, Fc1Bias, needMid ? cls.DTemp : null, batch, d, h, wants, weightGradients);
+        if (!needMid) return;
+        be.Copy(dOut, 0, cls.DMid, 0, (long)batch * d);
+        be.LayerNormBackward(cls.DTemp, cls.Mid, Norm2Weight.Value, cls.Ln2Mean, cls.Ln2Rstd, cls.DMid,
+            wants(Norm2Weight) ? Norm2Weight.Grad : null, wants(Norm2Bias) ? Norm2Bias.Grad : null, batch, d, accumulateDx: true);
+        if (!needInputGrad && !attentionWanted) return;
+
+        LinearBackward(be, cls.DMid, cls.AttnOut, ProjWeight, ProjBias, cls.DTemp, batch, d, d, wants, weightGradients);
+        // The attention backward writes dq of [CLS] and dk, dv of every token; the dense qkv gradient also reads the other
+        // tokens' dq, which is zero.
+        if (qkvWanted) be.Fill(s.DQkv, 0f);
+        kernels.ClsAttentionBackward(cls.DTemp, a.Qkv, cls.Probs, s.DQkv, batch, tokens, Heads, HeadDim);
+        if (qkvWanted) LinearBackward(be, s.DQkv, a.Ln1, QkvWeight, QkvBias, null, rows, d, 3 * d, wants, weightGradients);
+        if (!needInputGrad && !ln1Wanted) return;
+        // d ln1 = dqkv·Wqkv: the k, v part for every token, the q part for [CLS] only.
+        be.Gemm(false, false, rows, d, 2 * d, 1f, s.DQkv, d, 3 * d, QkvWeight.Value, (long)d * d, d, 0f, s.DTemp, 0, d);
+        be.Gemm(false, false, batch, d, d, 1f, s.DQkv, 0, 3 * tokens * d, QkvWeight.Value, 0, d, 1f, s.DTemp, 0, tokens * d);
+        be.LayerNormBackward(s.DTemp, x, Norm1Weight.Value, a.Ln1Mean, a.Ln1Rstd, dx,
+            wants(Norm1Weight) ? Norm1Weight.Grad : null, wants(Norm1Bias) ? Norm1Bias.Grad : null, rows, d, accumulateDx: false);
+        be.CopyRows(cls.DMid, 0, d, dx, 0, tokens * d, batch, d, accumulate: true);
     }
 
     /// <summary>An MLP Linear layer: shared weights, or sample b's own weights for its tokens (one batched GEMM).</summary>

@@ -77,12 +77,17 @@ public sealed partial record VitConfig
         return d + (long)Tokens * d + d * PatchInputs + d + Depth * perBlock + 2 * d + NumClasses * d + NumClasses;
     }
 
-    /// <summary>Multiply-adds of one image's forward pass (all matmuls: patch embed, qkv, attention, proj, MLP, head).</summary>
-    public double ForwardMacs()
+    /// <summary>
+    /// Multiply-adds of one image's forward pass (all matmuls: patch embed, qkv, attention, proj, MLP, head); with
+    /// <paramref name="lastBlockClsOnly"/>, those executed when the last block runs past its attention for [CLS] only.
+    /// </summary>
+    public double ForwardMacs(bool lastBlockClsOnly = false)
     {
         double t = Tokens, d = EmbedDim, h = MlpHidden;
         double block = t * d * 3 * d + 2 * t * t * d + t * d * d + 2 * t * d * h;
-        return Patches * (double)PatchInputs * d + Depth * block + d * NumClasses;
+        // The last block for [CLS] only (VitModel.LastBlockClsOnly): k, v of every token, the rest for one row.
+        double last = lastBlockClsOnly ? t * d * 2 * d + d * d + 2 * t * d + d * d + 2 * d * h : block;
+        return Patches * (double)PatchInputs * d + (Depth - 1) * block + last + d * NumClasses;
     }
 
     public string ToJson() => JsonSerializer.Serialize(this);

@@ -1,3 +1,4 @@
+using WhereToEdit.Engine.Backends;
 using WhereToEdit.Engine.Tensors;
 
 namespace WhereToEdit.Engine.Models;
@@ -27,7 +28,8 @@ public sealed record BackwardOptions
 /// <see cref="IBackend"/>. Reads like the paper: patch embed → [CLS] + position → pre-norm blocks
 /// (x += attn(norm1(x)); x += mlp(norm2(x))) → final norm on [CLS] → head.
 /// Only the [CLS] row goes through the final norm and head: LayerNorm is per token, so this equals timm's
-/// norm-then-pool and skips work on the other tokens.
+/// norm-then-pool and skips work on the other tokens. For the same reason the last block, where the backend has the
+/// kernels, runs past its attention for [CLS] only (<see cref="TransformerBlock.ForwardCls"/>), forward and backward.
 /// </summary>
 public sealed class VitModel : IDisposable
 {
@@ -149,8 +151,30 @@ public sealed class VitModel : IDisposable
         Linear(ws.Columns, PatchWeight, PatchBias, ws.PatchTokens, batch * p, c.PatchInputs, d);
         be.AssembleTokens(ws.PatchTokens, ClsToken.Value, PosEmbed.Value, ws.BlockInput[0], batch, p, d);
         ws.CachedBatch = batch;
-        for (int i = 0; i < stopBlock; i++)
-            Blocks[i].Forward(ws.BlockInput[i], ws.BlockInput[i + 1], ws.Blocks[i], batch, Config.Tokens);
+        for (int i = 0; i < stopBlock; i++) BlockForward(ws, i, batch);
+    }
+
+    /// <summary>
+    /// Whether the last block runs past its attention for [CLS] only where the backend can (the default; the logits and
+    /// every gradient are the same). False: every token goes through it, so ws.BlockInput[depth] is complete.
+    /// </summary>
+    public bool LastBlockClsOnly { get; set; } = true;
+
+    /// <summary>
+    /// Block i's forward from ws.BlockInput[i] to ws.BlockInput[i + 1]. The last block runs for [CLS] only where the backend
+    /// has the kernels for it (<see cref="IEditKernels"/>) and it has no per-sample weights: the head reads nothing else.
+    /// </summary>
+    private void BlockForward(VitWorkspace ws, int i, int batch)
+    {
+        bool last = i == Config.Depth - 1;
+        if (last && LastBlockClsOnly && Backend is IEditKernels kernels && !ws.Blocks[i].HasPerSampleWeights)
+        {
+            Blocks[i].ForwardCls(kernels, ws.BlockInput[i], ws.BlockInput[i + 1], ws.Blocks[i], ws.LastBlockCls, batch, Config.Tokens);
+            ws.LastBlockClsOnly = true;
+            return;
+        }
+        Blocks[i].Forward(ws.BlockInput[i], ws.BlockInput[i + 1], ws.Blocks[i], batch, Config.Tokens);
+        if (last) ws.LastBlockClsOnly = false;
     }
 
     /// <summary>
@@ -163,8 +187,7 @@ public sealed class VitModel : IDisposable
         if (startBlock < 0 || startBlock > Config.Depth) throw new ArgumentOutOfRangeException(nameof(startBlock), startBlock, $"block index must be in [0, {Config.Depth}]");
         if (ws.CachedBatch != batch)
             throw new InvalidOperationException($"ForwardFrom(block {startBlock}, batch {batch}): the workspace caches block inputs for batch {ws.CachedBatch}; run Forward on these images first");
-        for (int i = startBlock; i < Config.Depth; i++)
-            Blocks[i].Forward(ws.BlockInput[i], ws.BlockInput[i + 1], ws.Blocks[i], batch, Config.Tokens);
+        for (int i = startBlock; i < Config.Depth; i++) BlockForward(ws, i, batch);
         Head(ws, batch);
     }
 
@@ -207,15 +230,24 @@ public sealed class VitModel : IDisposable
         int d = c.EmbedDim;
 
         HeadBackward(ws, batch);
-        be.Fill(ws.DResidual, 0f);
-        be.CopyRows(ws.DClsRaw, 0, d, ws.DResidual, 0, c.Tokens * d, batch, d, accumulate: false);
+        int last = c.Depth - 1;
+        bool clsOnly = ws.LastBlockClsOnly;
+        if (!clsOnly)
+        {
+            be.Fill(ws.DResidual, 0f);
+            be.CopyRows(ws.DClsRaw, 0, d, ws.DResidual, 0, c.Tokens * d, batch, d, accumulate: false);
+        }
 
         // Index of the lowest block whose weights (or below which anything) still need gradient.
         bool embeddingsWanted = options.StartBlock == 0 && (options.InputGradient || Wants(ClsToken) || Wants(PosEmbed) || Wants(PatchWeight) || Wants(PatchBias));
-        for (int i = c.Depth - 1; i >= options.StartBlock; i--)
+        for (int i = last; i >= options.StartBlock; i--)
         {
             bool needBelow = embeddingsWanted || AnyBlockWants(options.StartBlock, i) || ws.AnyPerSampleWeights(options.StartBlock, i);
-            Blocks[i].Backward(ws.BlockInput[i], ws.Blocks[i], ws.DResidual, ws.BlockScratch, batch, c.Tokens, _wants, needBelow);
+            if (i == last && clsOnly)
+                Blocks[i].BackwardCls((IEditKernels)be, ws.BlockInput[i], ws.Blocks[i], ws.LastBlockCls, ws.DClsRaw, ws.DResidual,
+                    ws.BlockScratch, batch, c.Tokens, _wants, needBelow);
+            else
+                Blocks[i].Backward(ws.BlockInput[i], ws.Blocks[i], ws.DResidual, ws.BlockScratch, batch, c.Tokens, _wants, needBelow);
             if (!needBelow) return;
         }
         if (!embeddingsWanted) return;

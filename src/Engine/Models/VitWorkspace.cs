@@ -26,6 +26,7 @@ public sealed class VitWorkspace : IDisposable
         for (int i = 0; i < config.Depth; i++)
             Blocks[i] = new TransformerBlock.Activations(backend, $"blocks.{i}.", capacity, t, d, config.NumHeads, config.MlpHidden);
         BlockScratch = new TransformerBlock.Scratch(backend, "blocks.", rows, d, config.MlpHidden);
+        LastBlockCls = new TransformerBlock.ClsActivations(backend, $"blocks.{config.Depth - 1}.", capacity, t, d, config.NumHeads, config.MlpHidden);
         ClsRaw = backend.Allocate("cls.raw", capacity, d);
         ClsFeature = backend.Allocate("cls_feature", capacity, d);
         NormMean = backend.Allocate("norm.mean", capacity);
@@ -77,7 +78,10 @@ public sealed class VitWorkspace : IDisposable
     /// <summary>Per-sample loss values written by loss helpers.</summary>
     public Tensor Losses { get; }
 
-    /// <summary>Residual stream entering block k ([capacity, tokens, dim]); index depth = the last block's output.</summary>
+    /// <summary>
+    /// Residual stream entering block k ([capacity, tokens, dim]); index depth = the last block's output, of which a backend
+    /// with <see cref="Backends.IEditKernels"/> computes the [CLS] rows only (the only ones the head reads).
+    /// </summary>
     public Tensor[] BlockInput { get; }
 
     /// <summary>How many images the cached block inputs hold, and the highest block input that is valid.</summary>
@@ -87,6 +91,15 @@ public sealed class VitWorkspace : IDisposable
     internal Tensor PatchTokens { get; }
     internal TransformerBlock.Activations[] Blocks { get; }
     internal TransformerBlock.Scratch BlockScratch { get; }
+
+    /// <summary>The last block's [CLS]-row activations, when it ran for [CLS] only (<see cref="LastBlockClsOnly"/>).</summary>
+    internal TransformerBlock.ClsActivations LastBlockCls { get; }
+
+    /// <summary>
+    /// Whether the latest forward ran the last block for [CLS] only (<see cref="TransformerBlock.ForwardCls"/>): then
+    /// only the [CLS] rows of <see cref="BlockInput"/>[depth] hold the block's output.
+    /// </summary>
+    internal bool LastBlockClsOnly { get; set; }
     internal Tensor ClsRaw { get; }
     internal Tensor NormMean { get; }
     internal Tensor NormRstd { get; }
@@ -133,7 +146,7 @@ public sealed class VitWorkspace : IDisposable
     {
         IEnumerable<Tensor> own = [Columns, PatchTokens, ClsRaw, ClsFeature, NormMean, NormRstd, Logits, DLogits, DClsFeature,
             DClsRaw, DResidual, DPatchTokens, DColumns, DInput, Losses];
-        return own.Concat(BlockInput).Concat(Blocks.SelectMany(b => b.All())).Concat(BlockScratch.All());
+        return own.Concat(BlockInput).Concat(Blocks.SelectMany(b => b.All())).Concat(BlockScratch.All()).Concat(LastBlockCls.All());
     }
 
     public void Dispose()

@@ -69,12 +69,14 @@ public sealed class EditPassTests(ITestOutputHelper output)
         using var images = be.FromHost("x", Images(config, batch, 11), batch, config.InChans, config.ImageSize, config.ImageSize);
         using var labelTensor = be.FromHost("y", labels.Select(l => (float)l).ToArray(), batch);
 
-        // Full path.
+        // Full path: every token through every block.
         using var ws = model.CreateWorkspace(batch);
         (float[] Logits, float[][] Grads) Full()
         {
             model.ZeroGrad();
+            model.LastBlockClsOnly = false;
             model.Forward(ws, images, batch);
+            model.LastBlockClsOnly = true;
             var logits = ws.Logits.ToArray();
             be.CrossEntropy(ws.Logits, labelTensor, ws.Losses, ws.DLogits, batch, config.NumClasses, 1f / batch);
             model.Backward(ws, batch, BackwardOptions.Truncated(target.FirstBlock, target.ParameterNames));

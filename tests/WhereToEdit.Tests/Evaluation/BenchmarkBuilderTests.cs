@@ -45,14 +45,16 @@ public sealed class BenchmarkBuilderTests
     /// <summary>
     /// The base model: the tiny ViT trained briefly on other synthetic images, so that it is right on many images but
     /// not all, with predictions that depend on the image (a freshly initialised ViT predicts one class everywhere).
-    /// Trained once; each test loads the weights onto its own backend.
+    /// Trained once; each test loads the weights onto its own backend. Which images a style shift flips depends on the
+    /// trained weights down to rounding (seed 2 lost its last style group when the last block's backward changed its
+    /// summation order); the seed is one whose model has style groups.
     /// </summary>
     private static readonly Lazy<Dictionary<string, (int[] Shape, float[] Data)>> Trained = new(() =>
     {
         using var be = new CpuBackend(new CpuBackendOptions { Threads = 2 });
         using var model = new VitModel(be, Tiny);
         model.InitializeRandom(2);
-        using (var trainer = new Pretrainer(model, new PretrainOptions { Epochs = 5, Batch = 16, LearningRate = 1e-2f, WarmupEpochs = 0.2, Seed = 2, Shift = 2 }))
+        using (var trainer = new Pretrainer(model, new PretrainOptions { Epochs = 5, Batch = 16, LearningRate = 1e-2f, WarmupEpochs = 0.2, Seed = 3, Shift = 2 }))
             trainer.Train(Data(240, 1), null, null, null);
         return model.Parameters.ToDictionary(p => p.Name, p => (p.Shape, p.Value.ToArray()));
     });

@@ -96,6 +96,9 @@ public sealed class BatchedVsSerialTests(ITestOutputHelper output)
         int[] rows = names.Select(nm => model[nm].Shape[0]).ToArray(), cols = names.Select(nm => model[nm].Shape[1]).ToArray();
         using var ws = model.CreateWorkspace(1);
         using var image = be.Allocate("image", 1, c.InChans, c.ImageSize, c.ImageSize);
+        // Every token through every block, as the reference code runs (the batched pass does the same in the blocks that
+        // carry per-sample weights: here the last one); RMSprop on z amplifies the rounding of any other summation order.
+        model.LastBlockClsOnly = false;
         var teachers = new Tensor[b];
         for (int i = 0; i < b; i++)
         {
@@ -176,6 +179,7 @@ public sealed class BatchedVsSerialTests(ITestOutputHelper output)
         }
         for (int u = 0; u < r; u++) model[names[u]].Value.CopyFrom(w[u]);
         foreach (var t in teachers) t.Dispose();
+        model.LastBlockClsOnly = true;
         return new SerialResult(outerKl, maskMean, lastDelta, z, klGrad0);
     }
 }
