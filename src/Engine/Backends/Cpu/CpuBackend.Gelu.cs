@@ -46,7 +46,7 @@ public sealed unsafe partial class CpuBackend
                 var x = Vector256.Load(a.X + i);
                 (x * Gelu.Phi(x)).Store(a.Y + i);
             }
-        for (; i < end; i++) a.Y[i] = a.X[i] * Gelu.Phi(a.X[i]);
+        if (i < end) Gelu.ForwardTail(a.X + i, a.Y + i, end - i);
     }
 
     // GELU'(x) = Φ(x) + x·φ(x).
@@ -68,11 +68,7 @@ public sealed unsafe partial class CpuBackend
                 var d = Gelu.Phi(x) + x * Gelu.Density(x);
                 (d * Vector256.Load(a.Dy + i)).Store(a.Y + i);
             }
-        for (; i < end; i++)
-        {
-            float x = a.X[i];
-            a.Y[i] = (Gelu.Phi(x) + x * Gelu.Density(x)) * a.Dy[i];
-        }
+        if (i < end) Gelu.BackwardTail(a.X + i, a.Dy + i, a.Y + i, end - i);
 #if WTE_MUTANT_GELU_BACKWARD
         // Mutation spot-check (tests/mutation/run.sh builds with -p:WteMutant=GELU_BACKWARD): a deliberately wrong
         // GELU' = Φ(x) − x·φ(x), forward untouched; the test suite must fail. Never defined in a normal build.
@@ -81,9 +77,50 @@ public sealed unsafe partial class CpuBackend
     }
 }
 
-/// <summary>The standard normal CDF Φ and density φ used by exact GELU, scalar and SIMD, with identical arithmetic.</summary>
-internal static class Gelu
+/// <summary>
+/// The standard normal CDF Φ and density φ used by exact GELU, scalar and SIMD, with the same formula (the scalar exp can
+/// round differently from the SIMD one, so the CPU backend's GELU runs every element through the SIMD form: see the tails).
+/// </summary>
+internal static unsafe class Gelu
 {
+    /// <summary>
+    /// y[i] = x[i]·Φ(x[i]) for the n &lt; vector-width elements a SIMD loop leaves: its arithmetic on a zero-padded copy,
+    /// so an element's GELU does not depend on where a loop's vector steps ended (a chunk boundary, a tile's edge).
+    /// </summary>
+    public static void ForwardTail(float* x, float* y, int n)
+    {
+        float* buf = stackalloc float[16];
+        new Span<float>(buf, 16).Clear();
+        new ReadOnlySpan<float>(x, n).CopyTo(new Span<float>(buf, 16));
+        if (Vector512.IsHardwareAccelerated) { var v = Vector512.Load(buf); (v * Phi(v)).Store(buf); }
+        else if (Vector256.IsHardwareAccelerated) { var v = Vector256.Load(buf); (v * Phi(v)).Store(buf); }
+        else for (int i = 0; i < n; i++) buf[i] *= Phi(buf[i]);
+        new ReadOnlySpan<float>(buf, n).CopyTo(new Span<float>(y, n));
+    }
+
+    /// <summary>dx[i] = (Φ(x[i]) + x[i]·φ(x[i]))·dy[i] for a SIMD loop's last n elements, as <see cref="ForwardTail"/>.</summary>
+    public static void BackwardTail(float* x, float* dy, float* dx, int n)
+    {
+        float* bx = stackalloc float[16];
+        float* bd = stackalloc float[16];
+        new Span<float>(bx, 16).Clear();
+        new Span<float>(bd, 16).Clear();
+        new ReadOnlySpan<float>(x, n).CopyTo(new Span<float>(bx, 16));
+        new ReadOnlySpan<float>(dy, n).CopyTo(new Span<float>(bd, 16));
+        if (Vector512.IsHardwareAccelerated)
+        {
+            var v = Vector512.Load(bx);
+            ((Phi(v) + v * Density(v)) * Vector512.Load(bd)).Store(bx);
+        }
+        else if (Vector256.IsHardwareAccelerated)
+        {
+            var v = Vector256.Load(bx);
+            ((Phi(v) + v * Density(v)) * Vector256.Load(bd)).Store(bx);
+        }
+        else for (int i = 0; i < n; i++) bx[i] = (Phi(bx[i]) + bx[i] * Density(bx[i])) * bd[i];
+        new ReadOnlySpan<float>(bx, n).CopyTo(new Span<float>(dx, n));
+    }
+
     // erfc(z) ≈ t·exp(−z² + P(t)), t = 1/(1 + z/2), z ≥ 0 (Numerical Recipes' erfcc coefficients, c0..c9).
     private const float C0 = -1.26551223f, C1 = 1.00002368f, C2 = 0.37409196f, C3 = 0.09678418f, C4 = -0.18628806f,
                         C5 = 0.27886807f, C6 = -1.13520398f, C7 = 1.48851587f, C8 = -0.82215223f, C9 = 0.17087277f;
