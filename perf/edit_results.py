@@ -47,7 +47,8 @@ def table(raw_path, threads):
                "model and hypernetwork, benchmark image natural/0_3/00674.png, 100 steps at most; vit_base: random weights, "
                "a random hypernetwork of the paper's shape, a random image, a fixed budget because a random model does not "
                "reach CE 0.01 in a few steps). `wte`: `ModelEditor` as `wte edit` runs it (perf/EditBench); `wte-fullpath`: "
-               "the same editor without the EditPass (every token through the last block, dense weight gradients); "
+               "the same editor without the EditPass (the model's own forward and truncated backward: dense weight gradients of "
+               "the edited matrices, every edited block in full, the last block for [CLS] only since 2026-12-03); "
                "PyTorch: perf/peers/pytorch_edit.py, the reference's loop (full forward and backward with every parameter's "
                "gradient, mask-multiplied gradients, RMSprop). \"wte × this\" = this row's median time / wte's.")
     return "\n".join(out)
