@@ -121,6 +121,16 @@ public static class Repo
 /// <summary>Random weights for the tiny test models, one recipe for every test that needs a model with some behaviour.</summary>
 public static class TestModels
 {
+    /// <summary>A small RGB ViT with qkv bias (16 px, patch 4, width 16, 4 blocks of 2 heads, MLP 32, 5 classes).</summary>
+    public static readonly WhereToEdit.Engine.Models.VitConfig Small = new()
+    {
+        ImageSize = 16, PatchSize = 4, InChans = 3, EmbedDim = 16, Depth = 4, NumHeads = 2, MlpHidden = 32, NumClasses = 5,
+    };
+
+    /// <summary>A small gray ViT without qkv bias, head dim 6, MLP 40 (widths that cross the SIMD and tile edges).</summary>
+    public static readonly WhereToEdit.Engine.Models.VitConfig SmallNoBias =
+        Small with { Depth = 3, NumHeads = 4, EmbedDim = 24, MlpHidden = 40, QkvBias = false, InChans = 1 };
+
     /// <summary>
     /// Every parameter ~ N(0, 0.2²), in parameter order from one <see cref="Rng"/>; LayerNorm weights 1 + N(0, <paramref name="lnStd"/>²);
     /// the head N(0, <paramref name="headStd"/>²) — a large head so the final LayerNorm's bounded feature can still reach CE ≤ 0.01.

@@ -14,12 +14,8 @@ namespace WhereToEdit.Tests.Editing;
 /// </summary>
 public sealed class EditPassTests(ITestOutputHelper output)
 {
-    private static readonly VitConfig WithBias = new()
-    {
-        ImageSize = 16, PatchSize = 4, InChans = 3, EmbedDim = 16, Depth = 4, NumHeads = 2, MlpHidden = 32, NumClasses = 5,
-    };
-
-    private static readonly VitConfig NoBias = WithBias with { Depth = 3, NumHeads = 4, EmbedDim = 24, MlpHidden = 40, QkvBias = false, InChans = 1 };
+    private static readonly VitConfig WithBias = TestModels.Small;
+    private static readonly VitConfig NoBias = TestModels.SmallNoBias;
 
     private static VitModel Model(CpuBackend be, VitConfig config, ulong seed)
     {

@@ -14,12 +14,8 @@ namespace WhereToEdit.Tests.Models;
 /// </summary>
 public sealed class ClsOnlyLastBlockTests(ITestOutputHelper output)
 {
-    private static readonly VitConfig WithBias = new()
-    {
-        ImageSize = 16, PatchSize = 4, InChans = 3, EmbedDim = 16, Depth = 3, NumHeads = 2, MlpHidden = 32, NumClasses = 5,
-    };
-
-    private static readonly VitConfig NoBias = WithBias with { Depth = 2, NumHeads = 4, EmbedDim = 24, MlpHidden = 40, QkvBias = false, InChans = 1 };
+    private static readonly VitConfig WithBias = TestModels.Small with { Depth = 3 };
+    private static readonly VitConfig NoBias = TestModels.SmallNoBias with { Depth = 2 };
 
     public static TheoryData<string, string> Cases => new()
     {
