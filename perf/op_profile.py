@@ -26,7 +26,7 @@ ORDER = [LINEAR, ATTENTION, BIAS_GELU, LAYERNORM, RESIDUAL, PATCH, OTHER]
 # wte op → category (ops the forward never runs are absent).
 WTE = {
     "gemm (linear fwd)": LINEAR,
-    "attention_fwd": ATTENTION,
+    "attention_fwd": ATTENTION, "cls_attention_fwd": ATTENTION,   # the last block's [CLS]-only attention
     "gelu_fwd": BIAS_GELU, "bias_add": BIAS_GELU,
     "layernorm_fwd": LAYERNORM,
     "residual_add": RESIDUAL,
