@@ -121,8 +121,6 @@ public sealed class TransformerBlock
 
     public Activations CreateActivations(string prefix, int batch, int tokens) => new(Backend, prefix, batch, tokens, Dim, Heads, Hidden);
 
-    public ClsActivations CreateClsActivations(string prefix, int batch, int tokens) => new(Backend, prefix, batch, tokens, Dim, Heads, Hidden);
-
     /// <summary>output = block(x) for x, output: [batch, tokens, dim]; saves activations in <paramref name="a"/>.</summary>
     public void Forward(Tensor x, Tensor output, Activations a, int batch, int tokens)
     {
