@@ -124,7 +124,7 @@ public sealed class EditPass : IDisposable, IWeightGradients
         if (ws.CachedBatch != batch)
             throw new InvalidOperationException($"edit forward (batch {batch}): the workspace holds a forward for batch {ws.CachedBatch}");
         CacheFirstBlock(ws, batch);
-        if (ws.LastBlockClsOnly) return;   // that forward already ran the last block's [CLS]-only path and the head
+        if (ws.LastBlockRanClsOnly) return;   // that forward already ran the last block's [CLS]-only path and the head
         LastBlockForward(ws, batch);
         _model.Head(ws, batch);
     }
@@ -157,7 +157,7 @@ public sealed class EditPass : IDisposable, IWeightGradients
     {
         int last = _model.Config.Depth - 1;
         _model.Blocks[last].ForwardCls(_kernels, ws.BlockInput[last], ws.BlockInput[last + 1], ws.Blocks[last], ws.LastBlockCls, batch, _model.Config.Tokens);
-        ws.LastBlockClsOnly = true;
+        ws.LastBlockRanClsOnly = true;
     }
 
     /// <summary>

@@ -160,6 +160,9 @@ public sealed class VitModel : IDisposable
     /// </summary>
     public bool LastBlockClsOnly { get; set; } = true;
 
+    /// <summary>Whether a forward without per-sample weights in the last block runs it for [CLS] only: the setting, on a backend with the kernels.</summary>
+    internal bool LastBlockRunsClsOnly => LastBlockClsOnly && Backend is IEditKernels;
+
     /// <summary>
     /// Block i's forward from ws.BlockInput[i] to ws.BlockInput[i + 1]. The last block runs for [CLS] only where the backend
     /// has the kernels for it (<see cref="IEditKernels"/>) and it has no per-sample weights: the head reads nothing else.
@@ -167,14 +170,14 @@ public sealed class VitModel : IDisposable
     private void BlockForward(VitWorkspace ws, int i, int batch)
     {
         bool last = i == Config.Depth - 1;
-        if (last && LastBlockClsOnly && Backend is IEditKernels kernels && !ws.Blocks[i].HasPerSampleWeights)
+        if (last && LastBlockRunsClsOnly && !ws.Blocks[i].HasPerSampleWeights)
         {
-            Blocks[i].ForwardCls(kernels, ws.BlockInput[i], ws.BlockInput[i + 1], ws.Blocks[i], ws.LastBlockCls, batch, Config.Tokens);
-            ws.LastBlockClsOnly = true;
+            Blocks[i].ForwardCls((IEditKernels)Backend, ws.BlockInput[i], ws.BlockInput[i + 1], ws.Blocks[i], ws.LastBlockCls, batch, Config.Tokens);
+            ws.LastBlockRanClsOnly = true;
             return;
         }
         Blocks[i].Forward(ws.BlockInput[i], ws.BlockInput[i + 1], ws.Blocks[i], batch, Config.Tokens);
-        if (last) ws.LastBlockClsOnly = false;
+        if (last) ws.LastBlockRanClsOnly = false;
     }
 
     /// <summary>
@@ -231,7 +234,7 @@ public sealed class VitModel : IDisposable
 
         HeadBackward(ws, batch);
         int last = c.Depth - 1;
-        bool clsOnly = ws.LastBlockClsOnly;
+        bool clsOnly = ws.LastBlockRanClsOnly;
         if (!clsOnly)
         {
             be.Fill(ws.DResidual, 0f);

@@ -92,14 +92,14 @@ public sealed class VitWorkspace : IDisposable
     internal TransformerBlock.Activations[] Blocks { get; }
     internal TransformerBlock.Scratch BlockScratch { get; }
 
-    /// <summary>The last block's [CLS]-row activations, when it ran for [CLS] only (<see cref="LastBlockClsOnly"/>).</summary>
+    /// <summary>The last block's [CLS]-row activations, when it ran for [CLS] only (<see cref="LastBlockRanClsOnly"/>).</summary>
     internal TransformerBlock.ClsActivations LastBlockCls { get; }
 
     /// <summary>
     /// Whether the latest forward ran the last block for [CLS] only (<see cref="TransformerBlock.ForwardCls"/>): then
     /// only the [CLS] rows of <see cref="BlockInput"/>[depth] hold the block's output.
     /// </summary>
-    internal bool LastBlockClsOnly { get; set; }
+    internal bool LastBlockRanClsOnly { get; set; }
     internal Tensor ClsRaw { get; }
     internal Tensor NormMean { get; }
     internal Tensor NormRstd { get; }

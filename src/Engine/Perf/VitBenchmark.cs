@@ -51,7 +51,7 @@ internal static class VitBenchmark
         double editMs = EditStepMilliseconds(backend, model, editBlocks, keep, seed, secondsPerMeasurement);
 
         double gflopPerImage = 2 * config.ForwardMacs() / 1e9;
-        double executed = 2 * config.ForwardMacs(model.LastBlockClsOnly && backend is IEditKernels) / 1e9;
+        double executed = 2 * config.ForwardMacs(model.LastBlockRunsClsOnly) / 1e9;
         return new BenchResult
         {
             Model = modelName, Batch = batch, Threads = backend.Threads, Device = device, Backend = backend.Name,

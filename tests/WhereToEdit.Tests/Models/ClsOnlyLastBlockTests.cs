@@ -63,7 +63,7 @@ public sealed class ClsOnlyLastBlockTests(ITestOutputHelper output)
             model.LastBlockClsOnly = clsOnly;
             foreach (var p in model.Parameters) be.Fill(p.Grad, 0.5f);   // gradients accumulate onto what is there
             model.Forward(ws, images, batch);
-            Assert.Equal(clsOnly, ws.LastBlockClsOnly);
+            Assert.Equal(clsOnly, ws.LastBlockRanClsOnly);
             be.CrossEntropy(ws.Logits, labels, ws.Losses, ws.DLogits, batch, c.NumClasses, 1f / batch);
             model.Backward(ws, batch, options);
             var tokens = ws.BlockInput[c.Depth].ToArray();
