@@ -54,6 +54,8 @@ public sealed class VitWorkspace : IDisposable
         long perSample = ResourceBudget.Add(ResourceBudget.Bytes(depth + 1, t, d), ResourceBudget.Bytes(depth, perBlock));
         perSample = ResourceBudget.Add(perSample, ResourceBudget.Add(square, ResourceBudget.Add(ResourceBudget.Bytes(4, t, d), ResourceBudget.Bytes(2, t, h))));
         perSample = ResourceBudget.Add(perSample, ResourceBudget.Bytes(2, c.Patches, ResourceBudget.Add(c.PatchInputs, d)));
+        // The last block's [CLS]-row activations and gradients (LastBlockCls).
+        perSample = ResourceBudget.Add(perSample, ResourceBudget.Add(ResourceBudget.Bytes(heads, t), ResourceBudget.Add(6 * d, 3 * h + 2)));
         return ResourceBudget.Bytes(4, capacity, perSample);
     }
 
