@@ -157,13 +157,13 @@ internal static unsafe class Gelu
         poly = Vector512.Create(C2) + t * poly;
         poly = Vector512.Create(C1) + t * poly;
         poly = Vector512.Create(C0) + t * poly;
-        var half = Vector512.Create(0.5f) * (t * Vector512.Exp(poly - z * z));
+        var half = Vector512.Create(0.5f) * (t * SimdMath.Exp(poly - z * z));
         return Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(x, Vector512<float>.Zero), one - half, half);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> Density(Vector512<float> x)
-        => Vector512.Create(InvSqrt2Pi) * Vector512.Exp(Vector512.Create(-0.5f) * x * x);
+        => Vector512.Create(InvSqrt2Pi) * SimdMath.Exp(Vector512.Create(-0.5f) * x * x);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<float> Phi(Vector256<float> x)
