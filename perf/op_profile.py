@@ -14,7 +14,7 @@ import re
 import statistics
 import sys
 
-LINEAR = "linear layers (GEMM; wte's patch embedding GEMM, ORT's Conv)"
+LINEAR = "linear layers (GEMM; wte's with their bias, added in the GEMM's tiles; wte's patch embedding GEMM, ORT's Conv)"
 ATTENTION = "attention (scores, softmax, weighted sum, layout)"
 BIAS_GELU = "bias and GELU"
 LAYERNORM = "LayerNorm"
@@ -25,7 +25,7 @@ ORDER = [LINEAR, ATTENTION, BIAS_GELU, LAYERNORM, RESIDUAL, PATCH, OTHER]
 
 # wte op → category (ops the forward never runs are absent).
 WTE = {
-    "gemm (linear fwd)": LINEAR,
+    "gemm (linear fwd)": LINEAR, "linear_fwd (gemm + bias)": LINEAR,
     "attention_fwd": ATTENTION, "cls_attention_fwd": ATTENTION,   # the last block's [CLS]-only attention
     "gelu_fwd": BIAS_GELU, "bias_add": BIAS_GELU,
     "layernorm_fwd": LAYERNORM,

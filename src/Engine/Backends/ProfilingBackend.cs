@@ -61,6 +61,8 @@ internal class ProfilingBackend : IBackend
         => Time(transA ? "gemm (weight grad)" : transB ? "gemm (linear fwd)" : "gemm (input grad)",
             () => Inner.Gemm(transA, transB, m, n, k, alpha, a, aOffset, lda, b, bOffset, ldb, beta, c, cOffset, ldc, batch, strideA, strideB, strideC));
 
+    public void LinearForward(Tensor x, Tensor weight, Tensor? bias, Tensor y, int rows, int inFeatures, int outFeatures)
+        => Time("linear_fwd (gemm + bias)", () => Inner.LinearForward(x, weight, bias, y, rows, inFeatures, outFeatures));
     public void AddBias(Tensor y, Tensor bias, int rows, int cols) => Time("bias_add", () => Inner.AddBias(y, bias, rows, cols));
     public void BiasGradient(Tensor dy, Tensor dbias, int rows, int cols) => Time("bias_grad", () => Inner.BiasGradient(dy, dbias, rows, cols));
     public void Add(Tensor a, Tensor b, Tensor y, long n) => Time("residual_add", () => Inner.Add(a, b, y, n));

@@ -276,10 +276,7 @@ public sealed class TransformerBlock
 
     /// <summary>y[rows, out] = x[rows, in]·Wᵀ + b.</summary>
     public static void Linear(IBackend be, Tensor x, Parameter weight, Parameter? bias, Tensor y, int rows, int inFeatures, int outFeatures)
-    {
-        be.Gemm(false, true, rows, outFeatures, inFeatures, 1f, x, 0, inFeatures, weight.Value, 0, inFeatures, 0f, y, 0, outFeatures);
-        if (bias is not null) be.AddBias(y, bias.Value, rows, outFeatures);
-    }
+        => be.LinearForward(x, weight.Value, bias?.Value, y, rows, inFeatures, outFeatures);
 
     /// <summary>
     /// For y = x·Wᵀ + b: dW += dyᵀ·x, db += Σ dy (when wanted), dx = dy·W (when dx is given; overwritten). A wanted weight

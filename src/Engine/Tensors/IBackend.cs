@@ -72,6 +72,16 @@ public interface IBackend : IDisposable
               float beta, Tensor c, long cOffset, int ldc,
               int batch = 1, long strideA = 0, long strideB = 0, long strideC = 0);
 
+    /// <summary>
+    /// A linear layer's forward, y[rows, out] = x[rows, in]·W[out, in]ᵀ + bias (bias optional): the same result bits as
+    /// <see cref="Gemm"/> then <see cref="AddBias"/>, which is what a backend without a fused version runs.
+    /// </summary>
+    void LinearForward(Tensor x, Tensor weight, Tensor? bias, Tensor y, int rows, int inFeatures, int outFeatures)
+    {
+        Gemm(false, true, rows, outFeatures, inFeatures, 1f, x, 0, inFeatures, weight, 0, inFeatures, 0f, y, 0, outFeatures);
+        if (bias is not null) AddBias(y, bias, rows, outFeatures);
+    }
+
     /// <summary>y[r, c] += bias[c].</summary>
     void AddBias(Tensor y, Tensor bias, int rows, int cols);
 

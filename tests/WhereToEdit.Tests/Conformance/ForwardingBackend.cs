@@ -22,6 +22,8 @@ internal abstract class ForwardingBackend : IBackend
     public virtual void Gemm(bool transA, bool transB, int m, int n, int k, float alpha, Tensor a, long aOffset, int lda, Tensor b, long bOffset, int ldb,
                              float beta, Tensor c, long cOffset, int ldc, int batch = 1, long strideA = 0, long strideB = 0, long strideC = 0)
         => _inner.Gemm(transA, transB, m, n, k, alpha, a, aOffset, lda, b, bOffset, ldb, beta, c, cOffset, ldc, batch, strideA, strideB, strideC);
+    public virtual void LinearForward(Tensor x, Tensor weight, Tensor? bias, Tensor y, int rows, int inFeatures, int outFeatures)
+        => ((IBackend)_inner).LinearForward(x, weight, bias, y, rows, inFeatures, outFeatures);
     public virtual void AddBias(Tensor y, Tensor bias, int rows, int cols) => _inner.AddBias(y, bias, rows, cols);
     public virtual void BiasGradient(Tensor dy, Tensor dbias, int rows, int cols) => _inner.BiasGradient(dy, dbias, rows, cols);
     public virtual void Add(Tensor a, Tensor b, Tensor y, long n) => _inner.Add(a, b, y, n);

@@ -107,6 +107,18 @@ internal static class ConformanceCases
             x.Backend.Gemm(false, false, t, hd, t, 1f, scores, 0, t, k, 0, hd, 1f, o, 0, hd, bh, t * t, t * hd, t * hd);
             x.Output($"NN {bh}×({t}×{hd}×{t}) beta 1", o);
         }));
+        cases.Add(Case("linear forward (x·Wᵀ + bias, and without a bias)", ["LinearForward"], x =>
+        {
+            var s = x.Shapes;
+            var input = x.Random("x", 1f, s.Rows, s.Dim);
+            var w = x.Random("W", 0.5f, s.Hidden, s.Dim);
+            var bias = x.Random("bias", 1f, s.Hidden);
+            var y = x.Random("y", 1f, s.Rows, s.Hidden);
+            x.Backend.LinearForward(input, w, bias, y, s.Rows, s.Dim, s.Hidden);
+            x.Output("x·Wᵀ + b", y);
+            x.Backend.LinearForward(input, w, null, y, s.Rows, s.Dim, s.Hidden);
+            x.Output("x·Wᵀ", y);
+        }));
         cases.Add(Case("bias add and bias gradient (accumulating)", ["AddBias", "BiasGradient"], x =>
         {
             var s = x.Shapes;

@@ -51,6 +51,29 @@ public sealed unsafe partial class CpuBackend
         }
     }
 
+    /// <summary>
+    /// y = x·Wᵀ + bias with the managed GEMM adding the bias to each tile of y as it finishes (no second pass over y);
+    /// bit-identical to <see cref="Gemm"/> then <see cref="AddBias"/>, which the other paths (OpenBLAS, bf16, a small m)
+    /// still run.
+    /// </summary>
+    public void LinearForward(Tensor x, Tensor weight, Tensor? bias, Tensor y, int rows, int inFeatures, int outFeatures)
+    {
+        if (bias is null || rows == 0 || Precision == CpuPrecision.Bf16 || GemmKind != GemmKind.Managed || ManagedGemm.IsSmallM(false, rows))
+        {
+            Gemm(false, true, rows, outFeatures, inFeatures, 1f, x, 0, inFeatures, weight, 0, inFeatures, 0f, y, 0, outFeatures);
+            if (bias is not null) AddBias(y, bias, rows, outFeatures);
+            return;
+        }
+        if (!OpChecks.Gemm(false, true, rows, outFeatures, inFeatures, x, 0, inFeatures, weight, 0, inFeatures, y, 0, outFeatures, 1, 0, 0, 0)) return;
+        Need(bias, outFeatures, "bias");
+        var cw = CpuOperand(weight, "GEMM B");
+        fixed (float* px = CpuOperand(x, "GEMM A").Data, pw = cw.Data, pb = CpuOperand(bias, "bias").Data, py = Cpu(y, "GEMM C").Data)
+        {
+            float* packed = _packs.Find(cw, 0, true, outFeatures, inFeatures, inFeatures, pw, _pool);
+            ManagedGemm.SgemmBias(rows, outFeatures, inFeatures, px, inFeatures, pw, inFeatures, py, outFeatures, Threads, _pool, packed, pb);
+        }
+    }
+
     // ---- bf16 (opt-in) ------------------------------------------------------------------------------
 
     private uint[]? _bf16A, _bf16B;

@@ -88,9 +88,22 @@ public static unsafe partial class ManagedGemm
         float* a, int lda, float* b, int ldb, float beta, float* c, int ldc, int threads, WorkerPool pool, float* packedB)
         => Sgemm(DefaultKernel, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, threads, pool, packedB);
 
+    /// <summary>
+    /// As above (<paramref name="packedB"/> may be null), then C[i, j] += <paramref name="columnBias"/>[j]: a linear
+    /// layer's bias, added to each tile right after its last k-block while the tile is in L1 — the same operation on
+    /// the same values as a separate pass over C (<see cref="CpuBackend.AddBias"/>), so bit-identical to it, without
+    /// that pass. Not for a small m (<see cref="IsSmallM"/>), which takes another path.
+    /// </summary>
+    internal static void SgemmBias(int m, int n, int k, float* a, int lda, float* b, int ldb, float* c, int ldc,
+        int threads, WorkerPool pool, float* packedB, float* columnBias)
+    {
+        if (IsSmallM(false, m)) throw new ArgumentException($"m = {m} takes the small-m path, which has no bias epilogue", nameof(m));
+        Sgemm(DefaultKernel, false, true, m, n, k, 1f, a, lda, b, ldb, 0f, c, ldc, threads, pool, packedB, columnBias);
+    }
+
     private static void Sgemm(KernelKind kind, bool transA, bool transB, int m, int n, int k, float alpha,
         float* a, int lda, float* b, int ldb, float beta, float* c, int ldc, int threads, WorkerPool? pool,
-        float* packedB = null)
+        float* packedB = null, float* columnBias = null)
     {
         if (m < 0) throw new ArgumentOutOfRangeException(nameof(m));
         if (n < 0) throw new ArgumentOutOfRangeException(nameof(n));
@@ -119,7 +132,7 @@ public static unsafe partial class ManagedGemm
         var job = new Job
         {
             Kind = kind, TransA = transA, TransB = transB, M = m, N = n, K = k, Alpha = alpha, Beta = beta,
-            A = a, Lda = lda, B = b, Ldb = ldb, C = c, Ldc = ldc, PackedB = packedB,
+            A = a, Lda = lda, B = b, Ldb = ldb, C = c, Ldc = ldc, PackedB = packedB, ColumnBias = columnBias,
         };
 
         int mr = Mr(kind), nr = Nr(kind);
@@ -186,6 +199,8 @@ public static unsafe partial class ManagedGemm
         public int Parts, Tiles;
         /// <summary>All of op(B) packed by <see cref="PackWholeB"/>, or null to pack per block.</summary>
         public float* PackedB;
+        /// <summary>Added to every row of C after the product (<see cref="SgemmBias"/>), or null.</summary>
+        public float* ColumnBias;
     }
 
     // ---- whole-B packing (prepacked weights) -------------------------------------------------------
@@ -292,11 +307,30 @@ public static unsafe partial class ManagedGemm
                                     Kernel4x8(kc, apanel, bpanel, cTile, job.Ldc, job.Alpha, job.Beta, mode, mrem, nrem, tile);
                                     break;
                             }
+                            if (job.ColumnBias != null && pc + kc == k) AddColumnBias(cTile, job.Ldc, job.ColumnBias + jc + jr, mrem, nrem);
                         }
                     }
                 }
             }
         }
+    }
+
+    /// <summary>c[r, j] += bias[j] for a finished tile (rows × cols), as TensorPrimitives.Add does it: one rounding each.</summary>
+    private static void AddColumnBias(float* c, int ldc, float* bias, int rows, int cols)
+    {
+        int j0 = 0;
+        if (Vector512.IsHardwareAccelerated)
+            for (; j0 + 16 <= cols; j0 += 16)
+            {
+                var bv = Vector512.Load(bias + j0);
+                for (int r = 0; r < rows; r++)
+                {
+                    float* row = c + (long)r * ldc + j0;
+                    (Vector512.Load(row) + bv).Store(row);
+                }
+            }
+        for (int r = 0; r < rows; r++)
+            for (int j = j0; j < cols; j++) c[(long)r * ldc + j] += bias[j];
     }
 
     // ---- packing ----------------------------------------------------------------------------------
