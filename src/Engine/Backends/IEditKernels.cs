@@ -23,6 +23,16 @@ public interface IEditKernels
     void ScatterColumns(Tensor src, int rows, ReadOnlySpan<int> columns, int ld, Tensor dst);
 
     /// <summary>
+    /// <see cref="IBackend.RmsPropStep"/> (no weight decay) on the selected rows (<see cref="MaskAxis.Rows"/>) or columns
+    /// (<see cref="MaskAxis.Columns"/>) of param [rows, cols], from a compact gradient and a compact state: [K, cols] or
+    /// [rows, K] for K = units.Length (units sorted). The same operations per element as the masked
+    /// <see cref="IBackend.RmsPropStep"/> on the full-size gradient and state, so the same parameter bits, without
+    /// scattering the gradient or touching the state outside the selection.
+    /// </summary>
+    void CompactRmsPropStep(Tensor param, Tensor compactGrad, Tensor compactSquareAvg, ReadOnlySpan<int> units, MaskAxis axis,
+                            int rows, int cols, float lr, float alpha, float eps);
+
+    /// <summary>
     /// <see cref="IBackend.AttentionForward"/> for the [CLS] query (token 0) only: output [batch, heads·headDim] (one row per
     /// sample), probs [batch, heads, tokens] = softmax(q₀·kᵀ/√headDim). qkv is read for q of token 0 and k, v of every token.
     /// </summary>

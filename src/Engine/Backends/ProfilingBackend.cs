@@ -134,6 +134,12 @@ internal class ProfilingBackend : IBackend
             var rowsIdx = rowIndex.ToArray();
             Time("scatter_rows", () => Edit.ScatterRows(src, rowsIdx, cols, dst));
         }
+        public void CompactRmsPropStep(Tensor param, Tensor compactGrad, Tensor compactSquareAvg, ReadOnlySpan<int> units, MaskAxis axis,
+                                       int rows, int cols, float lr, float alpha, float eps)
+        {
+            var idx = units.ToArray();
+            Time("rmsprop_step", () => Edit.CompactRmsPropStep(param, compactGrad, compactSquareAvg, idx, axis, rows, cols, lr, alpha, eps));
+        }
         public void ScatterColumns(Tensor src, int rows, ReadOnlySpan<int> columns, int ld, Tensor dst)
         {
             var cols = columns.ToArray();

@@ -101,6 +101,8 @@ public sealed class ModelEditor : IDisposable
     private readonly IBackend _be;
     private readonly Parameter[] _params;
     private readonly Tensor[] _original, _state, _gates;
+    // The masked steps' RMSprop state on the fast path, compact like the EditPass's gradients (grown to the selection).
+    private readonly Tensor?[] _compactState;
     private readonly BackwardOptions _backward;
     private readonly bool _fast;
     private VitWorkspace? _ws;
@@ -123,6 +125,7 @@ public sealed class ModelEditor : IDisposable
         _params = target.Units.Select(u => model[u.Parameter]).ToArray();
         _original = _params.Select(p => _be.Allocate(p.Name + ".original", p.Shape)).ToArray();
         _state = _params.Select(p => _be.Allocate(p.Name + ".square_avg", p.Shape)).ToArray();
+        _compactState = new Tensor?[_params.Length];
         _gates = target.Units.Select(u => _be.Allocate($"mask.{u.Index}", target.UnitSize)).ToArray();
         _backward = BackwardOptions.Truncated(target.FirstBlock, target.ParameterNames);
         _fast = fastPath && _be is IEditKernels;
@@ -134,6 +137,13 @@ public sealed class ModelEditor : IDisposable
 
     /// <summary>Whether the steps run the <see cref="EditPass"/> ([CLS]-only last block, gather-GEMM weight gradients).</summary>
     public bool FastPath => _fast;
+
+    /// <summary>
+    /// On the fast path, a masked step's RMSprop reads the pass's compact gradients and keeps a compact state
+    /// (<see cref="IEditKernels.CompactRmsPropStep"/>; the same weights bit for bit). False: the gradients are scattered
+    /// into the matrices' and the masked step runs on the full-size state (the tests compare the two). Set before an edit.
+    /// </summary>
+    internal bool CompactOptimizer { get; set; } = true;
 
     /// <summary>Takes the model's current edited matrices as the weights <see cref="Revert"/> returns to (and FT's W0).</summary>
     public void SnapshotOriginal()
@@ -252,8 +262,25 @@ public sealed class ModelEditor : IDisposable
         for (int r = 0; r < _gates.Length; r++) _gates[r].CopyFrom(useMask ? mask.UnitAsFloats(r) : Enumerable.Repeat(1f, Target.UnitSize).ToArray());
         _updateMasks = Target.Units.Select(u => useMask ? Target.UpdateMaskFor(u, _gates[u.Index]) : UpdateMask.None(_params[u.Index].Length)).ToArray();
         if (_pass is not null)
+        {
+            _pass.CompactGradients = CompactOptimizer && useMask;
             for (int r = 0; r < _gates.Length; r++)
-                _pass.Select(r, useMask ? SelectedUnits(mask.UnitAsFloats(r)) : null);
+            {
+                var selected = useMask ? SelectedUnits(mask.UnitAsFloats(r)) : null;
+                _pass.Select(r, selected);
+                if (_pass.CompactGradients)
+                {
+                    // Zero, as the full state is at Begin: a few hundred kB per matrix, not 9.4 MB.
+                    long length = (long)selected!.Length * Target.Model.EmbedDim;
+                    if (_compactState[r] is null || _compactState[r]!.Length < Math.Max(1, length))
+                    {
+                        _compactState[r]?.Dispose();
+                        _compactState[r] = _be.Allocate(_params[r].Name + ".square_avg.compact", checked((int)Math.Max(1, length)));
+                    }
+                    else _be.Fill(_compactState[r]!, 0f);
+                }
+            }
+        }
         _options = options;
         _mask = mask;
         _n = n;
@@ -293,7 +320,8 @@ public sealed class ModelEditor : IDisposable
         else if (Done(_predBefore, _labelHost) && _loss <= options.StopLoss) return false;
         TensorChecks.EnsureFinite(_loss, "edit loss");
         _history.Add(_loss);
-        _stateZero = false;
+        bool compact = _pass is not null && _pass.CompactGradients;
+        if (!compact) _stateZero = false;
         if (_pass is not null)
         {
             // Masked units: the pass overwrites the selected rows/columns, the only ones the masked step reads.
@@ -316,7 +344,15 @@ public sealed class ModelEditor : IDisposable
                 _be.Axpy(-options.Coefficient, _original[i], p.Grad, p.Length);
             }
             // The reference takes FT's first step with SGD, then RMSprop (whose state starts at the second step).
-            if (options.Method.IsFineTuning() && _steps == 0)
+            if (compact)
+            {
+                // fc1 [hidden, dim] by rows, fc2 [dim, hidden] by columns (as UpdateMaskFor).
+                var axis = Target.Units[i].Axis;
+                int h = Target.Model.MlpHidden, d = Target.Model.EmbedDim;
+                ((IEditKernels)_be).CompactRmsPropStep(p.Value, _pass!.CompactGradient(i), _compactState[i]!, _pass.Selected(i), axis,
+                    axis == MaskAxis.Rows ? h : d, axis == MaskAxis.Rows ? d : h, options.LearningRate, 0.99f, 1e-8f);
+            }
+            else if (options.Method.IsFineTuning() && _steps == 0)
                 _be.SgdStep(p.Value, p.Grad, options.LearningRate, 0f, _updateMasks[i]);
             else
                 _be.RmsPropStep(p.Value, p.Grad, _state[i], options.LearningRate, 0.99f, 1e-8f, 0f, _updateMasks[i]);
@@ -524,6 +560,7 @@ public sealed class ModelEditor : IDisposable
     public void Dispose()
     {
         foreach (var t in _original.Concat(_state).Concat(_gates)) t.Dispose();
+        foreach (var t in _compactState) t?.Dispose();
         _ws?.Dispose(); _pass?.Dispose(); _images?.Dispose(); _labels?.Dispose();
     }
 }

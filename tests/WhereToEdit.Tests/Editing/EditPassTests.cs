@@ -157,6 +157,40 @@ public sealed class EditPassTests(ITestOutputHelper output)
     [Theory]
     [InlineData("hprd")]
     [InlineData("random")]
+    public void The_compact_optimizer_gives_the_weights_of_the_scattered_gradients_bit_for_bit(string method)
+    {
+        var config = WithBias;
+        var target = EditTarget.Default(config);
+        var mask = EditMask.Random(target, 0.25, seed: 5);
+        var images = Images(config, 2, 9);
+        var options = new EditOptions { Method = EditMethods.Parse(method), LearningRate = 1e-2f, MaxSteps = 8 };
+        int[] labels = [2, 4];
+
+        (EditResult Result, float[][] Weights) Run(bool compact)
+        {
+            using var be = new CpuBackend(new CpuBackendOptions { Threads = 2 });
+            using var model = Model(be, config, seed: 1);
+            using var editor = new ModelEditor(model, target) { CompactOptimizer = compact };
+            var result = editor.Edit(images, labels, mask, options);
+            // A second edit on the same editor reuses (and re-zeroes) the compact state.
+            editor.Revert();
+            result = editor.Edit(images, labels, mask, options);
+            return (result, target.Units.Select(u => model[u.Parameter].Value.ToArray()).ToArray());
+        }
+
+        var (scattered, scatteredWeights) = Run(false);
+        var (compact, compactWeights) = Run(true);
+        Assert.Equal(scattered.Steps, compact.Steps);
+        Assert.Equal(scattered.LossHistory, compact.LossHistory);
+        Assert.Equal(scattered.HashesAfter, compact.HashesAfter);
+        Assert.True(compact.WeightsChanged > 0);
+        for (int i = 0; i < scatteredWeights.Length; i++)
+            Assert.True(scatteredWeights[i].AsSpan().SequenceEqual(compactWeights[i]), $"{target.Units[i].Parameter} differs");
+    }
+
+    [Theory]
+    [InlineData("hprd")]
+    [InlineData("random")]
     [InlineData("ft-l2")]
     public void Edits_through_the_fast_path_match_the_full_path(string method)
     {

@@ -88,6 +88,62 @@ public sealed unsafe partial class CpuBackend
         }
     }
 
+    // ---- the edit's compact RMSprop (IEditKernels) --------------------------------------------------
+
+    private struct CompactStepArgs
+    {
+        public float* P, G, S;
+        public int* Units;
+        public int K, Cols;
+        public StepParams Sp;
+    }
+
+    public void CompactRmsPropStep(Tensor param, Tensor compactGrad, Tensor compactSquareAvg, ReadOnlySpan<int> units, MaskAxis axis,
+                                   int rows, int cols, float lr, float alpha, float eps)
+    {
+        int k = units.Length;
+        if (k == 0) return;
+        if (axis is not (MaskAxis.Rows or MaskAxis.Columns)) throw new ArgumentException($"compact RMSprop on '{param.Name}': axis must be rows or columns, not {axis}");
+        if ((long)rows * cols != param.Length)
+            throw new ArgumentException($"compact RMSprop on '{param.Name}' {param.ShapeText}: given as {rows}×{cols}");
+        CheckIndices(units, axis == MaskAxis.Rows ? rows : cols, axis == MaskAxis.Rows ? "updated row" : "updated column");
+        for (int i = 1; i < k; i++)
+            if (units[i] <= units[i - 1]) throw new ArgumentException($"compact RMSprop on '{param.Name}': the selected units must be sorted and distinct");
+        long compact = axis == MaskAxis.Rows ? (long)k * cols : (long)rows * k;
+        Need(compactGrad, compact, "compact gradient");
+        Need(compactSquareAvg, compact, "compact optimizer state");
+        fixed (float* pp = Cpu(param, "parameter").Data, pg = Cpu(compactGrad, "compact gradient").Data, ps = Cpu(compactSquareAvg, "compact optimizer state").Data)
+        fixed (int* pu = units)
+        {
+            var a = new CompactStepArgs
+            {
+                P = pp, G = pg, S = ps, Units = pu, K = k, Cols = cols,
+                Sp = new StepParams { Rule = Rule.RmsProp, Lr = lr, Alpha = alpha, Eps = eps },
+            };
+            if (axis == MaskAxis.Rows) _pool.For(k, Math.Max(1, ElementGrain / Math.Max(1, cols)), &a, &CompactRowsChunk);
+            else _pool.For(rows, Math.Max(1, ElementGrain / k), &a, &CompactColumnsChunk);
+        }
+    }
+
+    // Selected row units[i] of P from row i of the compact G and S: the dense update's lanes.
+    private static void CompactRowsChunk(void* args, int start, int end)
+    {
+        ref var a = ref *(CompactStepArgs*)args;
+        for (int i = start; i < end; i++)
+            Update(a.P + (long)a.Units[i] * a.Cols, a.G + (long)i * a.Cols, a.S + (long)i * a.Cols, null, 0, a.Cols, a.Sp);
+    }
+
+    // Rows [start, end) of P, at the selected columns, from the compact [rows, K] G and S (scalar, as ColumnsChunk).
+    private static void CompactColumnsChunk(void* args, int start, int end)
+    {
+        ref var a = ref *(CompactStepArgs*)args;
+        for (int r = start; r < end; r++)
+        {
+            float* p = a.P + (long)r * a.Cols, g = a.G + (long)r * a.K, s = a.S + (long)r * a.K;
+            for (int i = 0; i < a.K; i++) UpdateOne(p + a.Units[i], g + i, s + i, null, 0, a.Sp);
+        }
+    }
+
     private static float[] CheckMask(Tensor param, UpdateMask mask, int length)
     {
         if ((long)mask.Rows * mask.Cols != param.Length)
