@@ -312,7 +312,9 @@ public sealed class EditPass : IDisposable, IWeightGradients
     /// <summary>Unit i's compact gradient buffer, grown to its selection (kept across steps and edits).</summary>
     private Tensor UnitGradient(int unit)
     {
-        Scratch(ref _unitGrads[unit], $"edit.compact.grad.{unit}", (long)_selected[unit]!.Length * _model.Config.EmbedDim);
+        long length = (long)_selected[unit]!.Length * _model.Config.EmbedDim;
+        var t = _unitGrads[unit];
+        if (t is null || t.Length < Math.Max(1, length)) Scratch(ref _unitGrads[unit], $"edit.compact.grad.{unit}", length);   // the name only then: steps allocate nothing
         return _unitGrads[unit]!;
     }
 
