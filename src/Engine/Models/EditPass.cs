@@ -9,8 +9,9 @@ namespace WhereToEdit.Engine.Models;
 /// are computed for every token, everything after the attention for [CLS] alone, forward and backward), and the
 /// weight gradient of a masked matrix is computed for its selected hidden units only — a gather-GEMM over the
 /// selected columns of dy (fc1, row mask) or x (fc2, column mask), scattered into the selected rows or columns of the
-/// gradient. Only the gradients of the edited fc1/fc2 weights are computed; the gradient outside the selected units
-/// is left as it was (the masked optimizer step never reads it).
+/// gradient, or kept compact for the optimizer (<see cref="CompactGradients"/>, what the editor runs). Only the
+/// gradients of the edited fc1/fc2 weights are computed; the gradient outside the selected units is left as it was
+/// (the masked optimizer step never reads it).
 /// <para>The first edited block (when it is not the last one, and its edited matrices have selected units): its input,
 /// attention and LN2 output do not change during an edit, and of its MLP only the selected hidden units U = S1 ∪ S2
 /// (fc1 rows S1, fc2 columns S2) can change. <see cref="Forward"/> keeps base = out₀ − Σ_{j∈U} W2₀[:, j]·gelu(h₀_j) from
