@@ -77,9 +77,13 @@ public interface IBackend : IDisposable
     /// <see cref="Gemm"/> then <see cref="AddBias"/>, which is what a backend without a fused version runs.
     /// </summary>
     void LinearForward(Tensor x, Tensor weight, Tensor? bias, Tensor y, int rows, int inFeatures, int outFeatures)
+        => GemmThenBias(this, x, weight, bias, y, rows, inFeatures, outFeatures);
+
+    /// <summary>The unfused <see cref="LinearForward"/>: the default, and the fallback of a backend that fuses only some calls.</summary>
+    public static void GemmThenBias(IBackend be, Tensor x, Tensor weight, Tensor? bias, Tensor y, int rows, int inFeatures, int outFeatures)
     {
-        Gemm(false, true, rows, outFeatures, inFeatures, 1f, x, 0, inFeatures, weight, 0, inFeatures, 0f, y, 0, outFeatures);
-        if (bias is not null) AddBias(y, bias, rows, outFeatures);
+        be.Gemm(false, true, rows, outFeatures, inFeatures, 1f, x, 0, inFeatures, weight, 0, inFeatures, 0f, y, 0, outFeatures);
+        if (bias is not null) be.AddBias(y, bias, rows, outFeatures);
     }
 
     /// <summary>y[r, c] += bias[c].</summary>

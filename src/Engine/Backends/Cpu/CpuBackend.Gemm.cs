@@ -60,8 +60,7 @@ public sealed unsafe partial class CpuBackend
     {
         if (bias is null || rows == 0 || Precision == CpuPrecision.Bf16 || GemmKind != GemmKind.Managed || ManagedGemm.IsSmallM(false, rows))
         {
-            Gemm(false, true, rows, outFeatures, inFeatures, 1f, x, 0, inFeatures, weight, 0, inFeatures, 0f, y, 0, outFeatures);
-            if (bias is not null) AddBias(y, bias, rows, outFeatures);
+            IBackend.GemmThenBias(this, x, weight, bias, y, rows, inFeatures, outFeatures);
             return;
         }
         if (!OpChecks.Gemm(false, true, rows, outFeatures, inFeatures, x, 0, inFeatures, weight, 0, inFeatures, y, 0, outFeatures, 1, 0, 0, 0)) return;
