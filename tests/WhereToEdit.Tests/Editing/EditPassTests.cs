@@ -166,17 +166,15 @@ public sealed class EditPassTests(ITestOutputHelper output)
         var options = new EditOptions { Method = EditMethods.Parse(method), LearningRate = 1e-2f, MaxSteps = 8 };
         int[] labels = [2, 4];
 
-        (EditResult Result, float[][] Weights) Run(bool compact)
-        {
-            using var be = new CpuBackend(new CpuBackendOptions { Threads = 2 });
-            using var model = Model(be, config, seed: 1);
-            using var editor = new ModelEditor(model, target) { CompactOptimizer = compact };
-            var result = editor.Edit(images, labels, mask, options);
-            // A second edit on the same editor reuses (and re-zeroes) the compact state.
-            editor.Revert();
-            result = editor.Edit(images, labels, mask, options);
-            return (result, target.Units.Select(u => model[u.Parameter].Value.ToArray()).ToArray());
-        }
+        (EditResult Result, float[][] Weights) Run(bool compact) => EditFreshModel(config, target,
+            model => new ModelEditor(model, target) { CompactOptimizer = compact },
+            editor =>
+            {
+                editor.Edit(images, labels, mask, options);
+                // A second edit on the same editor reuses (and re-zeroes) the compact state.
+                editor.Revert();
+                return editor.Edit(images, labels, mask, options);
+            });
 
         var (scattered, scatteredWeights) = Run(false);
         var (compact, compactWeights) = Run(true);
@@ -201,19 +199,16 @@ public sealed class EditPassTests(ITestOutputHelper output)
         var options = new EditOptions { Method = EditMethods.Parse(method), LearningRate = 1e-2f, MaxSteps = 12, Coefficient = 0.1f };
         int[] labels = [1, 4];
 
-        EditResult Run(bool fast, out float[][] weights)
-        {
-            using var be = new CpuBackend(new CpuBackendOptions { Threads = 2 });
-            using var model = Model(be, config, seed: 1);
-            using var editor = new ModelEditor(model, target, fastPath: fast);
-            Assert.Equal(fast, editor.FastPath);
-            var result = editor.Edit(images, labels, mask, options);
-            weights = target.Units.Select(u => model[u.Parameter].Value.ToArray()).ToArray();
-            return result;
-        }
+        (EditResult Result, float[][] Weights) Run(bool fast) => EditFreshModel(config, target,
+            model => new ModelEditor(model, target, fastPath: fast),
+            editor =>
+            {
+                Assert.Equal(fast, editor.FastPath);
+                return editor.Edit(images, labels, mask, options);
+            });
 
-        var full = Run(false, out var fullWeights);
-        var fast = Run(true, out var fastWeights);
+        var (full, fullWeights) = Run(false);
+        var (fast, fastWeights) = Run(true);
         output.WriteLine($"{method}: steps full {full.Steps}, fast {fast.Steps}; losses full [{string.Join(", ", full.LossHistory.Select(l => l.ToString("G6")))}]");
         Assert.Equal(full.Steps, fast.Steps);
         Assert.True(full.Steps > 1);
@@ -222,5 +217,16 @@ public sealed class EditPassTests(ITestOutputHelper output)
         Assert.Equal(full.WeightsChanged, fast.WeightsChanged);
         for (int i = 0; i < fullWeights.Length; i++)
             CheckClose(target.Units[i].Parameter, fullWeights[i], fastWeights[i], 1e-4f);
+    }
+
+    /// <summary>The seed-1 model on a 2-thread CPU backend, edited by <paramref name="edit"/> with the editor <paramref name="editorFor"/> makes: its result and the edited matrices after it.</summary>
+    private static (EditResult Result, float[][] Weights) EditFreshModel(VitConfig config, EditTarget target,
+        Func<VitModel, ModelEditor> editorFor, Func<ModelEditor, EditResult> edit)
+    {
+        using var be = new CpuBackend(new CpuBackendOptions { Threads = 2 });
+        using var model = Model(be, config, seed: 1);
+        using var editor = editorFor(model);
+        var result = edit(editor);
+        return (result, target.Units.Select(u => model[u.Parameter].Value.ToArray()).ToArray());
     }
 }
